@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Merges the word counts of every file named in the arguments into one ranked report.
+set -euo pipefail
+top=${top:-10}
+out_file=${out_file:?out_file is not set}
+mkdir -p "$(dirname "$out_file")"
+cat "$@" | awk -F'\t' '{ n[$1] += $2 } END { for (w in n) printf "%d\t%s\n", n[w], w }' |
+    sort -rn | head -n "$top" > "$out_file"
+echo "top $top words over $# sites:"
+cat "$out_file"

@@ -1,0 +1,385 @@
+//! The resolved config: what the rest of jobctl works with. Every value here has been
+//! checked; nothing downstream re-validates.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde::Serialize;
+use serde::ser::SerializeMap;
+
+use super::node::RenderedPos;
+
+/// A job's id: `[A-Za-z0-9_.-]+`, unique in a config.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobId(Arc<str>);
+
+impl JobId {
+    /// Checks the characters; `None` if the id is empty or has others.
+    pub fn parse(id: &str) -> Option<JobId> {
+        let ok = !id.is_empty()
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        ok.then(|| JobId(Arc::from(id)))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for JobId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+/// A value in `args`, `kwargs` or `env`: plain data, or a reference resolved when the job
+/// runs. In JSON a reference is written `{"!retval": "JOB"}` / `{"!secret": "NAME"}`: the
+/// secret's value is never part of a resolved config.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    List(Vec<Value>),
+    Map(IndexMap<String, Value>),
+    /// The return value of the job's latest successful build.
+    Retval(JobId),
+    /// A value from the config's `secrets`, by name.
+    Secret(String),
+}
+
+impl Value {
+    /// Every `!retval` target inside this value, in document order.
+    pub fn retval_targets<'a>(&'a self, out: &mut Vec<&'a JobId>) {
+        match self {
+            Value::Retval(id) => out.push(id),
+            Value::List(items) => items.iter().for_each(|v| v.retval_targets(out)),
+            Value::Map(map) => map.values().for_each(|v| v.retval_targets(out)),
+            _ => {}
+        }
+    }
+}
+
+impl Serialize for Value {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Value::Null => s.serialize_unit(),
+            Value::Bool(b) => s.serialize_bool(*b),
+            Value::Int(i) => s.serialize_i64(*i),
+            Value::Float(f) => s.serialize_f64(*f),
+            Value::Str(v) => s.serialize_str(v),
+            Value::List(items) => s.collect_seq(items),
+            Value::Map(map) => s.collect_map(map),
+            Value::Retval(id) => {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("!retval", id)?;
+                m.end()
+            }
+            Value::Secret(name) => {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("!secret", name)?;
+                m.end()
+            }
+        }
+    }
+}
+
+/// What a job runs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// A shell command, run with `sh -c`.
+    Run(String),
+    /// A function registered by name in the program that embeds jobctl.
+    Function(String),
+}
+
+/// A cron schedule, kept as written and checked when loaded.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub expr: String,
+    pub cron: croner::Cron,
+}
+
+impl PartialEq for Schedule {
+    fn eq(&self, other: &Self) -> bool {
+        self.expr == other.expr
+    }
+}
+
+impl Serialize for Schedule {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.expr)
+    }
+}
+
+/// A job after defaults are applied and references are checked.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Job {
+    pub id: JobId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+    #[serde(flatten)]
+    pub action: Action,
+    pub args: Vec<Value>,
+    pub kwargs: IndexMap<String, Value>,
+    pub env: IndexMap<String, Value>,
+    /// Declared dependencies first, then `!retval` targets not declared, each once.
+    pub dependencies: Vec<JobId>,
+    #[serde(serialize_with = "serialize_opt_duration")]
+    pub timeout: Option<Duration>,
+    pub retries: u32,
+    #[serde(serialize_with = "serialize_duration")]
+    pub retry_delay: Duration,
+    pub protect: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cleanup: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
+    pub concurrency: u32,
+    /// Where the job runs, relative to the config's folder unless absolute.
+    pub workdir: PathBuf,
+    /// Where each dependency was named (parallel to `dependencies`), for diagnostics.
+    #[serde(skip)]
+    pub dependency_pos: Vec<RenderedPos>,
+    /// Where the job's `id` stands in the rendered config.
+    #[serde(skip)]
+    pub pos: RenderedPos,
+}
+
+/// Settings every job starts from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Defaults {
+    pub timeout: Option<Duration>,
+    pub retries: u32,
+    pub retry_delay: Duration,
+    pub concurrency: u32,
+    pub workdir: Option<PathBuf>,
+    pub env: IndexMap<String, Value>,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults {
+            timeout: None,
+            retries: 0,
+            retry_delay: Duration::from_secs(10),
+            concurrency: 1,
+            workdir: None,
+            env: IndexMap::new(),
+        }
+    }
+}
+
+/// A loaded, valid config.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The config file as the user named it.
+    pub path: PathBuf,
+    /// The rendered YAML (secrets in it are not masked: see [`Config::masked_yaml`]).
+    pub rendered: String,
+    /// The storage URL as written (`sqlite://…` or `postgresql://…`).
+    pub storage: String,
+    pub defaults: Defaults,
+    /// Secret values by name: never printed, never stored.
+    pub secrets: IndexMap<String, String>,
+    pub jobs: Vec<Job>,
+    pub(crate) index: std::collections::HashMap<JobId, usize>,
+    /// Where each secret value stands in the rendered text, for masking.
+    pub(crate) secret_spans: Vec<RenderedPos>,
+}
+
+/// What stands in for a secret's value wherever it would be shown.
+pub const MASK: &str = "********";
+
+impl Config {
+    /// The job with this id, by index in `jobs`.
+    pub fn job_index(&self, id: &str) -> Option<usize> {
+        JobId::parse(id).and_then(|id| self.index.get(&id).copied())
+    }
+
+    pub fn job(&self, id: &str) -> Option<&Job> {
+        self.job_index(id).map(|i| &self.jobs[i])
+    }
+
+    /// The rendered YAML with every secret value replaced by [`MASK`]: the values under
+    /// `secrets:` and any other place where a secret's text appears.
+    pub fn masked_yaml(&self) -> String {
+        let mut lines: Vec<String> = self.rendered.lines().map(str::to_owned).collect();
+        let mut spans = self.secret_spans.clone();
+        // Right to left on a line, so earlier columns stay valid.
+        spans.sort_by_key(|p| (p.line, std::cmp::Reverse(p.col)));
+        for span in spans {
+            let Some(line) = lines.get_mut(span.line.saturating_sub(1)) else {
+                continue;
+            };
+            let chars: Vec<char> = line.chars().collect();
+            let start = span.col.saturating_sub(1).min(chars.len());
+            let end = (start + span.len).min(chars.len());
+            let mut quoted = String::new();
+            quoted.extend(&chars[..start]);
+            quoted.push_str(&format!("\"{MASK}\""));
+            quoted.extend(&chars[end..]);
+            *line = quoted;
+        }
+        let mut text = lines.join("\n");
+        if self.rendered.ends_with('\n') {
+            text.push('\n');
+        }
+        mask_secrets(&text, self.secrets.values())
+    }
+}
+
+/// Replaces each secret's text in `text` by [`MASK`]. Values shorter than four characters
+/// are left alone: masking every `1` or `a` would hide more than it protects.
+pub fn mask_secrets<'a>(text: &str, secrets: impl Iterator<Item = &'a String>) -> String {
+    let mut text = text.to_owned();
+    let mut values: Vec<&String> = secrets.filter(|s| s.chars().count() >= 4).collect();
+    values.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    for value in values {
+        if text.contains(value.as_str()) {
+            text = text.replace(value.as_str(), MASK);
+        }
+    }
+    text
+}
+
+/// `1h`, `30m`, `1h30m`, `90s`, `500ms`, `2d`, `1w`; a bare integer is seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("a duration cannot be empty".into());
+    }
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        if digits == 0 {
+            return Err(format!(
+                "`{text}` is not a duration (write it like `90s`, `30m`, `1h30m` or `2d`)"
+            ));
+        }
+        let n: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("`{text}` is too long a duration"))?;
+        rest = &rest[digits..];
+        let unit_len = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_alphabetic()).len();
+        let unit = &rest[..unit_len];
+        rest = rest[unit_len..].trim_start();
+        let part = match unit {
+            "ms" => Duration::from_millis(n),
+            "s" | "sec" | "secs" => Duration::from_secs(n),
+            "m" | "min" | "mins" => Duration::from_secs(n.saturating_mul(60)),
+            "h" | "hr" | "hrs" => Duration::from_secs(n.saturating_mul(3600)),
+            "d" => Duration::from_secs(n.saturating_mul(86_400)),
+            "w" => Duration::from_secs(n.saturating_mul(604_800)),
+            "" => {
+                return Err(format!(
+                    "`{text}` needs a unit after {n} (ms, s, m, h, d or w)"
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "`{other}` is not a unit of time in `{text}` (use ms, s, m, h, d or w)"
+                ));
+            }
+        };
+        total = total.saturating_add(part);
+    }
+    Ok(total)
+}
+
+/// The shortest way to write a duration that [`parse_duration`] reads back.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    if ms % 1000 != 0 {
+        return format!("{ms}ms");
+    }
+    let mut secs = d.as_secs();
+    let mut out = String::new();
+    for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
+        if secs >= size {
+            out.push_str(&format!("{}{unit}", secs / size));
+            secs %= size;
+        }
+    }
+    out
+}
+
+fn serialize_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_duration(*d))
+}
+
+fn serialize_opt_duration<S: serde::Serializer>(
+    d: &Option<Duration>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_str(&format_duration(*d)),
+        None => s.serialize_none(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_round_trip() {
+        for (text, secs) in [
+            ("90", 90),
+            ("90s", 90),
+            ("30m", 1800),
+            ("1h30m", 5400),
+            ("1h 30m", 5400),
+            ("2d", 172_800),
+            ("1w", 604_800),
+        ] {
+            let d = parse_duration(text).unwrap();
+            assert_eq!(d.as_secs(), secs, "{text}");
+            assert_eq!(parse_duration(&format_duration(d)).unwrap(), d);
+        }
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("h").is_err());
+        assert!(parse_duration("5").is_ok());
+    }
+
+    #[test]
+    fn ids_take_only_safe_characters() {
+        assert!(JobId::parse("crawl_example.com-2").is_some());
+        for bad in ["", "a b", "a/b", "ü", "a:b"] {
+            assert!(JobId::parse(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn short_secrets_are_not_masked_everywhere() {
+        let secrets = ["s3cr3t-token".to_string(), "ab".to_string()];
+        assert_eq!(
+            mask_secrets("x s3cr3t-token ab", secrets.iter()),
+            "x ******** ab"
+        );
+    }
+}
