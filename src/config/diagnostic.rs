@@ -89,6 +89,7 @@ impl Diagnostics {
         let mut out = String::new();
         for item in &self.items {
             render_one(&handler, item, &self.file, &mut out);
+            out.push('\n');
         }
         let n = self.items.len();
         out.push_str(&format!(

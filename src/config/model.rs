@@ -280,7 +280,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         let n: u64 = rest[..digits]
             .parse()
             .map_err(|_| format!("`{text}` is too long a duration"))?;
-        rest = &rest[digits..];
+        rest = rest[digits..].trim_start();
         let unit_len = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_alphabetic()).len();
         let unit = &rest[..unit_len];
         rest = rest[unit_len..].trim_start();

@@ -172,11 +172,18 @@ impl Renderer {
             cur = next;
         }
         let err = innermost;
-        let message = match err.detail() {
-            Some(detail) => format!("{}: {}", describe_kind(err.kind()), detail),
-            None => describe_kind(err.kind()).to_owned(),
-        };
         let files = loaded.lock().map(|f| f.clone()).unwrap_or_default();
+        let spelled = err.name().zip(err.range()).and_then(|(name, range)| {
+            let file = &files.iter().find(|(n, _)| n == name)?.1;
+            file.text.get(range).map(str::trim).map(str::to_owned)
+        });
+        let message = match (err.kind(), err.detail(), spelled) {
+            (ErrorKind::UndefinedError, _, Some(expr)) if !expr.contains('\n') => format!(
+                "undefined variable: `{expr}` is not defined (pass it with `--var NAME=VALUE` or `{{% set %}}` it)"
+            ),
+            (kind, Some(detail), _) => format!("{}: {}", describe_kind(kind), detail),
+            (kind, None, _) => describe_kind(kind).to_owned(),
+        };
         let pos = err.name().and_then(|name| {
             let file = files.iter().find(|(n, _)| n == name)?.1.clone();
             let (line, col, len) = match (err.range(), err.line()) {
@@ -220,7 +227,7 @@ fn describe_kind(kind: ErrorKind) -> &'static str {
         ErrorKind::UnknownTest => "unknown test",
         ErrorKind::MissingArgument => "missing argument",
         ErrorKind::TooManyArguments => "too many arguments",
-        ErrorKind::InvalidOperation => "invalid template operation",
+        ErrorKind::InvalidOperation => "template error",
         ErrorKind::BadEscape => "bad string escape",
         _ => "template error",
     }
@@ -351,7 +358,9 @@ impl SourceMap {
                         _ => return None,
                     }
                 }
-                current = Some((file, line));
+                // The first marker on a line wins: a template line that ends in an
+                // `{% include %}` or a macro call is followed by its own marker.
+                current = current.or(Some((file, line)));
                 continue;
             }
             if is_mark_char(c) {

@@ -76,6 +76,7 @@ impl Resolver {
                     format!("the config must be a mapping with a `jobs` list, found {found}"),
                     root.pos,
                 )
+                .label(format!("this is {found}"))
                 .help("start the file with `jobs:` followed by a list of jobs"),
             );
             return None;
@@ -85,8 +86,10 @@ impl Resolver {
         let mut defaults_node = None;
         let mut secrets_node = None;
         let mut jobs_node = None;
+        let mut unknown_keys = false;
         for (key, value) in entries {
-            let Some(name) = self.key(key, TOP_KEYS, "top-level key") else {
+            let Some(name) = self.key(key, TOP_KEYS, "top-level key", "") else {
+                unknown_keys = true;
                 continue;
             };
             match name {
@@ -104,6 +107,10 @@ impl Resolver {
             .map(|node| self.defaults(node))
             .unwrap_or_default();
         let Some(jobs_node) = jobs_node else {
+            if unknown_keys {
+                // `job:` for `jobs:` is reported as that; "no jobs" would say it twice.
+                return None;
+            }
             self.problems.push(
                 Problem::new("the config has no `jobs` list", root.pos)
                     .label("expected `jobs:` in this mapping")
@@ -127,7 +134,14 @@ impl Resolver {
     }
 
     /// A mapping key as a known name; an unknown one is reported with a suggestion.
-    fn key<'a>(&mut self, key: &'a Node, known: &[&'static str], what: &str) -> Option<&'a str> {
+    /// `what` names the key in messages; `place` follows the key's name (` in `defaults``).
+    fn key<'a>(
+        &mut self,
+        key: &'a Node,
+        known: &[&'static str],
+        what: &str,
+        place: &str,
+    ) -> Option<&'a str> {
         self.no_tag(key);
         let NodeKind::Str(name) = &key.kind else {
             self.problems.push(
@@ -142,7 +156,7 @@ impl Resolver {
         if known.contains(&name.as_str()) {
             return Some(name);
         }
-        let mut problem = Problem::new(format!("unknown {what} `{name}`"), key.pos);
+        let mut problem = Problem::new(format!("unknown {what} `{name}`{place}"), key.pos);
         problem = match suggest(name, known.iter().copied()) {
             Some(s) => problem.label(format!("did you mean `{s}`?")),
             None => problem
@@ -352,7 +366,7 @@ impl Resolver {
             return defaults;
         };
         for (key, value) in entries {
-            match self.key(key, DEFAULT_KEYS, "key in `defaults`") {
+            match self.key(key, DEFAULT_KEYS, "key", " in `defaults`") {
                 Some("timeout") => {
                     if let Some(t) = self.timeout(value) {
                         defaults.timeout = t;
@@ -445,10 +459,11 @@ impl Resolver {
             pos: node.pos,
         };
         let mut action: Option<(Action, &Node)> = None;
+        let mut action_seen = false;
         let mut declared: Vec<(String, RenderedPos)> = Vec::new();
         let mut retvals: Vec<(String, RenderedPos)> = Vec::new();
         for (key, value) in entries {
-            let Some(name) = self.key(key, JOB_KEYS, "job key") else {
+            let Some(name) = self.key(key, JOB_KEYS, "job key", "") else {
                 continue;
             };
             match name {
@@ -468,6 +483,7 @@ impl Resolver {
                 "title" => job.title = self.text(value, "`title`"),
                 "notes" => job.notes = self.text(value, "`notes`"),
                 "run" | "function" => {
+                    action_seen = true;
                     let what = if name == "run" { "`run`" } else { "`function`" };
                     let Some(text) = self.string(value, what) else {
                         continue;
@@ -573,7 +589,7 @@ impl Resolver {
         }
         match action {
             Some((a, _)) => job.action = a,
-            None if id_seen => {
+            None if id_seen && !action_seen => {
                 let name = id.as_ref().map_or("?".to_owned(), |(id, _)| id.to_string());
                 self.problems.push(
                     Problem::new(format!("job `{name}` has nothing to run"), node.pos)
