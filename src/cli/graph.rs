@@ -31,5 +31,5 @@ pub fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), CliErro
     } else {
         view::trees(&config, &graph, &targets)
     };
-    write_out(out, &text)
+    write_out(out, &config.mask(&text))
 }

@@ -13,7 +13,9 @@ pub struct Args {
 pub fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), CliError> {
     let config = ctx.load()?;
     if args.json {
-        let mut text = serde_json::to_string_pretty(&config.jobs).map_err(CliError::Json)?;
+        let jobs = serde_json::to_value(&config.jobs).map_err(CliError::Json)?;
+        let mut text =
+            serde_json::to_string_pretty(&config.mask_json(jobs)).map_err(CliError::Json)?;
         text.push('\n');
         return write_out(out, &text);
     }
@@ -44,5 +46,5 @@ pub fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), CliErro
         text.push_str(line.trim_end());
         text.push('\n');
     }
-    write_out(out, &text)
+    write_out(out, &config.mask(&text))
 }

@@ -42,7 +42,14 @@ pub enum LoadError {
 
 /// Renders, parses and resolves the config at `path` with `vars` as template variables.
 pub fn load(path: &Path, vars: &[(String, String)]) -> Result<Config, LoadError> {
-    std::fs::File::open(path).map_err(|source| LoadError::Read {
+    let readable = std::fs::File::open(path).and_then(|file| match file.metadata()?.is_dir() {
+        true => Err(std::io::Error::new(
+            std::io::ErrorKind::IsADirectory,
+            "it is a directory",
+        )),
+        false => Ok(()),
+    });
+    readable.map_err(|source| LoadError::Read {
         path: path.to_path_buf(),
         source,
     })?;

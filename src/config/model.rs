@@ -245,6 +245,31 @@ impl Config {
     }
 }
 
+impl Config {
+    /// `text` with every secret's value masked.
+    pub fn mask(&self, text: &str) -> String {
+        mask_secrets(text, self.secrets.values())
+    }
+
+    /// A JSON value with every secret's value masked inside its strings (keys too).
+    pub fn mask_json(&self, value: serde_json::Value) -> serde_json::Value {
+        use serde_json::Value as J;
+        if self.secrets.is_empty() {
+            return value;
+        }
+        match value {
+            J::String(s) => J::String(self.mask(&s)),
+            J::Array(items) => J::Array(items.into_iter().map(|v| self.mask_json(v)).collect()),
+            J::Object(map) => J::Object(
+                map.into_iter()
+                    .map(|(k, v)| (self.mask(&k), self.mask_json(v)))
+                    .collect(),
+            ),
+            other => other,
+        }
+    }
+}
+
 /// Replaces each secret's text in `text` by [`MASK`]. Values shorter than four characters
 /// are left alone: masking every `1` or `a` would hide more than it protects.
 pub fn mask_secrets<'a>(text: &str, secrets: impl Iterator<Item = &'a String>) -> String {

@@ -111,10 +111,10 @@ impl Renderer {
     }
 
     fn context(&self) -> Value {
-        Value::from_iter(
+        Value::from_pairs(
             self.vars
                 .iter()
-                .map(|(k, v)| (k.clone(), Value::from(v.clone()))),
+                .map(|(k, v)| (Value::from(k.as_str()), Value::from(v.as_str()))),
         )
     }
 

@@ -1,0 +1,178 @@
+//! The commands that read a config, through the real binary.
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use serde_json::{Value, json};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn jobctl(dir: &Path) -> Command {
+    let mut cmd = Command::cargo_bin("jobctl").unwrap();
+    cmd.current_dir(dir)
+        .env_remove("JOBCTL_CONFIG")
+        .env("NO_COLOR", "1");
+    cmd
+}
+
+fn stdout(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn jobcontrol_example_loads_into_six_jobs_with_retval_edges() {
+    let dir = root().join("tests/fixtures/valid");
+    let text = stdout(jobctl(&dir).args(["-c", "jobcontrol_example.yaml.j2", "jobs", "--json"]));
+    let jobs: Vec<Value> = serde_json::from_str(&text).unwrap();
+    let ids: Vec<&str> = jobs.iter().map(|j| j["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        ids,
+        [
+            "crawl_example_com",
+            "process_example_com",
+            "crawl_example_org",
+            "process_example_org",
+            "crawl_example_net",
+            "process_example_net"
+        ]
+    );
+    for site in ["example_com", "example_org", "example_net"] {
+        let crawl = jobs.iter().find(|j| j["id"] == format!("crawl_{site}")).unwrap();
+        let process = jobs.iter().find(|j| j["id"] == format!("process_{site}")).unwrap();
+        assert_eq!(crawl["dependencies"], json!([]));
+        // No `dependencies` list in the config: the `!retval` alone makes the edge.
+        assert_eq!(process["dependencies"], json!([format!("crawl_{site}")]));
+        assert_eq!(
+            process["kwargs"]["input_storage"],
+            json!({"!retval": format!("crawl_{site}")})
+        );
+        let url = format!("http://www.{}", site.replace('_', "."));
+        assert_eq!(crawl["args"], json!([url]));
+        assert_eq!(crawl["title"], json!(format!("Crawl {url}")));
+    }
+    insta::assert_snapshot!(
+        "jobcontrol_example_graph",
+        stdout(jobctl(&dir).args(["-c", "jobcontrol_example.yaml.j2", "graph"]))
+    );
+}
+
+#[test]
+fn demo_pipeline_is_valid_and_its_views_are_stable() {
+    let dir = root();
+    assert_eq!(
+        stdout(jobctl(&dir).arg("check")),
+        "jobs.yaml.j2: ok, 7 jobs\n"
+    );
+    insta::assert_snapshot!("demo_jobs", stdout(jobctl(&dir).arg("jobs")));
+    insta::assert_snapshot!("demo_graph_layers", stdout(jobctl(&dir).arg("graph")));
+    insta::assert_snapshot!("demo_graph_tree", stdout(jobctl(&dir).args(["graph", "report"])));
+    insta::assert_snapshot!("demo_graph_dot", stdout(jobctl(&dir).args(["graph", "--dot"])));
+    insta::assert_snapshot!(
+        "demo_graph_dot_subgraph",
+        stdout(jobctl(&dir).args(["graph", "--dot", "process_example_org"]))
+    );
+}
+
+#[test]
+fn secrets_are_masked_and_never_resolved_into_output() {
+    let dir = root().join("tests/fixtures/valid");
+    let token = "tok-5f1e-very-secret";
+    let config = stdout(
+        jobctl(&dir)
+            .env("JOBCTL_TEST_TOKEN", token)
+            .args(["-c", "secrets.yaml.j2", "config"]),
+    );
+    assert!(!config.contains(token), "{config}");
+    assert!(config.contains("api_token: \"********\""), "{config}");
+    assert!(config.contains("Upload (token ********)"), "{config}");
+    assert!(config.contains("short: \"********\""), "{config}");
+    let jobs = stdout(
+        jobctl(&dir)
+            .env("JOBCTL_TEST_TOKEN", token)
+            .args(["-c", "secrets.yaml.j2", "jobs", "--json"]),
+    );
+    let jobs: Value = serde_json::from_str(&jobs).unwrap();
+    assert_eq!(jobs[0]["env"]["TOKEN"], json!({"!secret": "api_token"}));
+    assert!(!jobs.to_string().contains(token), "{jobs}");
+    assert_eq!(jobs[0]["title"], json!("Upload (token ********)"));
+    for view in [vec!["jobs"], vec!["graph"], vec!["graph", "--dot"]] {
+        let text = stdout(
+            jobctl(&dir)
+                .env("JOBCTL_TEST_TOKEN", token)
+                .args(["-c", "secrets.yaml.j2"])
+                .args(view),
+        );
+        assert!(!text.contains(token), "{text}");
+    }
+}
+
+#[test]
+fn vars_fill_the_template() {
+    let dir = root().join("tests/fixtures/valid");
+    let jobs = stdout(
+        jobctl(&dir)
+            .env("JOBCTL_TEST_TOKEN", "x")
+            .args(["-c", "secrets.yaml.j2", "--var", "copies=3", "jobs", "--json"]),
+    );
+    let jobs: Value = serde_json::from_str(&jobs).unwrap();
+    assert_eq!(jobs[0]["kwargs"]["copies"], json!(3));
+}
+
+#[test]
+fn config_file_comes_from_the_environment() {
+    let dir = root().join("tests/fixtures/valid");
+    let out = stdout(
+        jobctl(Path::new("/"))
+            .env("JOBCTL_CONFIG", dir.join("jobcontrol_example.yaml.j2"))
+            .arg("check"),
+    );
+    assert!(out.ends_with("jobcontrol_example.yaml.j2: ok, 6 jobs\n"), "{out}");
+}
+
+fn failure(cmd: &mut Command) -> (i32, String) {
+    let out = cmd.output().unwrap();
+    assert!(out.stdout.is_empty());
+    (
+        out.status.code().unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn usage_errors_exit_2_with_one_line() {
+    let dir = root();
+    let (code, err) = failure(jobctl(&dir).args(["graph", "reprot"]));
+    assert_eq!(code, 2);
+    assert_eq!(err, "error: no job `reprot` in jobs.yaml.j2 (did you mean `report`?)\n");
+
+    let (code, err) = failure(jobctl(&dir).args(["--var", "novalue", "check"]));
+    assert_eq!(code, 2);
+    assert_eq!(err, "error: `--var novalue` must look like NAME=VALUE\n");
+
+    let (code, err) = failure(jobctl(&dir).args(["-c", "nope.yaml.j2", "check"]));
+    assert_eq!(code, 2);
+    assert_eq!(
+        err,
+        "error: cannot read config file `nope.yaml.j2`: No such file or directory (os error 2)\n"
+    );
+
+    let (code, _) = failure(jobctl(&dir).arg("no-such-command"));
+    assert_eq!(code, 2);
+}
+
+#[test]
+fn a_directory_as_config_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("jobs.yaml.j2")).unwrap();
+    let (code, err) = failure(jobctl(dir.path()).arg("check"));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.starts_with("error: cannot read config file `jobs.yaml.j2`"), "{err}");
+}
