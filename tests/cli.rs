@@ -45,8 +45,14 @@ fn jobcontrol_example_loads_into_six_jobs_with_retval_edges() {
         ]
     );
     for site in ["example_com", "example_org", "example_net"] {
-        let crawl = jobs.iter().find(|j| j["id"] == format!("crawl_{site}")).unwrap();
-        let process = jobs.iter().find(|j| j["id"] == format!("process_{site}")).unwrap();
+        let crawl = jobs
+            .iter()
+            .find(|j| j["id"] == format!("crawl_{site}"))
+            .unwrap();
+        let process = jobs
+            .iter()
+            .find(|j| j["id"] == format!("process_{site}"))
+            .unwrap();
         assert_eq!(crawl["dependencies"], json!([]));
         // No `dependencies` list in the config: the `!retval` alone makes the edge.
         assert_eq!(process["dependencies"], json!([format!("crawl_{site}")]));
@@ -73,8 +79,14 @@ fn demo_pipeline_is_valid_and_its_views_are_stable() {
     );
     insta::assert_snapshot!("demo_jobs", stdout(jobctl(&dir).arg("jobs")));
     insta::assert_snapshot!("demo_graph_layers", stdout(jobctl(&dir).arg("graph")));
-    insta::assert_snapshot!("demo_graph_tree", stdout(jobctl(&dir).args(["graph", "report"])));
-    insta::assert_snapshot!("demo_graph_dot", stdout(jobctl(&dir).args(["graph", "--dot"])));
+    insta::assert_snapshot!(
+        "demo_graph_tree",
+        stdout(jobctl(&dir).args(["graph", "report"]))
+    );
+    insta::assert_snapshot!(
+        "demo_graph_dot",
+        stdout(jobctl(&dir).args(["graph", "--dot"]))
+    );
     insta::assert_snapshot!(
         "demo_graph_dot_subgraph",
         stdout(jobctl(&dir).args(["graph", "--dot", "process_example_org"]))
@@ -85,20 +97,21 @@ fn demo_pipeline_is_valid_and_its_views_are_stable() {
 fn secrets_are_masked_and_never_resolved_into_output() {
     let dir = root().join("tests/fixtures/valid");
     let token = "tok-5f1e-very-secret";
-    let config = stdout(
-        jobctl(&dir)
-            .env("JOBCTL_TEST_TOKEN", token)
-            .args(["-c", "secrets.yaml.j2", "config"]),
-    );
+    let config = stdout(jobctl(&dir).env("JOBCTL_TEST_TOKEN", token).args([
+        "-c",
+        "secrets.yaml.j2",
+        "config",
+    ]));
     assert!(!config.contains(token), "{config}");
     assert!(config.contains("api_token: \"********\""), "{config}");
     assert!(config.contains("Upload (token ********)"), "{config}");
     assert!(config.contains("short: \"********\""), "{config}");
-    let jobs = stdout(
-        jobctl(&dir)
-            .env("JOBCTL_TEST_TOKEN", token)
-            .args(["-c", "secrets.yaml.j2", "jobs", "--json"]),
-    );
+    let jobs = stdout(jobctl(&dir).env("JOBCTL_TEST_TOKEN", token).args([
+        "-c",
+        "secrets.yaml.j2",
+        "jobs",
+        "--json",
+    ]));
     let jobs: Value = serde_json::from_str(&jobs).unwrap();
     assert_eq!(jobs[0]["env"]["TOKEN"], json!({"!secret": "api_token"}));
     assert!(!jobs.to_string().contains(token), "{jobs}");
@@ -117,11 +130,14 @@ fn secrets_are_masked_and_never_resolved_into_output() {
 #[test]
 fn vars_fill_the_template() {
     let dir = root().join("tests/fixtures/valid");
-    let jobs = stdout(
-        jobctl(&dir)
-            .env("JOBCTL_TEST_TOKEN", "x")
-            .args(["-c", "secrets.yaml.j2", "--var", "copies=3", "jobs", "--json"]),
-    );
+    let jobs = stdout(jobctl(&dir).env("JOBCTL_TEST_TOKEN", "x").args([
+        "-c",
+        "secrets.yaml.j2",
+        "--var",
+        "copies=3",
+        "jobs",
+        "--json",
+    ]));
     let jobs: Value = serde_json::from_str(&jobs).unwrap();
     assert_eq!(jobs[0]["kwargs"]["copies"], json!(3));
 }
@@ -134,7 +150,10 @@ fn config_file_comes_from_the_environment() {
             .env("JOBCTL_CONFIG", dir.join("jobcontrol_example.yaml.j2"))
             .arg("check"),
     );
-    assert!(out.ends_with("jobcontrol_example.yaml.j2: ok, 6 jobs\n"), "{out}");
+    assert!(
+        out.ends_with("jobcontrol_example.yaml.j2: ok, 6 jobs\n"),
+        "{out}"
+    );
 }
 
 fn failure(cmd: &mut Command) -> (i32, String) {
@@ -151,7 +170,10 @@ fn usage_errors_exit_2_with_one_line() {
     let dir = root();
     let (code, err) = failure(jobctl(&dir).args(["graph", "reprot"]));
     assert_eq!(code, 2);
-    assert_eq!(err, "error: no job `reprot` in jobs.yaml.j2 (did you mean `report`?)\n");
+    assert_eq!(
+        err,
+        "error: no job `reprot` in jobs.yaml.j2 (did you mean `report`?)\n"
+    );
 
     let (code, err) = failure(jobctl(&dir).args(["--var", "novalue", "check"]));
     assert_eq!(code, 2);
@@ -174,5 +196,8 @@ fn a_directory_as_config_is_a_clear_error() {
     std::fs::create_dir(dir.path().join("jobs.yaml.j2")).unwrap();
     let (code, err) = failure(jobctl(dir.path()).arg("check"));
     assert_eq!(code, 2, "{err}");
-    assert!(err.starts_with("error: cannot read config file `jobs.yaml.j2`"), "{err}");
+    assert!(
+        err.starts_with("error: cannot read config file `jobs.yaml.j2`"),
+        "{err}"
+    );
 }

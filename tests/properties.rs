@@ -21,12 +21,20 @@ fn dag() -> impl Strategy<Value = (usize, Vec<(usize, usize)>)> {
 
 /// A node permutation, so that edges of the DAG do not all point "forward" in file order.
 fn shuffled_dag() -> impl Strategy<Value = (usize, Vec<(usize, usize)>)> {
-    dag().prop_flat_map(|(n, edges)| {
-        (Just(n), Just(edges), Just((0..n).collect::<Vec<_>>()).prop_shuffle())
-    })
-    .prop_map(|(n, edges, perm)| {
-        (n, edges.into_iter().map(|(a, b)| (perm[a], perm[b])).collect())
-    })
+    dag()
+        .prop_flat_map(|(n, edges)| {
+            (
+                Just(n),
+                Just(edges),
+                Just((0..n).collect::<Vec<_>>()).prop_shuffle(),
+            )
+        })
+        .prop_map(|(n, edges, perm)| {
+            (
+                n,
+                edges.into_iter().map(|(a, b)| (perm[a], perm[b])).collect(),
+            )
+        })
 }
 
 fn assert_valid_cycle(cycle: &[usize], edges: &HashSet<(usize, usize)>) {
@@ -34,10 +42,17 @@ fn assert_valid_cycle(cycle: &[usize], edges: &HashSet<(usize, usize)>) {
     for k in 0..cycle.len() {
         let from = cycle[k];
         let to = cycle[(k + 1) % cycle.len()];
-        assert!(edges.contains(&(from, to)), "{from} -> {to} is not an edge of {cycle:?}");
+        assert!(
+            edges.contains(&(from, to)),
+            "{from} -> {to} is not an edge of {cycle:?}"
+        );
     }
     let distinct: HashSet<_> = cycle.iter().collect();
-    assert_eq!(distinct.len(), cycle.len(), "a job appears twice in {cycle:?}");
+    assert_eq!(
+        distinct.len(),
+        cycle.len(),
+        "a job appears twice in {cycle:?}"
+    );
 }
 
 proptest! {
@@ -119,12 +134,47 @@ proptest! {
 }
 
 const PIECES: &[&str] = &[
-    "jobs:\n", "  - id: a\n", "  - id: b\n", "    run: x\n", "    dependencies: [a]\n",
-    "    dependencies: [b]\n", "    args: [!retval a]\n", "    kwargs: {k: !secret s}\n",
-    "secrets: {s: v}\n", "{% for i in range(3) %}", "{% endfor %}", "{{ i }}", "{{ x }}",
-    "{% macro m(n) %}", "{% endmacro %}", "{{ m(1) }}", "{%- if true -%}", "{% endif %}",
-    "\n", "  ", "- ", ": ", "\"", "'", "[", "]", "{", "}", "!retval ", "!tag ", "timeout: 1h\n",
-    "schedule: '* * * * *'\n", "#", "{#", "#}", "\u{2003}", "\u{2000}", "é", "\t", "&a ", "*a ",
+    "jobs:\n",
+    "  - id: a\n",
+    "  - id: b\n",
+    "    run: x\n",
+    "    dependencies: [a]\n",
+    "    dependencies: [b]\n",
+    "    args: [!retval a]\n",
+    "    kwargs: {k: !secret s}\n",
+    "secrets: {s: v}\n",
+    "{% for i in range(3) %}",
+    "{% endfor %}",
+    "{{ i }}",
+    "{{ x }}",
+    "{% macro m(n) %}",
+    "{% endmacro %}",
+    "{{ m(1) }}",
+    "{%- if true -%}",
+    "{% endif %}",
+    "\n",
+    "  ",
+    "- ",
+    ": ",
+    "\"",
+    "'",
+    "[",
+    "]",
+    "{",
+    "}",
+    "!retval ",
+    "!tag ",
+    "timeout: 1h\n",
+    "schedule: '* * * * *'\n",
+    "#",
+    "{#",
+    "#}",
+    "\u{2003}",
+    "\u{2000}",
+    "é",
+    "\t",
+    "&a ",
+    "*a ",
 ];
 
 fn reaches(edges: &[(usize, usize)], from: usize, to: usize) -> bool {

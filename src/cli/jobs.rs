@@ -35,7 +35,13 @@ pub fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), CliErro
         .clamp(5, 50);
     let mut text = format!("{:width$}  {:title_width$}  DEPENDENCIES\n", "ID", "TITLE");
     for job in &config.jobs {
-        let title: String = job.title.as_deref().unwrap_or("").chars().take(50).collect();
+        let title: String = job
+            .title
+            .as_deref()
+            .unwrap_or("")
+            .chars()
+            .take(50)
+            .collect();
         let deps: Vec<&str> = job.dependencies.iter().map(|d| d.as_str()).collect();
         let line = format!(
             "{:width$}  {:title_width$}  {}",

@@ -69,14 +69,16 @@ pub fn load(path: &Path, vars: &[(String, String)]) -> Result<Config, LoadError>
     let root = match node::parse(&text) {
         Ok(root) => root,
         Err(err) => {
-            let mut problem = Problem::new(format!("invalid YAML: {}", err.message), RenderedPos::default());
+            let mut problem = Problem::new(
+                format!("invalid YAML: {}", err.message),
+                RenderedPos::default(),
+            );
             problem.pos = err.pos;
             return Err(invalid(&renderer, &text, vec![problem.label("here")]));
         }
     };
-    match resolve::resolve(&root, path.to_path_buf()) {
+    match resolve::resolve(root, path.to_path_buf()) {
         Ok(mut config) => {
-            drop(root);
             config.rendered = text;
             Ok(config)
         }

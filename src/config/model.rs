@@ -306,7 +306,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             .parse()
             .map_err(|_| format!("`{text}` is too long a duration"))?;
         rest = rest[digits..].trim_start();
-        let unit_len = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_alphabetic()).len();
+        let unit_len = rest.len()
+            - rest
+                .trim_start_matches(|c: char| c.is_ascii_alphabetic())
+                .len();
         let unit = &rest[..unit_len];
         rest = rest[unit_len..].trim_start();
         let part = match unit {

@@ -312,7 +312,9 @@ fn instrument_template(text: &str, file: usize) -> String {
                 "{%" => "%}",
                 _ => "#}",
             };
-            let tag_end = rest[2..].find(close).map_or(rest.len(), |i| i + 2 + close.len());
+            let tag_end = rest[2..]
+                .find(close)
+                .map_or(rest.len(), |i| i + 2 + close.len());
             let tag = &rest[..tag_end];
             line += tag.matches('\n').count();
             out.push_str(tag);
@@ -491,7 +493,10 @@ mod tests {
             debug_instrument(text),
             "a: 1<0:1>\n{% if x %}<0:2>\nb: {{ y }}<0:3>\n{% endif %}"
         );
-        assert_eq!(debug_instrument("x\n{#\n\n#}\ny"), "x<0:1>\n{#\n\n#}<0:4>\ny<0:5>");
+        assert_eq!(
+            debug_instrument("x\n{#\n\n#}\ny"),
+            "x<0:1>\n{#\n\n#}<0:4>\ny<0:5>"
+        );
     }
 
     #[test]

@@ -47,7 +47,9 @@ const MAX_RETRIES: i64 = 1000;
 
 /// Turns the parsed tree into a config, or every mistake found in it.
 /// The config's `rendered` text is left empty for the caller to fill.
-pub fn resolve(root: &Node, path: PathBuf) -> Result<Config, Vec<Problem>> {
+/// The tree is consumed: each job's nodes are freed once the job is resolved, so a large
+/// config never holds both in full.
+pub fn resolve(root: Node, path: PathBuf) -> Result<Config, Vec<Problem>> {
     let mut r = Resolver::default();
     let config = r.config(root, path);
     let mut problems = r.problems;
@@ -68,8 +70,9 @@ struct Resolver {
 }
 
 impl Resolver {
-    fn config(&mut self, root: &Node, path: PathBuf) -> Option<Config> {
-        let NodeKind::Map(entries) = &root.kind else {
+    fn config(&mut self, root: Node, path: PathBuf) -> Option<Config> {
+        self.no_tag(&root);
+        let NodeKind::Map(entries) = root.kind else {
             let found = root.kind.describe();
             self.problems.push(
                 Problem::new(
@@ -81,14 +84,13 @@ impl Resolver {
             );
             return None;
         };
-        self.no_tag(root);
         let mut storage = None;
         let mut defaults_node = None;
         let mut secrets_node = None;
         let mut jobs_node = None;
         let mut unknown_keys = false;
         for (key, value) in entries {
-            let Some(name) = self.key(key, TOP_KEYS, "top-level key", "") else {
+            let Some(name) = self.key(&key, TOP_KEYS, "top-level key", "") else {
                 unknown_keys = true;
                 continue;
             };
@@ -99,12 +101,12 @@ impl Resolver {
                 _ => jobs_node = Some(value),
             }
         }
-        let storage = storage.and_then(|node| self.storage(node));
+        let storage = storage.and_then(|node| self.storage(&node));
         if let Some(node) = secrets_node {
-            self.secrets(node);
+            self.secrets(&node);
         }
         let defaults = defaults_node
-            .map(|node| self.defaults(node))
+            .map(|node| self.defaults(&node))
             .unwrap_or_default();
         let Some(jobs_node) = jobs_node else {
             if unknown_keys {
@@ -204,10 +206,7 @@ impl Resolver {
     fn wrong_type(&mut self, node: &Node, what: &str, expected: &str) {
         self.problems.push(
             Problem::new(
-                format!(
-                    "{what} must be {expected}, found {}",
-                    node.kind.describe()
-                ),
+                format!("{what} must be {expected}, found {}", node.kind.describe()),
                 node.pos,
             )
             .label(format!("expected {expected}")),
@@ -321,12 +320,15 @@ impl Resolver {
             Some("sqlite" | "postgres" | "postgresql") => Some(url),
             _ => {
                 self.problems.push(
-                    Problem::new(format!("`storage` has an unknown scheme: `{url}`"), node.pos)
-                        .label("not a storage URL jobctl knows")
-                        .help(
-                            "use `sqlite://PATH` (the default is sqlite://.jobctl/state.db) or \
+                    Problem::new(
+                        format!("`storage` has an unknown scheme: `{url}`"),
+                        node.pos,
+                    )
+                    .label("not a storage URL jobctl knows")
+                    .help(
+                        "use `sqlite://PATH` (the default is sqlite://.jobctl/state.db) or \
                              `postgresql://USER@HOST/DATABASE`",
-                        ),
+                    ),
                 );
                 None
             }
@@ -399,15 +401,15 @@ impl Resolver {
         defaults
     }
 
-    fn jobs(&mut self, node: &Node, defaults: &Defaults) -> Vec<Job> {
-        if !self.no_tag(node) {
+    fn jobs(&mut self, node: Node, defaults: &Defaults) -> Vec<Job> {
+        if !self.no_tag(&node) {
             return Vec::new();
         }
-        match &node.kind {
+        match node.kind {
             NodeKind::Seq(items) => {
                 let mut jobs = Vec::with_capacity(items.len());
                 for item in items {
-                    if let Some(job) = self.job(item, defaults) {
+                    if let Some(job) = self.job(&item, defaults) {
                         jobs.push(job);
                     }
                 }
@@ -415,7 +417,7 @@ impl Resolver {
             }
             NodeKind::Null => Vec::new(),
             _ => {
-                self.wrong_type(node, "`jobs`", "a list of jobs");
+                self.wrong_type(&node, "`jobs`", "a list of jobs");
                 Vec::new()
             }
         }
@@ -454,7 +456,10 @@ impl Resolver {
             cleanup: None,
             schedule: None,
             concurrency: defaults.concurrency,
-            workdir: defaults.workdir.clone().unwrap_or_else(|| PathBuf::from(".")),
+            workdir: defaults
+                .workdir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(".")),
             dependency_pos: Vec::new(),
             pos: node.pos,
         };
@@ -758,7 +763,9 @@ impl Resolver {
                     Problem::new(format!("duplicate job id `{}`", job.id), job.pos)
                         .label("defined again here")
                         .related("first defined here", jobs[first].pos)
-                        .help("job ids must be unique; in a macro, build the id from its arguments"),
+                        .help(
+                            "job ids must be unique; in a macro, build the id from its arguments",
+                        ),
                 );
             } else {
                 index.insert(job.id.clone(), i);
@@ -806,9 +813,12 @@ fn cycle_problems(config: &Config) -> Vec<Problem> {
                     .map_or(j.pos, |k| j.dependency_pos[k])
             };
             if cycle.len() == 1 {
-                return Problem::new(format!("job `{}` depends on itself", names[0]), pos_of(first, first))
-                    .label("a job cannot wait for itself")
-                    .help("remove this dependency (a `!retval` of the job itself counts as one)");
+                return Problem::new(
+                    format!("job `{}` depends on itself", names[0]),
+                    pos_of(first, first),
+                )
+                .label("a job cannot wait for itself")
+                .help("remove this dependency (a `!retval` of the job itself counts as one)");
             }
             let mut path = names.join(" -> ");
             path.push_str(" -> ");
@@ -818,11 +828,21 @@ fn cycle_problems(config: &Config) -> Vec<Problem> {
                 .zip(cycle.iter().cycle().skip(1))
                 .map(|(&from, &to)| format!("`{}` depends on `{}`", jobs[to].id, jobs[from].id))
                 .collect();
-            let mut problem = Problem::new(format!("dependency cycle: {path}"), pos_of(first, last))
-                .label(format!("`{}` depends on `{}`, closing the cycle", names[0], jobs[last].id))
-                .help(format!("{}; remove one of these dependencies", links.join(", ")));
+            let mut problem =
+                Problem::new(format!("dependency cycle: {path}"), pos_of(first, last))
+                    .label(format!(
+                        "`{}` depends on `{}`, closing the cycle",
+                        names[0], jobs[last].id
+                    ))
+                    .help(format!(
+                        "{}; remove one of these dependencies",
+                        links.join(", ")
+                    ));
             for w in cycle.windows(2) {
-                problem = problem.related(format!("`{}` depends on `{}`", jobs[w[1]].id, jobs[w[0]].id), pos_of(w[1], w[0]));
+                problem = problem.related(
+                    format!("`{}` depends on `{}`", jobs[w[1]].id, jobs[w[0]].id),
+                    pos_of(w[1], w[0]),
+                );
             }
             problem
         })
@@ -880,7 +900,10 @@ mod tests {
     #[test]
     fn suggests_close_words_only() {
         assert_eq!(suggest("titel", JOB_KEYS.iter().copied()), Some("title"));
-        assert_eq!(suggest("dependncies", JOB_KEYS.iter().copied()), Some("dependencies"));
+        assert_eq!(
+            suggest("dependncies", JOB_KEYS.iter().copied()),
+            Some("dependencies")
+        );
         assert_eq!(suggest("zzz", JOB_KEYS.iter().copied()), None);
     }
 

@@ -231,7 +231,10 @@ mod tests {
         assert_eq!(g.topo_order(), vec![0, 1, 2, 3, 4]);
         assert_eq!(g.closure(&[3]), vec![0, 1, 2, 3]);
         assert_eq!(g.closure(&[1]), vec![0, 1]);
-        assert_eq!(g.layers(&g.topo_order()), vec![vec![0, 4], vec![1, 2], vec![3]]);
+        assert_eq!(
+            g.layers(&g.topo_order()),
+            vec![vec![0, 4], vec![1, 2], vec![3]]
+        );
         assert_eq!(g.dependants(0), vec![2, 1]);
         assert_eq!(g.dependencies(3), vec![1, 2]);
     }

@@ -93,7 +93,11 @@ pub fn dot(config: &Config, graph: &JobGraph, order: &[usize]) -> String {
             Some(title) => format!("{}\\n{}", dot_escape(job.id.as_str()), dot_escape(title)),
             None => dot_escape(job.id.as_str()),
         };
-        let _ = writeln!(out, "  \"{}\" [label=\"{label}\"];", dot_escape(job.id.as_str()));
+        let _ = writeln!(
+            out,
+            "  \"{}\" [label=\"{label}\"];",
+            dot_escape(job.id.as_str())
+        );
     }
     for &i in order {
         for dep in graph.dependencies(i) {
