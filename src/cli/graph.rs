@@ -17,19 +17,19 @@ pub struct Args {
 /// (or, with `--dot`, the sub-graph of those jobs and their ancestors).
 pub fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), CliError> {
     let config = ctx.load()?;
-    let graph = JobGraph::new(&config);
-    let targets = job_indices(&config, &args.jobs)?;
+    let graph = JobGraph::new(config);
+    let targets = job_indices(config, &args.jobs)?;
     let order = if targets.is_empty() {
         graph.topo_order()
     } else {
         graph.closure(&targets)
     };
     let text = if args.dot {
-        view::dot(&config, &graph, &order)
+        view::dot(config, &graph, &order)
     } else if targets.is_empty() {
-        view::layers(&config, &graph, &order)
+        view::layers(config, &graph, &order)
     } else {
-        view::trees(&config, &graph, &targets)
+        view::trees(config, &graph, &targets)
     };
     write_out(out, &config.mask(&text))
 }

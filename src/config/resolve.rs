@@ -641,9 +641,9 @@ impl Resolver {
     }
 
     /// `kwargs` and `env`: names usable as environment variables, any values.
-    fn env_map<'a>(
+    fn env_map(
         &mut self,
-        node: &'a Node,
+        node: &Node,
         what: &str,
         retvals: &mut Vec<(String, RenderedPos)>,
     ) -> IndexMap<String, Value> {
