@@ -436,7 +436,7 @@ fn map_column(rendered: &str, source: &str, col: usize, len: usize) -> (usize, u
         return (col, len);
     }
     if c0 >= r.len() - suffix {
-        let from_end = r.len() - c0;
+        let from_end = r.len().saturating_sub(c0);
         return (s.len() - from_end + 1, len.min(from_end).max(1));
     }
     // Inside what the template substituted: point at the expression that produced it.
@@ -510,5 +510,8 @@ mod tests {
         let src = "    timeout: {{ t }} # comment";
         let out = "    timeout: 5x # comment";
         assert_eq!(map_column(out, src, 19, 7), (24, 7));
+        // A place past the end of the rendered line (an "unexpected end" error).
+        assert_eq!(map_column("a: b", "a: {{ x }}", 5, 1), (11, 1));
+        assert_eq!(map_column("a: b", "a: {{ x }}", 40, 1), (11, 1));
     }
 }

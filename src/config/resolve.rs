@@ -72,6 +72,13 @@ struct Resolver {
 impl Resolver {
     fn config(&mut self, root: Node, path: PathBuf) -> Option<Config> {
         self.no_tag(&root);
+        if root.kind == NodeKind::Null {
+            self.problems.push(
+                Problem::new("the config is empty", root.pos)
+                    .help("start the file with `jobs:` followed by a list of jobs, each with an `id` and a `run` command"),
+            );
+            return None;
+        }
         let NodeKind::Map(entries) = root.kind else {
             let found = root.kind.describe();
             self.problems.push(
@@ -394,7 +401,17 @@ impl Resolver {
                         defaults.workdir = Some(PathBuf::from(dir));
                     }
                 }
-                Some(_) => defaults.env = self.env_map(value, "`env`", &mut Vec::new()),
+                Some(_) => {
+                    let mut retvals = Vec::new();
+                    defaults.env = self.env_map(value, "`env`", &mut retvals);
+                    for (_, pos) in retvals {
+                        self.problems.push(
+                            Problem::new("`!retval` cannot be used in `defaults`", pos)
+                                .label("every job would depend on this job, itself included")
+                                .help("put the `!retval` in the `env` of the jobs that need it"),
+                        );
+                    }
+                }
                 None => {}
             }
         }
