@@ -97,9 +97,9 @@ fn invalid(renderer: &Renderer, rendered: &str, mut problems: Vec<Problem>) -> L
         Some(map) => map.locate(rendered, pos),
         None => SourcePos {
             file: fallback.clone(),
-            line: pos.line,
-            col: pos.col,
-            len: pos.len,
+            line: pos.line as usize,
+            col: pos.col as usize,
+            len: pos.len as usize,
         },
     };
     problems.sort_by_key(|p| p.pos.map(|pos| (pos.line, pos.col)));

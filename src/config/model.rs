@@ -54,7 +54,7 @@ pub enum Value {
     Float(f64),
     Str(String),
     List(Vec<Value>),
-    Map(IndexMap<String, Value>),
+    Map(ValueMap),
     /// The return value of the job's latest successful build.
     Retval(JobId),
     /// A value from the config's `secrets`, by name.
@@ -67,7 +67,7 @@ impl Value {
         match self {
             Value::Retval(id) => out.push(id),
             Value::List(items) => items.iter().for_each(|v| v.retval_targets(out)),
-            Value::Map(map) => map.values().for_each(|v| v.retval_targets(out)),
+            Value::Map(map) => map.iter().for_each(|(_, v)| v.retval_targets(out)),
             _ => {}
         }
     }
@@ -82,7 +82,7 @@ impl Serialize for Value {
             Value::Float(f) => s.serialize_f64(*f),
             Value::Str(v) => s.serialize_str(v),
             Value::List(items) => s.collect_seq(items),
-            Value::Map(map) => s.collect_map(map),
+            Value::Map(map) => map.serialize(s),
             Value::Retval(id) => {
                 let mut m = s.serialize_map(Some(1))?;
                 m.serialize_entry("!retval", id)?;
@@ -97,6 +97,71 @@ impl Serialize for Value {
     }
 }
 
+/// A small mapping that keeps its order: `kwargs`, `env` and mappings inside values.
+/// A list of pairs: these maps have a handful of entries, are read in order and looked up
+/// rarely, and a hash map for each of 100k jobs costs more than the jobs themselves.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ValueMap(Vec<(String, Value)>);
+
+impl ValueMap {
+    pub fn with_capacity(n: usize) -> Self {
+        ValueMap(Vec::with_capacity(n))
+    }
+
+    /// Sets `key`, replacing an earlier value in its place.
+    pub fn insert(&mut self, key: String, value: Value) {
+        match self.0.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => *v = value,
+            None => self.0.push((key, value)),
+        }
+    }
+
+    /// Appends `key`, which the caller knows is not in the map yet (a YAML mapping's
+    /// keys are unique).
+    pub fn push_new(&mut self, key: String, value: Value) {
+        debug_assert!(self.get(&key).is_none());
+        self.0.push((key, value));
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Extend<(String, Value)> for ValueMap {
+    fn extend<I: IntoIterator<Item = (String, Value)>>(&mut self, iter: I) {
+        for (k, v) in iter {
+            self.insert(k, v);
+        }
+    }
+}
+
+impl IntoIterator for ValueMap {
+    type Item = (String, Value);
+    type IntoIter = std::vec::IntoIter<(String, Value)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl Serialize for ValueMap {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+    }
+}
+
 /// What a job runs.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -107,16 +172,19 @@ pub enum Action {
     Function(String),
 }
 
-/// A cron schedule, kept as written and checked when loaded.
-#[derive(Debug, Clone)]
+/// A cron schedule, kept as written; checked when loaded.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Schedule {
     pub expr: String,
-    pub cron: croner::Cron,
 }
 
-impl PartialEq for Schedule {
-    fn eq(&self, other: &Self) -> bool {
-        self.expr == other.expr
+impl Schedule {
+    /// The parsed expression (parsed again: a parsed one is 336 bytes, and every job of a
+    /// large config would carry one).
+    pub fn cron(&self) -> croner::Cron {
+        self.expr
+            .parse()
+            .expect("schedules are checked when the config is loaded")
     }
 }
 
@@ -137,8 +205,8 @@ pub struct Job {
     #[serde(flatten)]
     pub action: Action,
     pub args: Vec<Value>,
-    pub kwargs: IndexMap<String, Value>,
-    pub env: IndexMap<String, Value>,
+    pub kwargs: ValueMap,
+    pub env: ValueMap,
     /// Declared dependencies first, then `!retval` targets not declared, each once.
     pub dependencies: Vec<JobId>,
     #[serde(serialize_with = "serialize_opt_duration")]
@@ -170,7 +238,7 @@ pub struct Defaults {
     pub retry_delay: Duration,
     pub concurrency: u32,
     pub workdir: Option<PathBuf>,
-    pub env: IndexMap<String, Value>,
+    pub env: ValueMap,
 }
 
 impl Default for Defaults {
@@ -181,7 +249,7 @@ impl Default for Defaults {
             retry_delay: Duration::from_secs(10),
             concurrency: 1,
             workdir: None,
-            env: IndexMap::new(),
+            env: ValueMap::default(),
         }
     }
 }
@@ -225,12 +293,12 @@ impl Config {
         // Right to left on a line, so earlier columns stay valid.
         spans.sort_by_key(|p| (p.line, std::cmp::Reverse(p.col)));
         for span in spans {
-            let Some(line) = lines.get_mut(span.line.saturating_sub(1)) else {
+            let Some(line) = lines.get_mut(span.line.saturating_sub(1) as usize) else {
                 continue;
             };
             let chars: Vec<char> = line.chars().collect();
-            let start = span.col.saturating_sub(1).min(chars.len());
-            let end = (start + span.len).min(chars.len());
+            let start = (span.col.saturating_sub(1) as usize).min(chars.len());
+            let end = (start + span.len as usize).min(chars.len());
             let mut quoted = String::new();
             quoted.extend(&chars[..start]);
             quoted.push_str(&format!("\"{MASK}\""));

@@ -7,22 +7,34 @@
 
 use std::collections::{HashMap, HashSet};
 
+use compact_str::CompactString;
 use serde_saphyr::granit_parser::{Event, Parser, ScalarStyle};
 
 /// A place in the rendered YAML text: 1-based line and column (in characters), and the
 /// length of the marked region in characters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RenderedPos {
-    pub line: usize,
-    pub col: usize,
-    pub len: usize,
+    pub line: u32,
+    pub col: u32,
+    pub len: u32,
+}
+
+impl RenderedPos {
+    pub fn new(line: usize, col: usize, len: usize) -> Self {
+        let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        RenderedPos {
+            line: clamp(line),
+            col: clamp(col),
+            len: clamp(len),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Node {
     pub kind: NodeKind,
     /// The tag as written (`!retval`), if any.
-    pub tag: Option<String>,
+    pub tag: Option<CompactString>,
     pub pos: RenderedPos,
 }
 
@@ -32,7 +44,8 @@ pub enum NodeKind {
     Bool(bool),
     Int(i64),
     Float(f64),
-    Str(String),
+    /// Short strings (most keys and ids) live inline: no allocation per scalar.
+    Str(CompactString),
     Seq(Vec<Node>),
     Map(Vec<(Node, Node)>),
 }
@@ -74,18 +87,14 @@ pub fn parse(text: &str) -> Result<Node, YamlError> {
             let mark = err.marker();
             YamlError {
                 message: err.info(),
-                pos: Some(RenderedPos {
-                    line: mark.line().max(1),
-                    col: mark.col() + 1,
-                    len: 1,
-                }),
+                pos: Some(RenderedPos::new(mark.line().max(1), mark.col() + 1, 1)),
             }
         })?;
-        let pos = RenderedPos {
-            line: span.start.line(),
-            col: span.start.col() + 1,
-            len: span.end.index().saturating_sub(span.start.index()).max(1),
-        };
+        let pos = RenderedPos::new(
+            span.start.line(),
+            span.start.col() + 1,
+            span.end.index().saturating_sub(span.start.index()).max(1),
+        );
         match event {
             Event::StreamEnd => break,
             Event::DocumentStart(..) => {
@@ -111,7 +120,7 @@ pub fn parse(text: &str) -> Result<Node, YamlError> {
                 });
             }
             Event::Scalar(value, style, anchor, tag) => {
-                let tag = tag.map(|t| t.original());
+                let tag = tag.map(|t| CompactString::from(t.original()));
                 let kind = scalar(&value, style, tag.as_deref()).map_err(|message| YamlError {
                     message,
                     pos: Some(pos),
@@ -124,7 +133,7 @@ pub fn parse(text: &str) -> Result<Node, YamlError> {
                 builder.open(
                     NodeKind::Seq(Vec::new()),
                     anchor,
-                    tag.map(|t| t.original()),
+                    tag.map(|t| CompactString::from(t.original())),
                     pos,
                 );
             }
@@ -132,15 +141,22 @@ pub fn parse(text: &str) -> Result<Node, YamlError> {
                 builder.open(
                     NodeKind::Map(Vec::new()),
                     anchor,
-                    tag.map(|t| t.original()),
+                    tag.map(|t| CompactString::from(t.original())),
                     pos,
                 );
             }
             Event::SequenceEnd | Event::MappingEnd => {
-                let frame = builder
+                let mut frame = builder
                     .stack
                     .pop()
                     .expect("the parser balances collections");
+                // Growth leaves up to half of a collection unused; a 100k-job tree is
+                // held whole, so give it back.
+                match &mut frame.node.kind {
+                    NodeKind::Seq(items) => items.shrink_to_fit(),
+                    NodeKind::Map(entries) => entries.shrink_to_fit(),
+                    _ => {}
+                }
                 builder.anchor(frame.anchor, &frame.node);
                 builder.push(frame.node)?;
             }
@@ -179,7 +195,13 @@ struct Builder {
 }
 
 impl Builder {
-    fn open(&mut self, kind: NodeKind, anchor: usize, tag: Option<String>, pos: RenderedPos) {
+    fn open(
+        &mut self,
+        kind: NodeKind,
+        anchor: usize,
+        tag: Option<CompactString>,
+        pos: RenderedPos,
+    ) {
         self.stack.push(Frame {
             node: Node { kind, tag, pos },
             anchor,
@@ -231,7 +253,7 @@ fn is_new_key(entries: &[(Node, Node)], keys: &mut Option<HashSet<String>>, key:
         entries
             .iter()
             .filter_map(|(k, _)| match &k.kind {
-                NodeKind::Str(s) => Some(s.clone()),
+                NodeKind::Str(s) => Some(s.to_string()),
                 _ => None,
             })
             .collect()
@@ -250,7 +272,7 @@ fn scalar(text: &str, style: ScalarStyle, tag: Option<&str>) -> Result<NodeKind,
     });
     match core {
         None if style == ScalarStyle::Plain => Ok(plain_scalar(text)),
-        None | Some(None) | Some(Some("str")) => Ok(NodeKind::Str(text.to_owned())),
+        None | Some(None) | Some(Some("str")) => Ok(NodeKind::Str(CompactString::from(text))),
         Some(Some(kind @ ("int" | "float" | "bool" | "null"))) => {
             match (kind, plain_scalar(text)) {
                 ("int", NodeKind::Int(i)) => Ok(NodeKind::Int(i)),
@@ -279,7 +301,7 @@ fn plain_scalar(text: &str) -> NodeKind {
     }
     let first = text.as_bytes()[0];
     if !(first.is_ascii_digit() || matches!(first, b'-' | b'+' | b'.')) {
-        return NodeKind::Str(text.to_owned());
+        return NodeKind::Str(CompactString::from(text));
     }
     let radix = |prefix: &str, radix: u32| {
         text.strip_prefix(prefix)
@@ -298,7 +320,7 @@ fn plain_scalar(text: &str) -> NodeKind {
     {
         return NodeKind::Float(f);
     }
-    NodeKind::Str(text.to_owned())
+    NodeKind::Str(CompactString::from(text))
 }
 
 /// `[0-9]+(\.[0-9]*)?([eE][-+]?[0-9]+)?` or `\.[0-9]+([eE][-+]?[0-9]+)?`, sign removed,

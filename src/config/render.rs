@@ -399,12 +399,17 @@ impl SourceMap {
 
     /// Where the user wrote what ended up at `pos` in the rendered text.
     pub fn locate(&self, rendered: &str, pos: RenderedPos) -> SourcePos {
-        let index = pos.line.saturating_sub(1).min(self.lines.len() - 1);
+        let index = (pos.line.saturating_sub(1) as usize).min(self.lines.len() - 1);
         let (file, line) = self.lines[index];
         let file = self.files[file].clone();
         let source_line = file.text.lines().nth(line.saturating_sub(1)).unwrap_or("");
         let rendered_line = rendered.lines().nth(index).unwrap_or("");
-        let (col, len) = map_column(rendered_line, source_line, pos.col, pos.len);
+        let (col, len) = map_column(
+            rendered_line,
+            source_line,
+            pos.col as usize,
+            pos.len as usize,
+        );
         SourcePos {
             file,
             line,

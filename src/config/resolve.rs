@@ -9,7 +9,9 @@ use std::time::Duration;
 use indexmap::IndexMap;
 
 use super::diagnostic::Problem;
-use super::model::{Action, Config, Defaults, Job, JobId, Schedule, Value, parse_duration};
+use super::model::{
+    Action, Config, Defaults, Job, JobId, Schedule, Value, ValueMap, parse_duration,
+};
 use super::node::{Node, NodeKind, RenderedPos};
 use crate::graph::JobGraph;
 
@@ -225,7 +227,7 @@ impl Resolver {
             return None;
         }
         match &node.kind {
-            NodeKind::Str(s) => Some(s.clone()),
+            NodeKind::Str(s) => Some(s.to_string()),
             _ => {
                 self.wrong_type(node, what, "a string");
                 None
@@ -239,7 +241,7 @@ impl Resolver {
             return None;
         }
         match &node.kind {
-            NodeKind::Str(s) => Some(s.clone()),
+            NodeKind::Str(s) => Some(s.to_string()),
             NodeKind::Int(i) => Some(i.to_string()),
             NodeKind::Float(f) => Some(f.to_string()),
             NodeKind::Bool(b) => Some(b.to_string()),
@@ -463,7 +465,7 @@ impl Resolver {
             notes: None,
             action: Action::Run(String::new()),
             args: Vec::new(),
-            kwargs: IndexMap::new(),
+            kwargs: ValueMap::default(),
             env: defaults.env.clone(),
             dependencies: Vec::new(),
             timeout: defaults.timeout,
@@ -645,7 +647,7 @@ impl Resolver {
     fn schedule(&mut self, node: &Node) -> Option<Schedule> {
         let expr = self.string(node, "`schedule`")?;
         match expr.parse::<croner::Cron>() {
-            Ok(cron) => Some(Schedule { expr, cron }),
+            Ok(_) => Some(Schedule { expr }),
             Err(err) => {
                 self.problems.push(
                     Problem::new(format!("bad cron schedule `{expr}`: {}", cron_reason(&err)), node.pos)
@@ -663,8 +665,8 @@ impl Resolver {
         node: &Node,
         what: &str,
         retvals: &mut Vec<(String, RenderedPos)>,
-    ) -> IndexMap<String, Value> {
-        let mut map = IndexMap::new();
+    ) -> ValueMap {
+        let mut map = ValueMap::default();
         if !self.no_tag(node) {
             return map;
         }
@@ -693,7 +695,7 @@ impl Resolver {
                 continue;
             }
             if let Some(v) = self.value(value, retvals) {
-                map.insert(name, v);
+                map.push_new(name, v);
             }
         }
         map
@@ -723,11 +725,11 @@ impl Resolver {
                     return None;
                 };
                 if tag == "!retval" {
-                    retvals.push((name.clone(), node.pos));
+                    retvals.push((name.to_string(), node.pos));
                     // Checked, and reported if wrong, once all jobs are known.
                     return JobId::parse(name).map(Value::Retval);
                 }
-                if !self.secrets.contains_key(name) {
+                if !self.secrets.contains_key(name.as_str()) {
                     let mut problem = Problem::new(
                         format!("`!secret {name}` names a secret that is not defined"),
                         node.pos,
@@ -742,7 +744,7 @@ impl Resolver {
                     self.problems.push(problem);
                     return None;
                 }
-                return Some(Value::Secret(name.clone()));
+                return Some(Value::Secret(name.to_string()));
             }
             Some(tag) => {
                 self.unknown_tag(tag, node.pos);
@@ -754,7 +756,7 @@ impl Resolver {
             NodeKind::Bool(b) => Value::Bool(*b),
             NodeKind::Int(i) => Value::Int(*i),
             NodeKind::Float(f) => Value::Float(*f),
-            NodeKind::Str(s) => Value::Str(s.clone()),
+            NodeKind::Str(s) => Value::Str(s.to_string()),
             NodeKind::Seq(items) => Value::List(
                 items
                     .iter()
@@ -762,10 +764,10 @@ impl Resolver {
                     .collect::<Option<_>>()?,
             ),
             NodeKind::Map(entries) => {
-                let mut map = IndexMap::with_capacity(entries.len());
+                let mut map = ValueMap::with_capacity(entries.len());
                 for (key, value) in entries {
                     let key = self.text(key, "a key")?;
-                    map.insert(key, self.value(value, retvals)?);
+                    map.push_new(key, self.value(value, retvals)?);
                 }
                 Value::Map(map)
             }
