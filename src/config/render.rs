@@ -445,33 +445,26 @@ fn map_column(rendered: &str, source: &str, col: usize, len: usize) -> (usize, u
         return (s.len() - from_end + 1, len.min(from_end).max(1));
     }
     // Inside what the template substituted: point at the expression that produced it.
-    let start = if c0 < prefix { c0 } else { prefix };
+    let start = c0.min(prefix);
     let end = s.len() - suffix;
-    let (col, span_end) = match s[start..end].iter().collect::<String>().find("{{") {
-        Some(i) => {
-            let i = s[start..end]
-                .iter()
-                .collect::<String>()
-                .get(..i)
-                .map_or(0, |p| p.chars().count());
-            let from = start + i;
-            let close = s[from..]
-                .iter()
-                .collect::<String>()
+    let window: String = s[start..end].iter().collect();
+    let (from, to) = match window.find("{{") {
+        Some(b) => {
+            let from = start + window[..b].chars().count();
+            let rest: String = s[from..].iter().collect();
+            let to = rest
                 .find("}}")
-                .map_or(s.len(), |j| {
-                    from + s[from..].iter().collect::<String>()[..j].chars().count() + 2
-                });
-            (from, close)
+                .map_or(s.len(), |j| from + rest[..j].chars().count() + 2);
+            (from, to)
         }
         None => (start, end.max(start + 1)),
     };
-    (col + 1, (span_end - col).max(1))
+    (from + 1, (to - from).max(1))
 }
 
-/// For tests and the fuzz target: the marked text of a template.
-#[doc(hidden)]
-pub fn debug_instrument(text: &str) -> String {
+/// The marked text of a template with the markers spelled `<file:line>`.
+#[cfg(test)]
+fn debug_instrument(text: &str) -> String {
     let mut out = String::new();
     for c in instrument_template(text, 0).chars() {
         match c {
