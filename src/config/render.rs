@@ -16,7 +16,6 @@
 //! otherwise positions are given in the rendered text, which is then shown instead.
 //! The happy path renders once and pays nothing for this.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -465,6 +464,7 @@ fn map_column(rendered: &str, source: &str, col: usize, len: usize) -> (usize, u
 /// The marked text of a template with the markers spelled `<file:line>`.
 #[cfg(test)]
 fn debug_instrument(text: &str) -> String {
+    use std::fmt::Write as _;
     let mut out = String::new();
     for c in instrument_template(text, 0).chars() {
         match c {
