@@ -11,3 +11,4 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod graph;
+pub mod store;

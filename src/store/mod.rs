@@ -1,0 +1,599 @@
+//! Storage: every build, its pins, progress, logs and return value, in SQLite (embedded,
+//! the default) or PostgreSQL (for teams and workers).
+//!
+//! ```text
+//!   config `storage:` URL ──► open() ──► AnyStore ─┬─ SqliteStore (WAL, BEGIN IMMEDIATE)
+//!                                                   └─ PgStore
+//!        writers: create_build / start_build / finish_build / write(batch)
+//!        readers: builds / build / pins / progress / logs / job_states
+//!                 (jobctl builds, show, logs, jobs; the TUI)
+//! ```
+//!
+//! Both backends run the same SQL (`sql.rs`, `$1` placeholders work in both); each has its
+//! own migrations (`migrations/sqlite`, `migrations/postgres`) embedded in the binary.
+//! Writes come in batches so that an executor can put many log lines and progress updates
+//! in one transaction. What is derived from builds (a job's status, a progress tree) is
+//! computed in `status.rs` and `progress.rs`, pure functions over rows.
+
+mod postgres;
+pub mod progress;
+mod sql;
+mod sqlite;
+pub mod status;
+
+use std::fmt;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value as Json;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+/// A build's number, unique in one database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct BuildId(pub i64);
+
+impl fmt::Display for BuildId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BuildStatus {
+    /// Made, waiting to start (queued for a worker, or about to run).
+    Created,
+    Running,
+    Successful,
+    Failed,
+    /// The job said there was nothing to do.
+    Skipped,
+    Cancelled,
+}
+
+impl BuildStatus {
+    pub const ALL: [BuildStatus; 6] = [
+        BuildStatus::Created,
+        BuildStatus::Running,
+        BuildStatus::Successful,
+        BuildStatus::Failed,
+        BuildStatus::Skipped,
+        BuildStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BuildStatus::Created => "created",
+            BuildStatus::Running => "running",
+            BuildStatus::Successful => "successful",
+            BuildStatus::Failed => "failed",
+            BuildStatus::Skipped => "skipped",
+            BuildStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<BuildStatus> {
+        BuildStatus::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    pub fn is_finished(self) -> bool {
+        !matches!(self, BuildStatus::Created | BuildStatus::Running)
+    }
+}
+
+impl fmt::Display for BuildStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Log levels, stored as numbers so that "this level and above" is one comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogLevel {
+    Debug = 10,
+    Info = 20,
+    Warning = 30,
+    Error = 40,
+    Critical = 50,
+}
+
+impl LogLevel {
+    pub const ALL: [LogLevel; 5] = [
+        LogLevel::Debug,
+        LogLevel::Info,
+        LogLevel::Warning,
+        LogLevel::Error,
+        LogLevel::Critical,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warning => "warning",
+            LogLevel::Error => "error",
+            LogLevel::Critical => "critical",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<LogLevel> {
+        let text = text.to_ascii_lowercase();
+        let text = if text == "warn" { "warning" } else { &text };
+        LogLevel::ALL.into_iter().find(|l| l.as_str() == text)
+    }
+
+    pub fn from_number(n: i64) -> LogLevel {
+        LogLevel::ALL
+            .into_iter()
+            .rev()
+            .find(|l| *l as i64 <= n)
+            .unwrap_or(LogLevel::Debug)
+    }
+
+    /// How long logs of this level are kept by `jobctl prune` unless the config says
+    /// otherwise (JobControl's defaults).
+    pub fn default_retention(self) -> Duration {
+        let days = match self {
+            LogLevel::Debug => 15,
+            LogLevel::Info => 30,
+            LogLevel::Warning => 90,
+            LogLevel::Error => 183,
+            LogLevel::Critical => 366,
+        };
+        Duration::from_secs(days * 86_400)
+    }
+}
+
+impl fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stream {
+    Stdout,
+    Stderr,
+    /// Sent by the job through the job channel (`jobctl report log`).
+    Channel,
+}
+
+impl Stream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+            Stream::Channel => "channel",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Stream> {
+        [Stream::Stdout, Stream::Stderr, Stream::Channel]
+            .into_iter()
+            .find(|s| s.as_str() == text)
+    }
+}
+
+/// A dependency build whose return value a build uses.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Pin {
+    pub job_id: String,
+    /// `None` when the dependency had no successful build to pin.
+    pub build_id: Option<BuildId>,
+}
+
+/// What a new build is made from.
+#[derive(Debug, Clone)]
+pub struct NewBuild {
+    pub job_id: String,
+    /// The resolved job, as `jobctl jobs --json` shows it.
+    pub config: Json,
+    pub config_hash: String,
+    pub pins: Vec<Pin>,
+    pub attempt: u32,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Who runs a build.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Runner {
+    pub host: String,
+    pub pid: u32,
+    pub worker: Option<String>,
+}
+
+impl Runner {
+    /// This process on this machine.
+    pub fn this_process() -> Runner {
+        Runner {
+            host: gethostname::gethostname().to_string_lossy().into_owned(),
+            pid: std::process::id(),
+            worker: None,
+        }
+    }
+}
+
+/// How a build ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Successful {
+        retval: Option<Json>,
+    },
+    Failed {
+        exit_code: Option<i32>,
+        signal: Option<i32>,
+        timed_out: bool,
+        error: String,
+        stderr_tail: Option<String>,
+    },
+    Skipped {
+        reason: String,
+    },
+    Cancelled {
+        reason: String,
+    },
+}
+
+impl Outcome {
+    pub fn status(&self) -> BuildStatus {
+        match self {
+            Outcome::Successful { .. } => BuildStatus::Successful,
+            Outcome::Failed { .. } => BuildStatus::Failed,
+            Outcome::Skipped { .. } => BuildStatus::Skipped,
+            Outcome::Cancelled { .. } => BuildStatus::Cancelled,
+        }
+    }
+}
+
+/// A build as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Build {
+    pub id: BuildId,
+    pub job_id: String,
+    pub status: BuildStatus,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub config: Json,
+    pub config_hash: String,
+    pub retval: Option<Json>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub timed_out: bool,
+    pub error: Option<String>,
+    pub stderr_tail: Option<String>,
+    pub attempt: u32,
+    pub host: Option<String>,
+    pub pid: Option<u32>,
+    pub worker: Option<String>,
+}
+
+impl Build {
+    /// How long it ran (so far, for a running build).
+    pub fn duration(&self, now: DateTime<Utc>) -> Option<chrono::Duration> {
+        let start = self.started_at?;
+        Some(self.finished_at.unwrap_or(now) - start)
+    }
+}
+
+/// One write of a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    Log(LogRecord),
+    Progress(ProgressUpdate),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogRecord {
+    pub build: BuildId,
+    pub at: DateTime<Utc>,
+    pub level: LogLevel,
+    pub stream: Stream,
+    pub message: String,
+}
+
+/// The latest progress of one group of a build.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProgressUpdate {
+    pub build: BuildId,
+    /// Group names from the top; empty for the build's own progress.
+    pub path: Vec<String>,
+    pub current: i64,
+    pub total: Option<i64>,
+    pub status: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// A stored progress row, in first-reported order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProgressRow {
+    pub path: Vec<String>,
+    pub current: i64,
+    pub total: Option<i64>,
+    pub status: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A stored log line.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LogRow {
+    pub id: i64,
+    pub build: BuildId,
+    pub at: DateTime<Utc>,
+    pub level: LogLevel,
+    pub stream: Stream,
+    pub message: String,
+}
+
+/// Which builds `builds()` returns, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct BuildFilter {
+    pub job: Option<String>,
+    pub status: Option<BuildStatus>,
+    pub limit: Option<u32>,
+}
+
+/// Which log lines `logs()` returns, oldest first.
+#[derive(Debug, Clone, Default)]
+pub struct LogFilter {
+    /// This level and above.
+    pub min_level: Option<LogLevel>,
+    pub since: Option<DateTime<Utc>>,
+    /// Only lines after this one (for following a log).
+    pub after_id: Option<i64>,
+    pub limit: Option<u32>,
+}
+
+/// What a job's status is computed from: whether it runs, its latest finished build and
+/// its latest success.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobBuilds {
+    pub job_id: String,
+    pub running: bool,
+    pub finished: Option<Finished>,
+    pub success: Option<Success>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finished {
+    pub id: BuildId,
+    pub status: BuildStatus,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Success {
+    pub id: BuildId,
+    pub at: DateTime<Utc>,
+    pub config_hash: String,
+}
+
+/// Log lines to delete: those of a job, or a build, older than a time, of a level.
+#[derive(Debug, Clone, Default)]
+pub struct PruneLogs {
+    pub job: Option<String>,
+    pub build: Option<BuildId>,
+    pub level: Option<LogLevel>,
+    pub older_than: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "`{url}` is not a storage URL jobctl knows (use sqlite://PATH or postgresql://USER@HOST/DB)"
+    )]
+    UnknownScheme { url: String },
+    #[error("cannot create the folder `{}` for the database", path.display())]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the database at {url}")]
+    Connect {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error(
+        "the database at {url} has schema version {found}, newer than this jobctl knows ({known}): upgrade jobctl"
+    )]
+    SchemaTooNew { url: String, found: i64, known: i64 },
+    #[error("the database at {url} has no jobctl schema yet: run `jobctl install`")]
+    NotInstalled { url: String },
+    #[error("the database at {url} is read-only")]
+    ReadOnly { url: String },
+    #[error("cannot apply the schema to {url}")]
+    Migrate {
+        url: String,
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error("cannot {action}")]
+    Query {
+        action: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("stored {what} is not valid: {detail}")]
+    Corrupt { what: &'static str, detail: String },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Everything jobctl keeps. Both backends implement it with the same SQL.
+pub trait Store: Send + Sync {
+    /// Records a new build (status `created`) with its pins.
+    fn create_build(&self, build: &NewBuild) -> impl Future<Output = Result<BuildId>> + Send;
+    /// Marks a build running, by whom.
+    fn start_build(
+        &self,
+        id: BuildId,
+        runner: &Runner,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Records how a build ended.
+    fn finish_build(
+        &self,
+        id: BuildId,
+        outcome: &Outcome,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Writes many log lines and progress updates in one transaction.
+    fn write(&self, batch: &[Write]) -> impl Future<Output = Result<()>> + Send;
+
+    fn builds(&self, filter: &BuildFilter) -> impl Future<Output = Result<Vec<Build>>> + Send;
+    fn build(&self, id: BuildId) -> impl Future<Output = Result<Option<Build>>> + Send;
+    fn pins(&self, id: BuildId) -> impl Future<Output = Result<Vec<Pin>>> + Send;
+    fn progress(&self, id: BuildId) -> impl Future<Output = Result<Vec<ProgressRow>>> + Send;
+    fn logs(
+        &self,
+        id: BuildId,
+        filter: &LogFilter,
+    ) -> impl Future<Output = Result<Vec<LogRow>>> + Send;
+    /// The latest build and latest success of every job that has builds, in one query.
+    fn job_builds(&self) -> impl Future<Output = Result<Vec<JobBuilds>>> + Send;
+
+    /// Deletes matching log lines; returns how many.
+    fn prune_logs(&self, prune: &PruneLogs) -> impl Future<Output = Result<u64>> + Send;
+    /// Deletes a build with its pins, progress and logs; false if there was none.
+    fn delete_build(&self, id: BuildId) -> impl Future<Output = Result<bool>> + Send;
+    /// Drops every table jobctl made.
+    fn uninstall(&self) -> impl Future<Output = Result<()>> + Send;
+    /// The schema version applied.
+    fn schema_version(&self) -> impl Future<Output = Result<i64>> + Send;
+}
+
+/// The store a config's `storage` URL names.
+pub enum AnyStore {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+/// How to open a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Apply migrations where that is automatic (SQLite); PostgreSQL must be installed.
+    Use,
+    /// Apply migrations on any backend (`jobctl install`).
+    Install,
+}
+
+/// Opens the store at `url`; a relative SQLite path is taken from `base` (the config's
+/// folder). A SQLite database is created on first use.
+pub async fn open(url: &str, base: &Path, mode: OpenMode) -> Result<AnyStore> {
+    if let Some(rest) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        return Ok(AnyStore::Sqlite(SqliteStore::open(rest, base).await?));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(AnyStore::Postgres(PgStore::open(url, mode).await?));
+    }
+    Err(StoreError::UnknownScheme {
+        url: redact_url(url),
+    })
+}
+
+/// A URL with its password replaced, for messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{host}{path}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
+macro_rules! delegate {
+    ($self:ident, $store:ident => $call:expr) => {
+        match $self {
+            AnyStore::Sqlite($store) => $call.await,
+            AnyStore::Postgres($store) => $call.await,
+        }
+    };
+}
+
+impl Store for AnyStore {
+    async fn create_build(&self, build: &NewBuild) -> Result<BuildId> {
+        delegate!(self, s => s.create_build(build))
+    }
+    async fn start_build(&self, id: BuildId, runner: &Runner, at: DateTime<Utc>) -> Result<()> {
+        delegate!(self, s => s.start_build(id, runner, at))
+    }
+    async fn finish_build(&self, id: BuildId, outcome: &Outcome, at: DateTime<Utc>) -> Result<()> {
+        delegate!(self, s => s.finish_build(id, outcome, at))
+    }
+    async fn write(&self, batch: &[Write]) -> Result<()> {
+        delegate!(self, s => s.write(batch))
+    }
+    async fn builds(&self, filter: &BuildFilter) -> Result<Vec<Build>> {
+        delegate!(self, s => s.builds(filter))
+    }
+    async fn build(&self, id: BuildId) -> Result<Option<Build>> {
+        delegate!(self, s => s.build(id))
+    }
+    async fn pins(&self, id: BuildId) -> Result<Vec<Pin>> {
+        delegate!(self, s => s.pins(id))
+    }
+    async fn progress(&self, id: BuildId) -> Result<Vec<ProgressRow>> {
+        delegate!(self, s => s.progress(id))
+    }
+    async fn logs(&self, id: BuildId, filter: &LogFilter) -> Result<Vec<LogRow>> {
+        delegate!(self, s => s.logs(id, filter))
+    }
+    async fn job_builds(&self) -> Result<Vec<JobBuilds>> {
+        delegate!(self, s => s.job_builds())
+    }
+    async fn prune_logs(&self, prune: &PruneLogs) -> Result<u64> {
+        delegate!(self, s => s.prune_logs(prune))
+    }
+    async fn delete_build(&self, id: BuildId) -> Result<bool> {
+        delegate!(self, s => s.delete_build(id))
+    }
+    async fn uninstall(&self) -> Result<()> {
+        delegate!(self, s => s.uninstall())
+    }
+    async fn schema_version(&self) -> Result<i64> {
+        delegate!(self, s => s.schema_version())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            redact_url("postgresql://ci:hunter2@db.example:5432/jobs"),
+            "postgresql://ci:***@db.example:5432/jobs"
+        );
+        assert_eq!(
+            redact_url("postgresql://postgres@127.0.0.1/test"),
+            "postgresql://postgres@127.0.0.1/test"
+        );
+    }
+
+    #[test]
+    fn levels_order_and_parse() {
+        assert!(LogLevel::Debug < LogLevel::Error);
+        assert_eq!(LogLevel::parse("WARN"), Some(LogLevel::Warning));
+        assert_eq!(LogLevel::from_number(35), LogLevel::Warning);
+    }
+}

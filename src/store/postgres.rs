@@ -1,0 +1,81 @@
+//! PostgreSQL: for teams, and for workers on several machines. The schema is applied by
+//! `jobctl install`, not on the fly.
+
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::{Postgres, Transaction};
+
+use super::sql::impl_store;
+use super::{OpenMode, Result, StoreError, redact_url};
+
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    pub(super) async fn open(url: &str, mode: OpenMode) -> Result<Self> {
+        let shown = redact_url(url);
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await
+            .map_err(|source| StoreError::Connect {
+                url: shown.clone(),
+                source,
+            })?;
+        let applied = Self::applied_version(&pool)
+            .await
+            .map_err(|source| StoreError::Connect {
+                url: shown.clone(),
+                source,
+            })?;
+        let known = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+        if applied > known {
+            return Err(StoreError::SchemaTooNew {
+                url: shown,
+                found: applied,
+                known,
+            });
+        }
+        if applied < known {
+            if mode != OpenMode::Install {
+                return Err(StoreError::NotInstalled { url: shown });
+            }
+            MIGRATOR
+                .run(&pool)
+                .await
+                .map_err(|source| StoreError::Migrate {
+                    url: shown.clone(),
+                    source,
+                })?;
+        }
+        Ok(PgStore { pool })
+    }
+
+    /// The newest migration applied, 0 for a database without jobctl's tables.
+    async fn applied_version(pool: &PgPool) -> Result<i64, sqlx::Error> {
+        let exists: Option<String> =
+            sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text")
+                .fetch_one(pool)
+                .await?;
+        if exists.is_none() {
+            return Ok(0);
+        }
+        let version: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success = TRUE")
+                .fetch_one(pool)
+                .await?;
+        Ok(version.unwrap_or(0))
+    }
+
+    async fn begin_write(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        self.pool.begin().await
+    }
+}
+
+impl_store!(PgStore, Postgres);

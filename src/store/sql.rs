@@ -1,0 +1,538 @@
+//! The SQL both backends run. `$1` placeholders work in SQLite and PostgreSQL alike, and
+//! every column is read as a type both decode (4-byte integers as `i32`, ids as `i64`,
+//! JSON through `sqlx::types::Json`), so one body serves both: `impl_store!` writes the
+//! `Store` impl for a backend type that has a `pool` and a `begin_write` method.
+
+/// Columns of `builds`, in the order `build_from_row` reads them.
+pub(super) const BUILD_COLUMNS: &str = "id, job_id, status, created_at, started_at, finished_at, \
+     config, config_hash, retval, exit_code, signal, timed_out, error, stderr_tail, attempt, \
+     host, pid, worker";
+
+/// Log lines per INSERT statement (5 values each).
+pub(super) const LOG_ROWS_PER_INSERT: usize = 1000;
+
+macro_rules! impl_store {
+    ($store:ty, $db:ty) => {
+        impl $store {
+            fn build_from_row(
+                row: &<$db as sqlx::Database>::Row,
+            ) -> std::result::Result<crate::store::Build, crate::store::StoreError> {
+                use sqlx::Row as _;
+                use sqlx::types::Json as J;
+                let get = |e: sqlx::Error| crate::store::StoreError::Query {
+                    action: "read a build",
+                    source: e,
+                };
+                let status: String = row.try_get(2).map_err(get)?;
+                Ok(crate::store::Build {
+                    id: crate::store::BuildId(row.try_get(0).map_err(get)?),
+                    job_id: row.try_get(1).map_err(get)?,
+                    status: crate::store::BuildStatus::parse(&status).ok_or_else(|| {
+                        crate::store::StoreError::Corrupt {
+                            what: "build status",
+                            detail: status.clone(),
+                        }
+                    })?,
+                    created_at: row.try_get(3).map_err(get)?,
+                    started_at: row.try_get(4).map_err(get)?,
+                    finished_at: row.try_get(5).map_err(get)?,
+                    config: row
+                        .try_get::<J<serde_json::Value>, _>(6)
+                        .map_err(get)?
+                        .0,
+                    config_hash: row.try_get(7).map_err(get)?,
+                    retval: row
+                        .try_get::<Option<J<serde_json::Value>>, _>(8)
+                        .map_err(get)?
+                        .map(|j| j.0),
+                    exit_code: row.try_get(9).map_err(get)?,
+                    signal: row.try_get(10).map_err(get)?,
+                    timed_out: row.try_get(11).map_err(get)?,
+                    error: row.try_get(12).map_err(get)?,
+                    stderr_tail: row.try_get(13).map_err(get)?,
+                    attempt: row.try_get::<i32, _>(14).map_err(get)?.max(0) as u32,
+                    host: row.try_get(15).map_err(get)?,
+                    pid: row
+                        .try_get::<Option<i32>, _>(16)
+                        .map_err(get)?
+                        .map(|p| p.max(0) as u32),
+                    worker: row.try_get(17).map_err(get)?,
+                })
+            }
+        }
+
+        impl crate::store::Store for $store {
+            async fn create_build(
+                &self,
+                build: &crate::store::NewBuild,
+            ) -> crate::store::Result<crate::store::BuildId> {
+                let q = |source| crate::store::StoreError::Query {
+                    action: "record a new build",
+                    source,
+                };
+                let mut tx = self.begin_write().await.map_err(q)?;
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO builds (job_id, status, created_at, config, config_hash, attempt) \
+                     VALUES ($1, 'created', $2, $3, $4, $5) RETURNING id",
+                )
+                .bind(&build.job_id)
+                .bind(build.created_at)
+                .bind(sqlx::types::Json(&build.config))
+                .bind(&build.config_hash)
+                .bind(build.attempt as i32)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(q)?;
+                for pin in &build.pins {
+                    sqlx::query(
+                        "INSERT INTO build_pins (build_id, dep_job_id, dep_build_id) \
+                         VALUES ($1, $2, $3)",
+                    )
+                    .bind(id)
+                    .bind(&pin.job_id)
+                    .bind(pin.build_id.map(|b| b.0))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(q)?;
+                }
+                tx.commit().await.map_err(q)?;
+                Ok(crate::store::BuildId(id))
+            }
+
+            async fn start_build(
+                &self,
+                id: crate::store::BuildId,
+                runner: &crate::store::Runner,
+                at: chrono::DateTime<chrono::Utc>,
+            ) -> crate::store::Result<()> {
+                sqlx::query(
+                    "UPDATE builds SET status = 'running', started_at = $2, host = $3, pid = $4, \
+                     worker = $5 WHERE id = $1",
+                )
+                .bind(id.0)
+                .bind(at)
+                .bind(&runner.host)
+                .bind(runner.pid as i32)
+                .bind(&runner.worker)
+                .execute(&self.pool)
+                .await
+                .map_err(|source| crate::store::StoreError::Query {
+                    action: "mark a build running",
+                    source,
+                })?;
+                Ok(())
+            }
+
+            async fn finish_build(
+                &self,
+                id: crate::store::BuildId,
+                outcome: &crate::store::Outcome,
+                at: chrono::DateTime<chrono::Utc>,
+            ) -> crate::store::Result<()> {
+                use crate::store::Outcome;
+                let (retval, exit_code, signal, timed_out, error, stderr_tail) = match outcome {
+                    Outcome::Successful { retval } => (retval.as_ref(), None, None, false, None, None),
+                    Outcome::Failed {
+                        exit_code,
+                        signal,
+                        timed_out,
+                        error,
+                        stderr_tail,
+                    } => (
+                        None,
+                        *exit_code,
+                        *signal,
+                        *timed_out,
+                        Some(error.as_str()),
+                        stderr_tail.as_deref(),
+                    ),
+                    Outcome::Skipped { reason } | Outcome::Cancelled { reason } => {
+                        (None, None, None, false, Some(reason.as_str()), None)
+                    }
+                };
+                sqlx::query(
+                    "UPDATE builds SET status = $2, finished_at = $3, retval = $4, exit_code = $5, \
+                     signal = $6, timed_out = $7, error = $8, stderr_tail = $9, \
+                     started_at = COALESCE(started_at, $3) WHERE id = $1",
+                )
+                .bind(id.0)
+                .bind(outcome.status().as_str())
+                .bind(at)
+                .bind(retval.map(sqlx::types::Json))
+                .bind(exit_code)
+                .bind(signal)
+                .bind(timed_out)
+                .bind(error)
+                .bind(stderr_tail)
+                .execute(&self.pool)
+                .await
+                .map_err(|source| crate::store::StoreError::Query {
+                    action: "record how a build ended",
+                    source,
+                })?;
+                Ok(())
+            }
+
+            async fn write(&self, batch: &[crate::store::Write]) -> crate::store::Result<()> {
+                use crate::store::Write;
+                if batch.is_empty() {
+                    return Ok(());
+                }
+                let q = |source| crate::store::StoreError::Query {
+                    action: "write logs and progress",
+                    source,
+                };
+                let mut tx = self.begin_write().await.map_err(q)?;
+                let logs: Vec<&crate::store::LogRecord> = batch
+                    .iter()
+                    .filter_map(|w| match w {
+                        Write::Log(l) => Some(l),
+                        Write::Progress(_) => None,
+                    })
+                    .collect();
+                for chunk in logs.chunks(crate::store::sql::LOG_ROWS_PER_INSERT) {
+                    let mut insert: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
+                        "INSERT INTO logs (build_id, at, level, stream, message) ",
+                    );
+                    insert.push_values(chunk, |mut row, log| {
+                        row.push_bind(log.build.0)
+                            .push_bind(log.at)
+                            .push_bind(log.level as i32)
+                            .push_bind(log.stream.as_str())
+                            .push_bind(log.message.clone());
+                    });
+                    insert.build().execute(&mut *tx).await.map_err(q)?;
+                }
+                for w in batch {
+                    let Write::Progress(p) = w else { continue };
+                    let path = serde_json::to_string(&p.path).expect("strings serialize");
+                    sqlx::query(
+                        "INSERT INTO progress (build_id, path, seq, current, total, status_line, updated_at) \
+                         VALUES ($1, $2, (SELECT COALESCE(MAX(seq), 0) + 1 FROM progress WHERE build_id = $1), \
+                                 $3, $4, $5, $6) \
+                         ON CONFLICT (build_id, path) DO UPDATE SET current = excluded.current, \
+                           total = excluded.total, status_line = excluded.status_line, \
+                           updated_at = excluded.updated_at",
+                    )
+                    .bind(p.build.0)
+                    .bind(path)
+                    .bind(p.current)
+                    .bind(p.total)
+                    .bind(&p.status)
+                    .bind(p.at)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(q)?;
+                }
+                tx.commit().await.map_err(q)?;
+                Ok(())
+            }
+
+            async fn builds(
+                &self,
+                filter: &crate::store::BuildFilter,
+            ) -> crate::store::Result<Vec<crate::store::Build>> {
+                let mut query: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(format!(
+                    "SELECT {} FROM builds WHERE 1 = 1",
+                    crate::store::sql::BUILD_COLUMNS
+                ));
+                if let Some(job) = &filter.job {
+                    query.push(" AND job_id = ").push_bind(job.clone());
+                }
+                if let Some(status) = filter.status {
+                    query.push(" AND status = ").push_bind(status.as_str());
+                }
+                query.push(" ORDER BY id DESC");
+                if let Some(limit) = filter.limit {
+                    query.push(" LIMIT ").push_bind(i64::from(limit));
+                }
+                let rows = query
+                    .build()
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(|source| crate::store::StoreError::Query {
+                        action: "list builds",
+                        source,
+                    })?;
+                rows.iter().map(Self::build_from_row).collect()
+            }
+
+            async fn build(
+                &self,
+                id: crate::store::BuildId,
+            ) -> crate::store::Result<Option<crate::store::Build>> {
+                let sql = format!(
+                    "SELECT {} FROM builds WHERE id = $1",
+                    crate::store::sql::BUILD_COLUMNS
+                );
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(id.0)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(|source| crate::store::StoreError::Query {
+                        action: "read a build",
+                        source,
+                    })?;
+                row.as_ref().map(Self::build_from_row).transpose()
+            }
+
+            async fn pins(
+                &self,
+                id: crate::store::BuildId,
+            ) -> crate::store::Result<Vec<crate::store::Pin>> {
+                let rows: Vec<(String, Option<i64>)> = sqlx::query_as(
+                    "SELECT dep_job_id, dep_build_id FROM build_pins WHERE build_id = $1 \
+                     ORDER BY dep_job_id",
+                )
+                .bind(id.0)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|source| crate::store::StoreError::Query {
+                    action: "read a build's pins",
+                    source,
+                })?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(job_id, build)| crate::store::Pin {
+                        job_id,
+                        build_id: build.map(crate::store::BuildId),
+                    })
+                    .collect())
+            }
+
+            async fn progress(
+                &self,
+                id: crate::store::BuildId,
+            ) -> crate::store::Result<Vec<crate::store::ProgressRow>> {
+                type Row = (String, i64, Option<i64>, Option<String>, chrono::DateTime<chrono::Utc>);
+                let rows: Vec<Row> = sqlx::query_as(
+                    "SELECT path, current, total, status_line, updated_at FROM progress \
+                     WHERE build_id = $1 ORDER BY seq",
+                )
+                .bind(id.0)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|source| crate::store::StoreError::Query {
+                    action: "read a build's progress",
+                    source,
+                })?;
+                rows.into_iter()
+                    .map(|(path, current, total, status, updated_at)| {
+                        let path = serde_json::from_str(&path).map_err(|e| {
+                            crate::store::StoreError::Corrupt {
+                                what: "progress path",
+                                detail: e.to_string(),
+                            }
+                        })?;
+                        Ok(crate::store::ProgressRow {
+                            path,
+                            current,
+                            total,
+                            status,
+                            updated_at,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn logs(
+                &self,
+                id: crate::store::BuildId,
+                filter: &crate::store::LogFilter,
+            ) -> crate::store::Result<Vec<crate::store::LogRow>> {
+                let mut query: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
+                    "SELECT id, at, level, stream, message FROM logs WHERE build_id = ",
+                );
+                query.push_bind(id.0);
+                if let Some(level) = filter.min_level {
+                    query.push(" AND level >= ").push_bind(level as i32);
+                }
+                if let Some(since) = filter.since {
+                    query.push(" AND at >= ").push_bind(since);
+                }
+                if let Some(after) = filter.after_id {
+                    query.push(" AND id > ").push_bind(after);
+                }
+                query.push(" ORDER BY id");
+                if let Some(limit) = filter.limit {
+                    query.push(" LIMIT ").push_bind(i64::from(limit));
+                }
+                type Row = (i64, chrono::DateTime<chrono::Utc>, i32, String, String);
+                let rows: Vec<Row> = query
+                    .build_query_as()
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(|source| crate::store::StoreError::Query {
+                        action: "read a build's log",
+                        source,
+                    })?;
+                rows.into_iter()
+                    .map(|(row_id, at, level, stream, message)| {
+                        Ok(crate::store::LogRow {
+                            id: row_id,
+                            build: id,
+                            at,
+                            level: crate::store::LogLevel::from_number(i64::from(level)),
+                            stream: crate::store::Stream::parse(&stream).ok_or_else(|| {
+                                crate::store::StoreError::Corrupt {
+                                    what: "log stream",
+                                    detail: stream.clone(),
+                                }
+                            })?,
+                            message,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn job_builds(&self) -> crate::store::Result<Vec<crate::store::JobBuilds>> {
+                type Row = (
+                    String,
+                    i64,
+                    Option<i64>,
+                    Option<String>,
+                    Option<chrono::DateTime<chrono::Utc>>,
+                    Option<i64>,
+                    Option<chrono::DateTime<chrono::Utc>>,
+                    Option<String>,
+                );
+                let rows: Vec<Row> = sqlx::query_as(
+                    "WITH agg AS ( \
+                       SELECT job_id, \
+                         MAX(CASE WHEN status IN ('successful', 'failed', 'skipped', 'cancelled') \
+                             THEN id END) AS finished_id, \
+                         MAX(CASE WHEN status = 'successful' THEN id END) AS success_id, \
+                         SUM(CASE WHEN status = 'running' THEN 1 ELSE 0 END) AS running \
+                       FROM builds GROUP BY job_id) \
+                     SELECT agg.job_id, agg.running, f.id, f.status, f.finished_at, \
+                            s.id, s.finished_at, s.config_hash \
+                     FROM agg \
+                     LEFT JOIN builds f ON f.id = agg.finished_id \
+                     LEFT JOIN builds s ON s.id = agg.success_id",
+                )
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|source| crate::store::StoreError::Query {
+                    action: "read the jobs' latest builds",
+                    source,
+                })?;
+                rows.into_iter()
+                    .map(|(job_id, running, fid, fstatus, fat, sid, sat, shash)| {
+                        let finished = match (fid, fstatus, fat) {
+                            (Some(id), Some(status), Some(at)) => Some(crate::store::Finished {
+                                id: crate::store::BuildId(id),
+                                status: crate::store::BuildStatus::parse(&status).ok_or_else(
+                                    || crate::store::StoreError::Corrupt {
+                                        what: "build status",
+                                        detail: status.clone(),
+                                    },
+                                )?,
+                                at,
+                            }),
+                            _ => None,
+                        };
+                        let success = match (sid, sat, shash) {
+                            (Some(id), Some(at), Some(config_hash)) => {
+                                Some(crate::store::Success {
+                                    id: crate::store::BuildId(id),
+                                    at,
+                                    config_hash,
+                                })
+                            }
+                            _ => None,
+                        };
+                        Ok(crate::store::JobBuilds {
+                            job_id,
+                            running: running > 0,
+                            finished,
+                            success,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn prune_logs(
+                &self,
+                prune: &crate::store::PruneLogs,
+            ) -> crate::store::Result<u64> {
+                let mut query: sqlx::QueryBuilder<$db> =
+                    sqlx::QueryBuilder::new("DELETE FROM logs WHERE 1 = 1");
+                if let Some(job) = &prune.job {
+                    query
+                        .push(" AND build_id IN (SELECT id FROM builds WHERE job_id = ")
+                        .push_bind(job.clone())
+                        .push(")");
+                }
+                if let Some(build) = prune.build {
+                    query.push(" AND build_id = ").push_bind(build.0);
+                }
+                if let Some(level) = prune.level {
+                    query.push(" AND level = ").push_bind(level as i32);
+                }
+                if let Some(before) = prune.older_than {
+                    query.push(" AND at < ").push_bind(before);
+                }
+                let done = query
+                    .build()
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|source| crate::store::StoreError::Query {
+                        action: "delete old log lines",
+                        source,
+                    })?;
+                Ok(done.rows_affected())
+            }
+
+            async fn delete_build(&self, id: crate::store::BuildId) -> crate::store::Result<bool> {
+                let q = |source| crate::store::StoreError::Query {
+                    action: "delete a build",
+                    source,
+                };
+                let mut tx = self.begin_write().await.map_err(q)?;
+                for sql in [
+                    "DELETE FROM logs WHERE build_id = $1",
+                    "DELETE FROM progress WHERE build_id = $1",
+                    "DELETE FROM build_pins WHERE build_id = $1",
+                ] {
+                    sqlx::query(sql).bind(id.0).execute(&mut *tx).await.map_err(q)?;
+                }
+                let done = sqlx::query("DELETE FROM builds WHERE id = $1")
+                    .bind(id.0)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(q)?;
+                tx.commit().await.map_err(q)?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn uninstall(&self) -> crate::store::Result<()> {
+                for sql in [
+                    "DROP TABLE IF EXISTS logs",
+                    "DROP TABLE IF EXISTS progress",
+                    "DROP TABLE IF EXISTS build_pins",
+                    "DROP TABLE IF EXISTS builds",
+                    "DROP TABLE IF EXISTS _sqlx_migrations",
+                ] {
+                    sqlx::query(sql).execute(&self.pool).await.map_err(|source| {
+                        crate::store::StoreError::Query {
+                            action: "drop jobctl's tables",
+                            source,
+                        }
+                    })?;
+                }
+                Ok(())
+            }
+
+            async fn schema_version(&self) -> crate::store::Result<i64> {
+                Self::applied_version(&self.pool).await.map_err(|source| {
+                    crate::store::StoreError::Query {
+                        action: "read the schema version",
+                        source,
+                    }
+                })
+            }
+        }
+    };
+}
+
+pub(super) use impl_store;

@@ -1,0 +1,131 @@
+//! A job's status, computed from its builds and those of its ancestors: a pure function
+//! over one query's rows ([`super::Store::job_builds`]), so 10k jobs cost one round trip.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::{BuildStatus, JobBuilds};
+use crate::config::{Config, Job, JobId};
+use crate::graph::JobGraph;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "status")]
+pub enum JobStatus {
+    NotBuilt,
+    Running,
+    Success,
+    /// Its only finished builds failed, or the latest finished one did.
+    Failed,
+    Outdated {
+        because: Outdated,
+    },
+}
+
+/// Why a successful job must be built again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "reason")]
+pub enum Outdated {
+    /// The job's config is not what its latest success ran with.
+    ConfigChanged,
+    /// An ancestor succeeded after it did (the newest such ancestor).
+    NewerUpstream { job: JobId },
+}
+
+impl JobStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            JobStatus::NotBuilt => "not_built",
+            JobStatus::Running => "running",
+            JobStatus::Success => "success",
+            JobStatus::Failed => "failed",
+            JobStatus::Outdated { .. } => "outdated",
+        }
+    }
+}
+
+/// What decides whether a job's success is still valid: what it runs and with what.
+/// A changed title or schedule does not make a job outdated.
+#[derive(Serialize)]
+struct HashedConfig<'a> {
+    action: &'a crate::config::Action,
+    args: &'a [crate::config::Value],
+    kwargs: &'a crate::config::model::ValueMap,
+    env: &'a crate::config::model::ValueMap,
+    workdir: &'a std::path::Path,
+    dependencies: &'a [JobId],
+}
+
+/// The hash a build records of its job's config (hex SHA-256).
+pub fn config_hash(job: &Job) -> String {
+    let hashed = HashedConfig {
+        action: &job.action,
+        args: &job.args,
+        kwargs: &job.kwargs,
+        env: &job.env,
+        workdir: &job.workdir,
+        dependencies: &job.dependencies,
+    };
+    let json = serde_json::to_vec(&hashed).expect("a config serializes");
+    let digest = Sha256::digest(&json);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The status of every job of `config` (by index), from the rows of `job_builds`.
+pub fn job_statuses(config: &Config, graph: &JobGraph, rows: &[JobBuilds]) -> Vec<JobStatus> {
+    let by_job: HashMap<&str, &JobBuilds> = rows.iter().map(|r| (r.job_id.as_str(), r)).collect();
+    let n = config.jobs.len();
+    let row_of = |i: usize| by_job.get(config.jobs[i].id.as_str()).copied();
+    // The newest success among each job's ancestors, and whose it is.
+    let mut upstream: Vec<Option<(DateTime<Utc>, usize)>> = vec![None; n];
+    let order = graph.topo_order();
+    for &i in &order {
+        let mut newest: Option<(DateTime<Utc>, usize)> = None;
+        for d in graph.dependencies(i) {
+            let own = row_of(d)
+                .and_then(|r| r.success.as_ref())
+                .map(|s| (s.at, d));
+            for candidate in [own, upstream[d]].into_iter().flatten() {
+                if newest.is_none_or(|(at, _)| candidate.0 > at) {
+                    newest = Some(candidate);
+                }
+            }
+        }
+        upstream[i] = newest;
+    }
+    (0..n)
+        .map(|i| {
+            let Some(row) = row_of(i) else {
+                return JobStatus::NotBuilt;
+            };
+            if row.running {
+                return JobStatus::Running;
+            }
+            if row
+                .finished
+                .as_ref()
+                .is_some_and(|f| f.status == BuildStatus::Failed)
+            {
+                return JobStatus::Failed;
+            }
+            let Some(success) = &row.success else {
+                return JobStatus::NotBuilt;
+            };
+            if success.config_hash != config_hash(&config.jobs[i]) {
+                return JobStatus::Outdated {
+                    because: Outdated::ConfigChanged,
+                };
+            }
+            match upstream[i] {
+                Some((at, job)) if at > success.at => JobStatus::Outdated {
+                    because: Outdated::NewerUpstream {
+                        job: config.jobs[job].id.clone(),
+                    },
+                },
+                _ => JobStatus::Success,
+            }
+        })
+        .collect()
+}
