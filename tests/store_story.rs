@@ -1,0 +1,488 @@
+//! One storage story, run unchanged against SQLite (a temp file) and the real PostgreSQL
+//! (a fresh database per run).
+
+mod common;
+
+use std::path::Path;
+
+use chrono::{DateTime, TimeZone, Utc};
+use jobctl::config::Config;
+use jobctl::graph::JobGraph;
+use jobctl::store::progress::tree;
+use jobctl::store::status::{JobStatus, Outdated, config_hash, job_statuses};
+use jobctl::store::{
+    AnyStore, BuildFilter, BuildId, BuildStatus, LogFilter, LogLevel, LogRecord, NewBuild,
+    OpenMode, Outcome, Pin, ProgressUpdate, PruneLogs, Runner, Store, Stream, Write,
+};
+use serde_json::json;
+
+fn t(secs: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_700_000_000 + secs, 0).unwrap()
+}
+
+fn load(dir: &Path, yaml: &str) -> Config {
+    let path = dir.join("jobs.yaml.j2");
+    std::fs::write(&path, yaml).unwrap();
+    jobctl::config::load(&path, &[]).unwrap()
+}
+
+const DIAMOND: &str = "jobs:
+  - {id: a, run: ./a}
+  - {id: b, run: ./b, dependencies: [a]}
+  - {id: c, run: ./c, dependencies: [a]}
+  - {id: d, run: ./d, dependencies: [b, c]}
+";
+
+const CHAIN: &str = "jobs:
+  - {id: s1, run: ./s1}
+  - {id: s2, run: ./s2, dependencies: [s1]}
+  - {id: s3, run: ./s3, dependencies: [s2]}
+  - {id: s4, run: ./s4, args: [!retval s3]}
+";
+
+/// Builds `job` successfully at time `at`, with the config's current hash.
+async fn succeed(store: &AnyStore, config: &Config, job: &str, at: i64) -> BuildId {
+    let job = config.job(job).unwrap();
+    let id = store
+        .create_build(&NewBuild {
+            job_id: job.id.to_string(),
+            config: serde_json::to_value(job).unwrap(),
+            config_hash: config_hash(job),
+            pins: Vec::new(),
+            attempt: 1,
+            created_at: t(at),
+        })
+        .await
+        .unwrap();
+    store
+        .start_build(id, &Runner::this_process(), t(at))
+        .await
+        .unwrap();
+    store
+        .finish_build(id, &Outcome::Successful { retval: None }, t(at))
+        .await
+        .unwrap();
+    id
+}
+
+async fn statuses(store: &AnyStore, config: &Config) -> Vec<String> {
+    let rows = store.job_builds().await.unwrap();
+    job_statuses(config, &JobGraph::new(config), &rows)
+        .iter()
+        .map(|s| match s {
+            JobStatus::Outdated {
+                because: Outdated::NewerUpstream { job },
+            } => format!("outdated({job})"),
+            JobStatus::Outdated {
+                because: Outdated::ConfigChanged,
+            } => "outdated(config)".to_owned(),
+            other => other.as_str().to_owned(),
+        })
+        .collect()
+}
+
+async fn story(store: AnyStore, dir: &Path) {
+    assert_eq!(store.schema_version().await.unwrap(), 1);
+
+    // A build with pins, progress, logs and a nested return value.
+    let crawl = store
+        .create_build(&NewBuild {
+            job_id: "crawl".into(),
+            config: json!({"id": "crawl", "run": "./crawl.sh"}),
+            config_hash: "h1".into(),
+            pins: Vec::new(),
+            attempt: 1,
+            created_at: t(0),
+        })
+        .await
+        .unwrap();
+    let process = store
+        .create_build(&NewBuild {
+            job_id: "process".into(),
+            config: json!({"id": "process", "kwargs": {"input": {"!retval": "crawl"}}}),
+            config_hash: "h2".into(),
+            pins: vec![
+                Pin {
+                    job_id: "crawl".into(),
+                    build_id: Some(crawl),
+                },
+                Pin {
+                    job_id: "extra".into(),
+                    build_id: None,
+                },
+            ],
+            attempt: 2,
+            created_at: t(1),
+        })
+        .await
+        .unwrap();
+    assert!(process > crawl);
+    let runner = Runner {
+        host: "host-1".into(),
+        pid: 4242,
+        worker: Some("w1".into()),
+    };
+    store.start_build(crawl, &runner, t(2)).await.unwrap();
+    let mut batch = Vec::new();
+    for i in 0..250 {
+        batch.push(Write::Log(LogRecord {
+            build: crawl,
+            at: t(3 + i / 100),
+            level: if i % 50 == 0 {
+                LogLevel::Error
+            } else {
+                LogLevel::Info
+            },
+            stream: if i % 2 == 0 {
+                Stream::Stdout
+            } else {
+                Stream::Channel
+            },
+            message: format!("line {i} ünïcödé 'quoted' \"double\""),
+        }));
+    }
+    for (path, current, total) in [
+        (vec!["pages"], 10, Some(100)),
+        (vec!["images", "png"], 1, Some(4)),
+        (vec!["pages"], 40, Some(100)),
+        (vec!["images", "jpg"], 2, Some(4)),
+    ] {
+        batch.push(Write::Progress(ProgressUpdate {
+            build: crawl,
+            path: path.into_iter().map(String::from).collect(),
+            current,
+            total,
+            status: Some(format!("at {current}")),
+            at: t(4),
+        }));
+    }
+    store.write(&batch).await.unwrap();
+    let retval =
+        json!({"rows": 12, "nested": {"list": [1, 2.5, null, "ß"]}, "big": "x".repeat(100_000)});
+    store
+        .finish_build(
+            crawl,
+            &Outcome::Successful {
+                retval: Some(retval.clone()),
+            },
+            t(10),
+        )
+        .await
+        .unwrap();
+
+    let build = store.build(crawl).await.unwrap().unwrap();
+    assert_eq!(build.status, BuildStatus::Successful);
+    assert_eq!(build.retval, Some(retval));
+    assert_eq!(build.started_at, Some(t(2)));
+    assert_eq!(build.finished_at, Some(t(10)));
+    assert_eq!(build.host.as_deref(), Some("host-1"));
+    assert_eq!(build.pid, Some(4242));
+    assert_eq!(build.worker.as_deref(), Some("w1"));
+    assert_eq!(build.config, json!({"id": "crawl", "run": "./crawl.sh"}));
+    assert!(store.build(BuildId(999_999)).await.unwrap().is_none());
+
+    let pins = store.pins(process).await.unwrap();
+    assert_eq!(
+        pins,
+        vec![
+            Pin {
+                job_id: "crawl".into(),
+                build_id: Some(crawl)
+            },
+            Pin {
+                job_id: "extra".into(),
+                build_id: None
+            }
+        ]
+    );
+
+    // Progress: the latest value per group, groups in first-reported order, sums.
+    let rows = store.progress(crawl).await.unwrap();
+    assert_eq!(rows.len(), 3);
+    let progress = tree(&rows);
+    let names: Vec<&str> = progress.children.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["pages", "images"]);
+    assert_eq!(progress.children[0].current, 40);
+    assert_eq!(
+        (progress.children[1].current, progress.children[1].total),
+        (3, Some(8))
+    );
+    assert_eq!((progress.current, progress.total), (43, Some(108)));
+
+    // Logs: all, by level, since a time, after a line (following).
+    let logs = store.logs(crawl, &LogFilter::default()).await.unwrap();
+    assert_eq!(logs.len(), 250);
+    assert_eq!(logs[7].message, "line 7 ünïcödé 'quoted' \"double\"");
+    assert_eq!(logs[7].stream, Stream::Channel);
+    let errors = store
+        .logs(
+            crawl,
+            &LogFilter {
+                min_level: Some(LogLevel::Warning),
+                ..LogFilter::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(errors.len(), 5);
+    assert!(errors.iter().all(|l| l.level == LogLevel::Error));
+    let recent = store
+        .logs(
+            crawl,
+            &LogFilter {
+                since: Some(t(5)),
+                ..LogFilter::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(recent.len(), 50);
+    let after = store
+        .logs(
+            crawl,
+            &LogFilter {
+                after_id: Some(logs[240].id),
+                limit: Some(3),
+                ..LogFilter::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        after.iter().map(|l| l.message.as_str()).collect::<Vec<_>>(),
+        [&logs[241].message, &logs[242].message, &logs[243].message]
+    );
+
+    // A failure keeps what a person needs to see.
+    store.start_build(process, &runner, t(11)).await.unwrap();
+    store
+        .finish_build(
+            process,
+            &Outcome::Failed {
+                exit_code: None,
+                signal: Some(9),
+                timed_out: true,
+                error: "timed out after 5m".into(),
+                stderr_tail: Some("last words\n".into()),
+            },
+            t(12),
+        )
+        .await
+        .unwrap();
+    let failed = store.build(process).await.unwrap().unwrap();
+    assert_eq!(failed.status, BuildStatus::Failed);
+    assert_eq!(
+        (failed.exit_code, failed.signal, failed.timed_out),
+        (None, Some(9), true)
+    );
+    assert_eq!(failed.error.as_deref(), Some("timed out after 5m"));
+    assert_eq!(failed.stderr_tail.as_deref(), Some("last words\n"));
+    assert_eq!(failed.attempt, 2);
+
+    // Listing: newest first, by job, by status, limited.
+    let all = store.builds(&BuildFilter::default()).await.unwrap();
+    assert_eq!(
+        all.iter().map(|b| b.id).collect::<Vec<_>>(),
+        [process, crawl]
+    );
+    let by_status = store
+        .builds(&BuildFilter {
+            status: Some(BuildStatus::Failed),
+            ..BuildFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_status.len(), 1);
+    let by_job = store
+        .builds(&BuildFilter {
+            job: Some("crawl".into()),
+            limit: Some(1),
+            ..BuildFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_job[0].id, crawl);
+
+    // Pruning logs by level and age, then deleting a build with everything it owns.
+    let pruned = store
+        .prune_logs(&PruneLogs {
+            level: Some(LogLevel::Info),
+            older_than: Some(t(4)),
+            ..PruneLogs::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(pruned, 98, "info lines at t(3)");
+    let pruned = store
+        .prune_logs(&PruneLogs {
+            job: Some("crawl".into()),
+            level: Some(LogLevel::Error),
+            ..PruneLogs::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(pruned, 5);
+    assert!(store.delete_build(crawl).await.unwrap());
+    assert!(!store.delete_build(crawl).await.unwrap());
+    assert!(
+        store
+            .logs(crawl, &LogFilter::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.progress(crawl).await.unwrap().is_empty());
+    assert!(store.delete_build(process).await.unwrap());
+    assert!(store.pins(process).await.unwrap().is_empty());
+
+    // Job status on a diamond: not built, success, outdated by an ancestor, failed.
+    let diamond = load(dir, DIAMOND);
+    assert_eq!(
+        statuses(&store, &diamond).await,
+        ["not_built", "not_built", "not_built", "not_built"]
+    );
+    for (job, at) in [("a", 100), ("b", 101), ("c", 102), ("d", 103)] {
+        succeed(&store, &diamond, job, at).await;
+    }
+    assert_eq!(
+        statuses(&store, &diamond).await,
+        ["success", "success", "success", "success"]
+    );
+    succeed(&store, &diamond, "a", 110).await;
+    assert_eq!(
+        statuses(&store, &diamond).await,
+        ["success", "outdated(a)", "outdated(a)", "outdated(a)"],
+        "d is outdated through b and c, which it depends on"
+    );
+    succeed(&store, &diamond, "b", 111).await;
+    succeed(&store, &diamond, "c", 112).await;
+    assert_eq!(
+        statuses(&store, &diamond).await,
+        ["success", "success", "success", "outdated(c)"]
+    );
+    let d = store
+        .create_build(&NewBuild {
+            job_id: "d".into(),
+            config: json!({}),
+            config_hash: config_hash(diamond.job("d").unwrap()),
+            pins: Vec::new(),
+            attempt: 1,
+            created_at: t(113),
+        })
+        .await
+        .unwrap();
+    store.start_build(d, &runner, t(113)).await.unwrap();
+    assert_eq!(statuses(&store, &diamond).await[3], "running");
+    store
+        .finish_build(
+            d,
+            &Outcome::Failed {
+                exit_code: Some(1),
+                signal: None,
+                timed_out: false,
+                error: "exit status 1".into(),
+                stderr_tail: None,
+            },
+            t(114),
+        )
+        .await
+        .unwrap();
+    assert_eq!(statuses(&store, &diamond).await[3], "failed");
+
+    // A chain of 4, transitively: a newer s1 makes s2, s3 and s4 outdated; then a config
+    // edit of s3 makes s3 outdated by itself, and s4 through it.
+    let chain = load(dir, CHAIN);
+    for (job, at) in [("s1", 200), ("s2", 201), ("s3", 202), ("s4", 203)] {
+        succeed(&store, &chain, job, at).await;
+    }
+    assert_eq!(
+        statuses(&store, &chain).await,
+        ["success", "success", "success", "success"]
+    );
+    succeed(&store, &chain, "s1", 210).await;
+    assert_eq!(
+        statuses(&store, &chain).await,
+        ["success", "outdated(s1)", "outdated(s1)", "outdated(s1)"]
+    );
+    for (job, at) in [("s2", 211), ("s3", 212), ("s4", 213)] {
+        succeed(&store, &chain, job, at).await;
+    }
+    let edited = load(dir, &CHAIN.replace("run: ./s3", "run: ./s3 --fast"));
+    assert_eq!(
+        statuses(&store, &edited).await,
+        ["success", "success", "outdated(config)", "success"]
+    );
+    let title_only = load(dir, &CHAIN.replace("run: ./s3}", "run: ./s3, title: S3}"));
+    assert_eq!(
+        statuses(&store, &title_only).await,
+        ["success", "success", "success", "success"],
+        "a title is not what a job runs"
+    );
+    succeed(&store, &edited, "s3", 220).await;
+    assert_eq!(
+        statuses(&store, &edited).await,
+        ["success", "success", "success", "outdated(s3)"]
+    );
+
+    store.uninstall().await.unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn story_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = common::sqlite_store(dir.path()).await;
+    story(store, dir.path()).await;
+}
+
+#[tokio::test]
+async fn story_on_postgres() {
+    let Some(db) = common::PgDatabase::create("story").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = jobctl::store::open(&db.url, dir.path(), OpenMode::Install)
+        .await
+        .unwrap();
+    story(store, dir.path()).await;
+}
+
+#[tokio::test]
+async fn postgres_needs_install_and_refuses_a_newer_schema() {
+    let Some(db) = common::PgDatabase::create("schema").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let err = jobctl::store::open(&db.url, dir.path(), OpenMode::Use)
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string()
+            .ends_with("has no jobctl schema yet: run `jobctl install`"),
+        "{err}"
+    );
+    jobctl::store::open(&db.url, dir.path(), OpenMode::Install)
+        .await
+        .unwrap();
+    {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (99, 'from the future', TRUE, '\\x00', 0)",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    let err = jobctl::store::open(&db.url, dir.path(), OpenMode::Use)
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string()
+            .ends_with("has schema version 99, newer than this jobctl knows (1): upgrade jobctl"),
+        "{err}"
+    );
+}
