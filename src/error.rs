@@ -4,18 +4,23 @@
 //! |---|---|
 //! | 0 | success |
 //! | 1 | the config is invalid (template, YAML or validation mistakes) |
-//! | 2 | usage error: bad command line, unknown job, config file missing or unreadable |
+//! | 2 | usage error: bad command line, unknown job or build, config file missing or unreadable |
+//! | 3 | storage error: the database cannot be reached, read or written |
+//! | 4 | a command the config defines failed (a job's `cleanup`) |
 //! | 70 | internal error: a bug in jobctl, please report it |
 
 use std::process::ExitCode;
 
 use crate::config::LoadError;
+use crate::store::{BuildId, StoreError};
 
 /// Documented exit codes (see docs/cli.md).
 pub mod exit {
     pub const OK: u8 = 0;
     pub const CONFIG: u8 = 1;
     pub const USAGE: u8 = 2;
+    pub const STORAGE: u8 = 3;
+    pub const COMMAND: u8 = 4;
     pub const INTERNAL: u8 = 70;
 }
 
@@ -31,6 +36,26 @@ pub enum CliError {
     },
     #[error("`--var {0}` must look like NAME=VALUE")]
     BadVar(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("no build {id} in {url}")]
+    NoBuild { id: BuildId, url: String },
+    #[error("`{0}` is neither a duration (30m, 2d) nor a time (2026-11-23T08:00:00Z)")]
+    BadTime(String),
+    #[error(
+        "uninstall deletes every build, log and return value in {url}; run `jobctl uninstall --yes` to do it"
+    )]
+    UninstallNeedsYes { url: String },
+    #[error("the cleanup of build {id} failed ({status}); the build is kept")]
+    CleanupFailed { id: BuildId, status: String },
+    #[error("cannot run the cleanup of build {id}")]
+    CleanupSpawn {
+        id: BuildId,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] std::io::Error),
     #[error("cannot write output")]
     Output(#[source] std::io::Error),
     #[error("cannot encode JSON output")]
@@ -43,8 +68,13 @@ impl CliError {
             CliError::Load(LoadError::Invalid(_)) => exit::CONFIG,
             CliError::Load(LoadError::Read { .. })
             | CliError::UnknownJob { .. }
-            | CliError::BadVar(_) => exit::USAGE,
-            CliError::Output(_) | CliError::Json(_) => exit::INTERNAL,
+            | CliError::BadVar(_)
+            | CliError::NoBuild { .. }
+            | CliError::BadTime(_)
+            | CliError::UninstallNeedsYes { .. } => exit::USAGE,
+            CliError::Store(_) => exit::STORAGE,
+            CliError::CleanupFailed { .. } | CliError::CleanupSpawn { .. } => exit::COMMAND,
+            CliError::Output(_) | CliError::Json(_) | CliError::Runtime(_) => exit::INTERNAL,
         }
     }
 
@@ -57,7 +87,11 @@ impl CliError {
         let mut out = format!("error: {self}");
         let mut source = std::error::Error::source(self);
         while let Some(cause) = source {
-            out.push_str(&format!(": {cause}"));
+            // Some errors repeat their cause in their own message; say it once.
+            let text = cause.to_string();
+            if !out.contains(&text) {
+                out.push_str(&format!(": {text}"));
+            }
             source = cause.source();
         }
         out.push('\n');

@@ -17,6 +17,17 @@ fn jobctl(dir: &Path) -> Command {
     cmd
 }
 
+/// A temp folder holding a copy of these fixture files: commands that keep history make
+/// their database beside the config, and the source tree stays clean.
+fn copy_of(files: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for file in files {
+        let from = root().join("tests/fixtures/valid").join(file);
+        std::fs::copy(from, dir.path().join(file)).unwrap();
+    }
+    dir
+}
+
 fn stdout(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap();
     assert!(
@@ -29,7 +40,8 @@ fn stdout(cmd: &mut Command) -> String {
 
 #[test]
 fn jobcontrol_example_loads_into_six_jobs_with_retval_edges() {
-    let dir = root().join("tests/fixtures/valid");
+    let copy = copy_of(&["jobcontrol_example.yaml.j2"]);
+    let dir = copy.path().to_path_buf();
     let text = stdout(jobctl(&dir).args(["-c", "jobcontrol_example.yaml.j2", "jobs", "--json"]));
     let jobs: Vec<Value> = serde_json::from_str(&text).unwrap();
     let ids: Vec<&str> = jobs.iter().map(|j| j["id"].as_str().unwrap()).collect();
@@ -77,7 +89,11 @@ fn demo_pipeline_is_valid_and_its_views_are_stable() {
         stdout(jobctl(&dir).arg("check")),
         "jobs.yaml.j2: ok, 7 jobs\n"
     );
-    insta::assert_snapshot!("demo_jobs", stdout(jobctl(&dir).arg("jobs")));
+    // `jobs` reads the statuses from the database beside the config: use a copy.
+    let copy = tempfile::tempdir().unwrap();
+    std::fs::copy(dir.join("jobs.yaml.j2"), copy.path().join("jobs.yaml.j2")).unwrap();
+    insta::assert_snapshot!("demo_jobs", stdout(jobctl(copy.path()).arg("jobs")));
+    assert!(copy.path().join(".jobctl/state.db").exists(), "made on first use");
     insta::assert_snapshot!("demo_graph_layers", stdout(jobctl(&dir).arg("graph")));
     insta::assert_snapshot!(
         "demo_graph_tree",
@@ -95,7 +111,8 @@ fn demo_pipeline_is_valid_and_its_views_are_stable() {
 
 #[test]
 fn secrets_are_masked_and_never_resolved_into_output() {
-    let dir = root().join("tests/fixtures/valid");
+    let copy = copy_of(&["secrets.yaml.j2"]);
+    let dir = copy.path().to_path_buf();
     let token = "tok-5f1e-very-secret";
     let config = stdout(jobctl(&dir).env("JOBCTL_TEST_TOKEN", token).args([
         "-c",
@@ -129,7 +146,8 @@ fn secrets_are_masked_and_never_resolved_into_output() {
 
 #[test]
 fn vars_fill_the_template() {
-    let dir = root().join("tests/fixtures/valid");
+    let copy = copy_of(&["secrets.yaml.j2"]);
+    let dir = copy.path().to_path_buf();
     let jobs = stdout(jobctl(&dir).env("JOBCTL_TEST_TOKEN", "x").args([
         "-c",
         "secrets.yaml.j2",

@@ -2,20 +2,37 @@ use std::io::Write;
 
 use super::{Context, write_out};
 use crate::error::CliError;
+use crate::graph::JobGraph;
+use crate::store::status::{JobStatus, Outdated, job_statuses};
+use crate::store::{OpenMode, Store};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Print every resolved job as JSON (`!retval X` as {"!retval": "X"}, secrets by name)
+    /// Print every resolved job with its status as JSON (`!retval X` as {"!retval": "X"},
+    /// secrets by name)
     #[arg(long)]
     json: bool,
 }
 
-pub fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), CliError> {
+/// The jobs in file order with their status, computed from the builds in the database.
+pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), CliError> {
     let config = ctx.load()?;
+    let store = ctx.store(config, OpenMode::Use).await?;
+    let rows = store.job_builds().await?;
+    let statuses = job_statuses(config, &JobGraph::new(config), &rows);
     if args.json {
-        let jobs = serde_json::to_value(&config.jobs).map_err(CliError::Json)?;
-        let mut text =
-            serde_json::to_string_pretty(&config.mask_json(jobs)).map_err(CliError::Json)?;
+        let mut jobs = Vec::with_capacity(config.jobs.len());
+        for (job, status) in config.jobs.iter().zip(&statuses) {
+            let mut value = serde_json::to_value(job).map_err(CliError::Json)?;
+            let status = serde_json::to_value(status).map_err(CliError::Json)?;
+            value["status"] = status["status"].clone();
+            if let Some(because) = status.get("because") {
+                value["outdated_because"] = because.clone();
+            }
+            jobs.push(value);
+        }
+        let value = config.mask_json(serde_json::Value::Array(jobs));
+        let mut text = serde_json::to_string_pretty(&value).map_err(CliError::Json)?;
         text.push('\n');
         return write_out(out, &text);
     }
@@ -33,8 +50,11 @@ pub fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), CliErro
         .max()
         .unwrap_or(0)
         .clamp(5, 50);
-    let mut text = format!("{:width$}  {:title_width$}  DEPENDENCIES\n", "ID", "TITLE");
-    for job in &config.jobs {
+    let mut text = format!(
+        "{:width$}  {:9}  {:title_width$}  DEPENDENCIES\n",
+        "ID", "STATUS", "TITLE"
+    );
+    for (job, status) in config.jobs.iter().zip(&statuses) {
         let title: String = job
             .title
             .as_deref()
@@ -43,14 +63,25 @@ pub fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), CliErro
             .take(50)
             .collect();
         let deps: Vec<&str> = job.dependencies.iter().map(|d| d.as_str()).collect();
-        let line = format!(
-            "{:width$}  {:title_width$}  {}",
+        let mut line = format!(
+            "{:width$}  {:9}  {:title_width$}  {}",
             job.id.as_str(),
+            status.as_str(),
             title,
             deps.join(", ")
         );
+        if let JobStatus::Outdated { because } = status {
+            line = format!("{}  ({})", line.trim_end(), describe(because));
+        }
         text.push_str(line.trim_end());
         text.push('\n');
     }
     write_out(out, &config.mask(&text))
+}
+
+fn describe(because: &Outdated) -> String {
+    match because {
+        Outdated::ConfigChanged => "config changed".to_owned(),
+        Outdated::NewerUpstream { job } => format!("{job} succeeded since"),
+    }
 }

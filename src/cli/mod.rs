@@ -1,10 +1,16 @@
 //! The command line: one file per subcommand, each a function from parsed arguments to
 //! output or a [`CliError`].
 
+mod builds;
 mod check;
 mod config;
+mod delete;
 mod graph;
+mod install;
 mod jobs;
+mod logs;
+mod prune;
+mod show;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -14,6 +20,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{Config, DEFAULT_CONFIG};
 use crate::error::{CliError, exit};
+use crate::store::{AnyStore, OpenMode};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -44,6 +51,20 @@ enum Command {
     Config(config::Args),
     /// Show the dependency graph: layers, a tree per named job, or Graphviz DOT
     Graph(graph::Args),
+    /// List builds, newest first
+    Builds(builds::Args),
+    /// Show one build: status, times, pins, return value, error, progress, config
+    Show(show::Args),
+    /// Print a build's log, or follow it while the build runs
+    Logs(logs::Args),
+    /// Delete old log lines (by default, each level older than its retention)
+    Prune(prune::Args),
+    /// Run a build's `cleanup` command, then delete the build with its logs and progress
+    Delete(delete::Args),
+    /// Create or upgrade jobctl's tables in the configured database
+    Install(install::Args),
+    /// Drop jobctl's tables and everything in them (needs --yes)
+    Uninstall(install::UninstallArgs),
 }
 
 /// Runs the command line and maps the outcome to an exit code.
@@ -71,9 +92,16 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
     };
     match cli.command {
         Command::Check(args) => check::run(&ctx, args, out),
-        Command::Jobs(args) => jobs::run(&ctx, args, out),
+        Command::Jobs(args) => ctx.block_on(jobs::run(&ctx, args, out)),
         Command::Config(args) => config::run(&ctx, args, out),
         Command::Graph(args) => graph::run(&ctx, args, out),
+        Command::Builds(args) => ctx.block_on(builds::run(&ctx, args, out)),
+        Command::Show(args) => ctx.block_on(show::run(&ctx, args, out)),
+        Command::Logs(args) => ctx.block_on(logs::run(&ctx, args, out)),
+        Command::Prune(args) => ctx.block_on(prune::run(&ctx, args, out)),
+        Command::Delete(args) => ctx.block_on(delete::run(&ctx, args, out)),
+        Command::Install(args) => ctx.block_on(install::install(&ctx, args, out)),
+        Command::Uninstall(args) => ctx.block_on(install::uninstall(&ctx, args, out)),
     }
 }
 
@@ -84,6 +112,23 @@ struct Context {
 }
 
 impl Context {
+    /// Runs a command that talks to the database.
+    fn block_on<F: std::future::Future<Output = Result<(), CliError>>>(
+        &self,
+        future: F,
+    ) -> Result<(), CliError> {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(CliError::Runtime)?
+            .block_on(future)
+    }
+
+    /// The config's store (created on first use for SQLite).
+    async fn store(&self, config: &Config, mode: OpenMode) -> Result<AnyStore, CliError> {
+        Ok(crate::store::open(&config.storage, config.dir(), mode).await?)
+    }
+
     /// The config, kept until the process exits: freeing a 100k-job config piece by
     /// piece costs a fifth of `jobctl check`'s time, and the process is about to end.
     fn load(&self) -> Result<&'static Config, CliError> {
@@ -120,4 +165,41 @@ fn job_indices(config: &Config, ids: &[String]) -> Result<Vec<usize>, CliError> 
 
 fn write_out(out: &mut dyn Write, text: &str) -> Result<(), CliError> {
     out.write_all(text.as_bytes()).map_err(CliError::Output)
+}
+
+/// A time as listings show it: UTC, to the second.
+fn fmt_time(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M:%SZ").to_string()
+}
+
+/// A duration as listings show it: `850ms`, `12.3s`, `4m05s`, `2h03m`.
+fn fmt_elapsed(d: chrono::Duration) -> String {
+    let ms = d.num_milliseconds().max(0);
+    match ms {
+        0..1000 => format!("{ms}ms"),
+        1000..60_000 => format!("{:.1}s", ms as f64 / 1000.0),
+        60_000..3_600_000 => format!("{}m{:02}s", ms / 60_000, ms / 1000 % 60),
+        _ => format!("{}h{:02}m", ms / 3_600_000, ms / 60_000 % 60),
+    }
+}
+
+/// `30m` (that long ago) or an RFC 3339 time.
+fn parse_since(text: &str) -> Result<chrono::DateTime<chrono::Utc>, CliError> {
+    if let Ok(d) = crate::config::model::parse_duration(text) {
+        let d = chrono::Duration::from_std(d).map_err(|_| CliError::BadTime(text.to_owned()))?;
+        return Ok(chrono::Utc::now() - d);
+    }
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|_| CliError::BadTime(text.to_owned()))
+}
+
+/// `jobctl show 12` or `#12`.
+fn parse_build_id(text: &str) -> Result<crate::store::BuildId, String> {
+    text.trim_start_matches('#')
+        .parse::<i64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .map(crate::store::BuildId)
+        .ok_or_else(|| format!("`{text}` is not a build number"))
 }

@@ -266,6 +266,9 @@ pub struct Config {
     pub defaults: Defaults,
     /// Secret values by name: never printed, never stored.
     pub secrets: IndexMap<String, String>,
+    /// How long logs are kept, by level name (`debug` … `critical`), where the config
+    /// says; `jobctl prune` uses its own defaults for the others.
+    pub retention: IndexMap<String, Duration>,
     pub jobs: Vec<Job>,
     pub(crate) index: std::collections::HashMap<JobId, usize>,
     /// Where each secret value stands in the rendered text, for masking.
@@ -279,6 +282,14 @@ impl Config {
     /// The job with this id, by index in `jobs`.
     pub fn job_index(&self, id: &str) -> Option<usize> {
         JobId::parse(id).and_then(|id| self.index.get(&id).copied())
+    }
+
+    /// The folder relative paths in the config (storage, workdir) start from.
+    pub fn dir(&self) -> &std::path::Path {
+        match self.path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => std::path::Path::new("."),
+        }
     }
 
     pub fn job(&self, id: &str) -> Option<&Job> {

@@ -17,7 +17,8 @@ use crate::graph::JobGraph;
 
 pub const DEFAULT_STORAGE: &str = "sqlite://.jobctl/state.db";
 
-const TOP_KEYS: &[&str] = &["storage", "defaults", "secrets", "jobs"];
+const TOP_KEYS: &[&str] = &["storage", "defaults", "secrets", "retention", "jobs"];
+const LOG_LEVELS: &[&str] = &["debug", "info", "warning", "error", "critical"];
 const DEFAULT_KEYS: &[&str] = &[
     "timeout",
     "retries",
@@ -96,6 +97,7 @@ impl Resolver {
         let mut storage = None;
         let mut defaults_node = None;
         let mut secrets_node = None;
+        let mut retention_node = None;
         let mut jobs_node = None;
         let mut unknown_keys = false;
         for (key, value) in entries {
@@ -107,6 +109,7 @@ impl Resolver {
                 "storage" => storage = Some(value),
                 "defaults" => defaults_node = Some(value),
                 "secrets" => secrets_node = Some(value),
+                "retention" => retention_node = Some(value),
                 _ => jobs_node = Some(value),
             }
         }
@@ -114,6 +117,9 @@ impl Resolver {
         if let Some(node) = secrets_node {
             self.secrets(&node);
         }
+        let retention = retention_node
+            .map(|node| self.retention(&node))
+            .unwrap_or_default();
         let defaults = defaults_node
             .map(|node| self.defaults(&node))
             .unwrap_or_default();
@@ -138,6 +144,7 @@ impl Resolver {
             storage: storage.unwrap_or_else(|| DEFAULT_STORAGE.to_owned()),
             defaults,
             secrets: std::mem::take(&mut self.secrets),
+            retention,
             jobs,
             index,
             secret_spans: std::mem::take(&mut self.secret_spans),
@@ -363,6 +370,28 @@ impl Resolver {
                 self.secrets.insert(name, text);
             }
         }
+    }
+
+    /// How long logs of each level are kept: `retention: {debug: 7d, error: 1y}`.
+    fn retention(&mut self, node: &Node) -> IndexMap<String, Duration> {
+        let mut retention = IndexMap::new();
+        if !self.no_tag(node) {
+            return retention;
+        }
+        let NodeKind::Map(entries) = &node.kind else {
+            if node.kind != NodeKind::Null {
+                self.wrong_type(node, "`retention`", "a mapping of log levels to durations");
+            }
+            return retention;
+        };
+        for (key, value) in entries {
+            if let Some(level) = self.key(key, LOG_LEVELS, "log level", " in `retention`")
+                && let Some(d) = self.duration(value, "retention")
+            {
+                retention.insert(level.to_owned(), d);
+            }
+        }
+        retention
     }
 
     fn defaults(&mut self, node: &Node) -> Defaults {

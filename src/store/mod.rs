@@ -418,6 +418,8 @@ pub enum StoreError {
         #[source]
         source: sqlx::migrate::MigrateError,
     },
+    #[error("cannot {action}: the database is read-only")]
+    ReadOnlyWrite { action: &'static str },
     #[error("cannot {action}")]
     Query {
         action: &'static str,
@@ -426,6 +428,18 @@ pub enum StoreError {
     },
     #[error("stored {what} is not valid: {detail}")]
     Corrupt { what: &'static str, detail: String },
+}
+
+impl StoreError {
+    /// A failed query; a write refused because the database file is read-only says so.
+    pub fn query(action: &'static str, source: sqlx::Error) -> StoreError {
+        if let sqlx::Error::Database(db) = &source
+            && (db.code().as_deref() == Some("8") || db.message().contains("readonly"))
+        {
+            return StoreError::ReadOnlyWrite { action };
+        }
+        StoreError::Query { action, source }
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -486,6 +500,8 @@ pub enum OpenMode {
     Use,
     /// Apply migrations on any backend (`jobctl install`).
     Install,
+    /// Connect only, whatever the schema (`jobctl uninstall`); a newer one is still refused.
+    Connect,
 }
 
 /// Opens the store at `url`; a relative SQLite path is taken from `base` (the config's
@@ -495,7 +511,7 @@ pub async fn open(url: &str, base: &Path, mode: OpenMode) -> Result<AnyStore> {
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
     {
-        return Ok(AnyStore::Sqlite(SqliteStore::open(rest, base).await?));
+        return Ok(AnyStore::Sqlite(SqliteStore::open(rest, base, mode).await?));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         return Ok(AnyStore::Postgres(PgStore::open(url, mode).await?));

@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
+use sqlx::Connection;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 
 use super::sql::impl_store;
@@ -19,15 +20,23 @@ pub struct PgStore {
 impl PgStore {
     pub(super) async fn open(url: &str, mode: OpenMode) -> Result<Self> {
         let shown = redact_url(url);
+        let connect = |source| StoreError::Connect {
+            url: shown.clone(),
+            source,
+        };
+        let options: PgConnectOptions = url.parse().map_err(connect)?;
+        // One attempt first: a pool retries a refused connection until its timeout, and
+        // a server that is not there should be said at once.
+        PgConnection::connect_with(&options)
+            .await
+            .map_err(connect)?
+            .close()
+            .await
+            .map_err(connect)?;
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(10))
-            .connect(url)
-            .await
-            .map_err(|source| StoreError::Connect {
-                url: shown.clone(),
-                source,
-            })?;
+            .connect_lazy_with(options);
         let applied = Self::applied_version(&pool)
             .await
             .map_err(|source| StoreError::Connect {
@@ -42,7 +51,7 @@ impl PgStore {
                 known,
             });
         }
-        if applied < known {
+        if applied < known && mode != OpenMode::Connect {
             if mode != OpenMode::Install {
                 return Err(StoreError::NotInstalled { url: shown });
             }

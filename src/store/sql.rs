@@ -19,10 +19,7 @@ macro_rules! impl_store {
             ) -> std::result::Result<crate::store::Build, crate::store::StoreError> {
                 use sqlx::Row as _;
                 use sqlx::types::Json as J;
-                let get = |e: sqlx::Error| crate::store::StoreError::Query {
-                    action: "read a build",
-                    source: e,
-                };
+                let get = |e: sqlx::Error| crate::store::StoreError::query("read a build", e);
                 let status: String = row.try_get(2).map_err(get)?;
                 Ok(crate::store::Build {
                     id: crate::store::BuildId(row.try_get(0).map_err(get)?),
@@ -66,10 +63,7 @@ macro_rules! impl_store {
                 &self,
                 build: &crate::store::NewBuild,
             ) -> crate::store::Result<crate::store::BuildId> {
-                let q = |source| crate::store::StoreError::Query {
-                    action: "record a new build",
-                    source,
-                };
+                let q = |source| crate::store::StoreError::query("record a new build", source);
                 let mut tx = self.begin_write().await.map_err(q)?;
                 let id: i64 = sqlx::query_scalar(
                     "INSERT INTO builds (job_id, status, created_at, config, config_hash, attempt) \
@@ -116,10 +110,7 @@ macro_rules! impl_store {
                 .bind(&runner.worker)
                 .execute(&self.pool)
                 .await
-                .map_err(|source| crate::store::StoreError::Query {
-                    action: "mark a build running",
-                    source,
-                })?;
+                .map_err(|source| crate::store::StoreError::query("mark a build running", source))?;
                 Ok(())
             }
 
@@ -166,10 +157,7 @@ macro_rules! impl_store {
                 .bind(stderr_tail)
                 .execute(&self.pool)
                 .await
-                .map_err(|source| crate::store::StoreError::Query {
-                    action: "record how a build ended",
-                    source,
-                })?;
+                .map_err(|source| crate::store::StoreError::query("record how a build ended", source))?;
                 Ok(())
             }
 
@@ -178,10 +166,7 @@ macro_rules! impl_store {
                 if batch.is_empty() {
                     return Ok(());
                 }
-                let q = |source| crate::store::StoreError::Query {
-                    action: "write logs and progress",
-                    source,
-                };
+                let q = |source| crate::store::StoreError::query("write logs and progress", source);
                 let mut tx = self.begin_write().await.map_err(q)?;
                 let logs: Vec<&crate::store::LogRecord> = batch
                     .iter()
@@ -250,10 +235,7 @@ macro_rules! impl_store {
                     .build()
                     .fetch_all(&self.pool)
                     .await
-                    .map_err(|source| crate::store::StoreError::Query {
-                        action: "list builds",
-                        source,
-                    })?;
+                    .map_err(|source| crate::store::StoreError::query("list builds", source))?;
                 rows.iter().map(Self::build_from_row).collect()
             }
 
@@ -269,10 +251,7 @@ macro_rules! impl_store {
                     .bind(id.0)
                     .fetch_optional(&self.pool)
                     .await
-                    .map_err(|source| crate::store::StoreError::Query {
-                        action: "read a build",
-                        source,
-                    })?;
+                    .map_err(|source| crate::store::StoreError::query("read a build", source))?;
                 row.as_ref().map(Self::build_from_row).transpose()
             }
 
@@ -287,10 +266,7 @@ macro_rules! impl_store {
                 .bind(id.0)
                 .fetch_all(&self.pool)
                 .await
-                .map_err(|source| crate::store::StoreError::Query {
-                    action: "read a build's pins",
-                    source,
-                })?;
+                .map_err(|source| crate::store::StoreError::query("read a build's pins", source))?;
                 Ok(rows
                     .into_iter()
                     .map(|(job_id, build)| crate::store::Pin {
@@ -312,10 +288,7 @@ macro_rules! impl_store {
                 .bind(id.0)
                 .fetch_all(&self.pool)
                 .await
-                .map_err(|source| crate::store::StoreError::Query {
-                    action: "read a build's progress",
-                    source,
-                })?;
+                .map_err(|source| crate::store::StoreError::query("read a build's progress", source))?;
                 rows.into_iter()
                     .map(|(path, current, total, status, updated_at)| {
                         let path = serde_json::from_str(&path).map_err(|e| {
@@ -362,10 +335,7 @@ macro_rules! impl_store {
                     .build_query_as()
                     .fetch_all(&self.pool)
                     .await
-                    .map_err(|source| crate::store::StoreError::Query {
-                        action: "read a build's log",
-                        source,
-                    })?;
+                    .map_err(|source| crate::store::StoreError::query("read a build's log", source))?;
                 rows.into_iter()
                     .map(|(row_id, at, level, stream, message)| {
                         Ok(crate::store::LogRow {
@@ -412,10 +382,7 @@ macro_rules! impl_store {
                 )
                 .fetch_all(&self.pool)
                 .await
-                .map_err(|source| crate::store::StoreError::Query {
-                    action: "read the jobs' latest builds",
-                    source,
-                })?;
+                .map_err(|source| crate::store::StoreError::query("read the jobs' latest builds", source))?;
                 rows.into_iter()
                     .map(|(job_id, running, fid, fstatus, fat, sid, sat, shash)| {
                         let finished = match (fid, fstatus, fat) {
@@ -476,18 +443,12 @@ macro_rules! impl_store {
                     .build()
                     .execute(&self.pool)
                     .await
-                    .map_err(|source| crate::store::StoreError::Query {
-                        action: "delete old log lines",
-                        source,
-                    })?;
+                    .map_err(|source| crate::store::StoreError::query("delete old log lines", source))?;
                 Ok(done.rows_affected())
             }
 
             async fn delete_build(&self, id: crate::store::BuildId) -> crate::store::Result<bool> {
-                let q = |source| crate::store::StoreError::Query {
-                    action: "delete a build",
-                    source,
-                };
+                let q = |source| crate::store::StoreError::query("delete a build", source);
                 let mut tx = self.begin_write().await.map_err(q)?;
                 for sql in [
                     "DELETE FROM logs WHERE build_id = $1",
@@ -514,10 +475,7 @@ macro_rules! impl_store {
                     "DROP TABLE IF EXISTS _sqlx_migrations",
                 ] {
                     sqlx::query(sql).execute(&self.pool).await.map_err(|source| {
-                        crate::store::StoreError::Query {
-                            action: "drop jobctl's tables",
-                            source,
-                        }
+                        crate::store::StoreError::query("drop jobctl's tables", source)
                     })?;
                 }
                 Ok(())
@@ -525,10 +483,7 @@ macro_rules! impl_store {
 
             async fn schema_version(&self) -> crate::store::Result<i64> {
                 Self::applied_version(&self.pool).await.map_err(|source| {
-                    crate::store::StoreError::Query {
-                        action: "read the schema version",
-                        source,
-                    }
+                    crate::store::StoreError::query("read the schema version", source)
                 })
             }
         }

@@ -13,7 +13,7 @@ use sqlx::sqlite::{
 use sqlx::{Sqlite, Transaction};
 
 use super::sql::impl_store;
-use super::{Result, StoreError};
+use super::{OpenMode, Result, StoreError};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -23,22 +23,23 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     /// `rest` is the URL after `sqlite://`: a path (relative to `base`), maybe `?mode=ro`.
-    pub(super) async fn open(rest: &str, base: &Path) -> Result<Self> {
+    pub(super) async fn open(rest: &str, base: &Path, mode: OpenMode) -> Result<Self> {
         let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
         let read_only = query.split('&').any(|kv| kv == "mode=ro");
         let memory = path == ":memory:";
-        let path = if memory {
+        let path = if memory || base == Path::new(".") {
             Path::new(path).to_path_buf()
         } else {
             base.join(path)
         };
-        if !memory && !read_only {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
-                    path: dir.to_path_buf(),
-                    source,
-                })?;
-            }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && !memory
+            && !read_only
+        {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
         }
         let shown = format!("sqlite://{}", path.display());
         let options = SqliteConnectOptions::from_str("sqlite:")
@@ -62,12 +63,13 @@ impl SqliteStore {
                 source,
             })?;
         let store = SqliteStore { pool };
-        store.migrate(&shown, read_only).await?;
+        store.migrate(&shown, read_only, mode).await?;
         Ok(store)
     }
 
-    /// Applies what migrations are missing; refuses a schema newer than this binary's.
-    async fn migrate(&self, url: &str, read_only: bool) -> Result<()> {
+    /// Applies what migrations are missing (not when only connecting); refuses a schema
+    /// newer than this binary's.
+    async fn migrate(&self, url: &str, read_only: bool, mode: OpenMode) -> Result<()> {
         let applied =
             Self::applied_version(&self.pool)
                 .await
@@ -83,7 +85,7 @@ impl SqliteStore {
                 known,
             });
         }
-        if applied == known {
+        if applied == known || mode == OpenMode::Connect {
             return Ok(());
         }
         if read_only {

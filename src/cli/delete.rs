@@ -1,0 +1,65 @@
+use std::io::Write;
+use std::path::Path;
+
+use super::{Context, parse_build_id, write_out};
+use crate::error::CliError;
+use crate::store::{BuildId, OpenMode, Store, redact_url};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The build's number
+    #[arg(value_parser = parse_build_id)]
+    build: BuildId,
+}
+
+/// Runs the job's `cleanup` (as the build recorded it) with the build's id and return value
+/// in its environment; only if it succeeds is the build deleted with its pins, progress and
+/// logs.
+pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), CliError> {
+    let config = ctx.load()?;
+    let store = ctx.store(config, OpenMode::Use).await?;
+    let Some(build) = store.build(args.build).await? else {
+        return Err(CliError::NoBuild {
+            id: args.build,
+            url: redact_url(&config.storage),
+        });
+    };
+    let cleanup = build.config.get("cleanup").and_then(|c| c.as_str());
+    let mut said = String::new();
+    if let Some(cleanup) = cleanup {
+        let workdir = build
+            .config
+            .get("workdir")
+            .and_then(|w| w.as_str())
+            .unwrap_or(".");
+        let retval = build
+            .retval
+            .as_ref()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| "null".to_owned());
+        let status = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(cleanup)
+            .current_dir(config.dir().join(Path::new(workdir)))
+            .env("JOBCTL_BUILD_ID", build.id.to_string())
+            .env("JOBCTL_JOB_ID", &build.job_id)
+            .env("JOBCTL_RETVAL", retval)
+            .stdin(std::process::Stdio::null())
+            .status()
+            .await
+            .map_err(|source| CliError::CleanupSpawn {
+                id: build.id,
+                source,
+            })?;
+        if !status.success() {
+            return Err(CliError::CleanupFailed {
+                id: build.id,
+                status: status.to_string(),
+            });
+        }
+        said.push_str(&format!("ran the cleanup of build {}\n", build.id));
+    }
+    store.delete_build(build.id).await?;
+    said.push_str(&format!("deleted build {} of {}\n", build.id, build.job_id));
+    write_out(out, &said)
+}
