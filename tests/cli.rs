@@ -93,7 +93,10 @@ fn demo_pipeline_is_valid_and_its_views_are_stable() {
     let copy = tempfile::tempdir().unwrap();
     std::fs::copy(dir.join("jobs.yaml.j2"), copy.path().join("jobs.yaml.j2")).unwrap();
     insta::assert_snapshot!("demo_jobs", stdout(jobctl(copy.path()).arg("jobs")));
-    assert!(copy.path().join(".jobctl/state.db").exists(), "made on first use");
+    assert!(
+        copy.path().join(".jobctl/state.db").exists(),
+        "made on first use"
+    );
     insta::assert_snapshot!("demo_graph_layers", stdout(jobctl(&dir).arg("graph")));
     insta::assert_snapshot!(
         "demo_graph_tree",

@@ -398,6 +398,12 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot lock `{}.lock` to apply the schema", path.display())]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot open the database at {url}")]
     Connect {
         url: String,

@@ -63,13 +63,13 @@ impl SqliteStore {
                 source,
             })?;
         let store = SqliteStore { pool };
-        store.migrate(&shown, read_only, mode).await?;
+        store.migrate(&shown, &path, read_only, mode).await?;
         Ok(store)
     }
 
     /// Applies what migrations are missing (not when only connecting); refuses a schema
     /// newer than this binary's.
-    async fn migrate(&self, url: &str, read_only: bool, mode: OpenMode) -> Result<()> {
+    async fn migrate(&self, url: &str, path: &Path, read_only: bool, mode: OpenMode) -> Result<()> {
         let applied =
             Self::applied_version(&self.pool)
                 .await
@@ -92,6 +92,27 @@ impl SqliteStore {
             return Err(StoreError::NotInstalled {
                 url: url.to_owned(),
             });
+        }
+        // Several processes may meet a new database at once; sqlx takes no lock on
+        // SQLite, so the first one to hold this file's lock migrates and the others find
+        // the schema in place.
+        let _lock = if path.as_os_str() == ":memory:" {
+            None
+        } else {
+            Some(lock_file(path).await.map_err(|source| StoreError::Lock {
+                path: path.to_path_buf(),
+                source,
+            })?)
+        };
+        let applied =
+            Self::applied_version(&self.pool)
+                .await
+                .map_err(|source| StoreError::Connect {
+                    url: url.to_owned(),
+                    source,
+                })?;
+        if applied == known {
+            return Ok(());
         }
         MIGRATOR
             .run(&self.pool)
@@ -133,6 +154,24 @@ impl SqliteStore {
     async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
         self.pool.begin_with("BEGIN IMMEDIATE").await
     }
+}
+
+/// Holds an exclusive lock on `<database>.lock` until dropped.
+async fn lock_file(db: &Path) -> std::io::Result<std::fs::File> {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".lock");
+    let path = std::path::PathBuf::from(name);
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
+        file.lock()?;
+        Ok(file)
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 impl_store!(SqliteStore, Sqlite);
