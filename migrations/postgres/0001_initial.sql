@@ -41,6 +41,8 @@ CREATE TABLE progress (
     updated_at  TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (build_id, path)
 );
+-- A new group's place: after the build's highest `seq`.
+CREATE INDEX progress_seq ON progress (build_id, seq);
 
 CREATE TABLE logs (
     id        BIGSERIAL   PRIMARY KEY,

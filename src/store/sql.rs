@@ -11,6 +11,9 @@ pub(super) const BUILD_COLUMNS: &str = "id, job_id, status, created_at, started_
 /// Log lines per INSERT statement (5 values each).
 pub(super) const LOG_ROWS_PER_INSERT: usize = 1000;
 
+/// Progress rows per upsert statement (7 values each).
+pub(super) const PROGRESS_ROWS_PER_INSERT: usize = 500;
+
 macro_rules! impl_store {
     ($store:ty, $db:ty) => {
         impl $store {
@@ -188,26 +191,46 @@ macro_rules! impl_store {
                     });
                     insert.build().execute(&mut *tx).await.map_err(q)?;
                 }
+                // The latest update per (build, group), in first-reported order: one
+                // statement cannot update a row twice.
+                let mut latest: Vec<&crate::store::ProgressUpdate> = Vec::new();
+                let mut seen: std::collections::HashMap<(i64, &[String]), usize> =
+                    std::collections::HashMap::new();
                 for w in batch {
                     let Write::Progress(p) = w else { continue };
-                    let path = serde_json::to_string(&p.path).expect("strings serialize");
-                    sqlx::query(
-                        "INSERT INTO progress (build_id, path, seq, current, total, status_line, updated_at) \
-                         VALUES ($1, $2, (SELECT COALESCE(MAX(seq), 0) + 1 FROM progress WHERE build_id = $1), \
-                                 $3, $4, $5, $6) \
-                         ON CONFLICT (build_id, path) DO UPDATE SET current = excluded.current, \
-                           total = excluded.total, status_line = excluded.status_line, \
-                           updated_at = excluded.updated_at",
-                    )
-                    .bind(p.build.0)
-                    .bind(path)
-                    .bind(p.current)
-                    .bind(p.total)
-                    .bind(&p.status)
-                    .bind(p.at)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(q)?;
+                    match seen.entry((p.build.0, p.path.as_slice())) {
+                        std::collections::hash_map::Entry::Occupied(e) => latest[*e.get()] = p,
+                        std::collections::hash_map::Entry::Vacant(e) => {
+                            e.insert(latest.len());
+                            latest.push(p);
+                        }
+                    }
+                }
+                for chunk in latest.chunks(crate::store::sql::PROGRESS_ROWS_PER_INSERT) {
+                    let mut upsert: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
+                        "INSERT INTO progress (build_id, path, seq, current, total, status_line, updated_at) ",
+                    );
+                    // A new group goes after the build's groups so far, in batch order;
+                    // a group seen before keeps its place.
+                    let mut k = 0usize;
+                    upsert.push_values(chunk, |mut row, p| {
+                        k += 1;
+                        row.push_bind(p.build.0)
+                            .push_bind(serde_json::to_string(&p.path).expect("strings serialize"))
+                            .push("(SELECT COALESCE(MAX(seq), 0) FROM progress WHERE build_id = ")
+                            .push_bind_unseparated(p.build.0)
+                            .push_unseparated(format!(") + {k}"))
+                            .push_bind(p.current)
+                            .push_bind(p.total)
+                            .push_bind(p.status.clone())
+                            .push_bind(p.at);
+                    });
+                    upsert.push(
+                        " ON CONFLICT (build_id, path) DO UPDATE SET current = excluded.current, \
+                         total = excluded.total, status_line = excluded.status_line, \
+                         updated_at = excluded.updated_at",
+                    );
+                    upsert.build().execute(&mut *tx).await.map_err(q)?;
                 }
                 tx.commit().await.map_err(q)?;
                 Ok(())
