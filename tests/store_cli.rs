@@ -249,8 +249,8 @@ async fn prune_by_level_age_and_build() {
         "deleted 2 log lines\n"
     );
     assert_eq!(
-        ok(jobctl(d).args(["prune", "--build", "1", "--older-than", "0s"])),
-        "deleted 3 log lines\n"
+        ok(jobctl(d).args(["prune", "--build", "1", "--older-than", "0s", "--json"])),
+        "{\"deleted_log_lines\": 3}\n"
     );
     assert!(
         store
@@ -297,7 +297,7 @@ async fn delete_runs_the_cleanup_first_and_keeps_the_build_if_it_fails() {
     assert!(store.build(crawl).await.unwrap().is_none());
     assert!(store.progress(crawl).await.unwrap().is_empty());
 
-    let (code, err) = fails(jobctl(d).args(["delete", "2"]));
+    let (code, err) = fails(jobctl(d).args(["delete", "2", "--json"]));
     assert_eq!(code, 4);
     assert_eq!(
         err,
@@ -469,4 +469,58 @@ fn is_root() -> bool {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false)
+}
+
+#[tokio::test]
+async fn logs_follow_a_running_build_until_it_ends() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _, _) = setup(dir.path()).await;
+    let d = dir.path();
+    let running = store
+        .create_build(&NewBuild {
+            job_id: "publish".into(),
+            config: json!({}),
+            config_hash: String::new(),
+            pins: Vec::new(),
+            attempt: 1,
+            created_at: Utc::now(),
+        })
+        .await
+        .unwrap();
+    store
+        .start_build(running, &Runner::this_process(), Utc::now())
+        .await
+        .unwrap();
+    let line = |n: usize| {
+        Write::Log(LogRecord {
+            build: running,
+            at: Utc::now(),
+            level: LogLevel::Info,
+            stream: Stream::Stdout,
+            message: format!("step {n}"),
+        })
+    };
+    store.write(&[line(1)]).await.unwrap();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("jobctl"))
+        .current_dir(d)
+        .env_remove("JOBCTL_CONFIG")
+        .args(["logs", &running.to_string(), "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(lines.next().unwrap().unwrap().ends_with("step 1"));
+    // Lines written after it started arrive while the build runs.
+    store.write(&[line(2)]).await.unwrap();
+    assert!(lines.next().unwrap().unwrap().ends_with("step 2"));
+    store.write(&[line(3)]).await.unwrap();
+    store
+        .finish_build(running, &Outcome::Successful { retval: None }, Utc::now())
+        .await
+        .unwrap();
+    // The last line, then the end: it stops by itself once the build has finished.
+    assert!(lines.next().unwrap().unwrap().ends_with("step 3"));
+    assert!(lines.next().is_none());
+    assert!(child.wait().unwrap().success());
 }

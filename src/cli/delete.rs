@@ -10,6 +10,9 @@ pub struct Args {
     /// The build's number
     #[arg(value_parser = parse_build_id)]
     build: BuildId,
+    /// Print JSON: {"deleted": BUILD, "job": JOB, "cleanup_ran": true|false}
+    #[arg(long)]
+    json: bool,
 }
 
 /// Runs the job's `cleanup` (as the build recorded it) with the build's id and return value
@@ -60,6 +63,14 @@ pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), C
         said.push_str(&format!("ran the cleanup of build {}\n", build.id));
     }
     store.delete_build(build.id).await?;
+    if args.json {
+        let value = serde_json::json!({
+            "deleted": build.id,
+            "job": build.job_id,
+            "cleanup_ran": cleanup.is_some(),
+        });
+        return write_out(out, &format!("{value}\n"));
+    }
     said.push_str(&format!("deleted build {} of {}\n", build.id, build.job_id));
     write_out(out, &said)
 }

@@ -20,6 +20,9 @@ pub struct Args {
     /// Only lines of this level
     #[arg(long, value_parser = parse_level)]
     level: Option<LogLevel>,
+    /// Print JSON: {"deleted_log_lines": N}
+    #[arg(long)]
+    json: bool,
 }
 
 /// Deletes log lines. Without `--older-than`, each level keeps its retention: the config's
@@ -55,6 +58,9 @@ pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), C
                 older_than: now.checked_sub_signed(keep),
             })
             .await?;
+    }
+    if args.json {
+        return write_out(out, &format!("{{\"deleted_log_lines\": {deleted}}}\n"));
     }
     let noun = if deleted == 1 { "line" } else { "lines" };
     write_out(out, &format!("deleted {deleted} log {noun}\n"))
