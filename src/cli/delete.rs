@@ -1,9 +1,9 @@
 use std::io::Write;
 use std::path::Path;
 
-use super::{Context, parse_build_id, write_out};
+use super::{Context, find_build, parse_build_id, write_out};
 use crate::error::CliError;
-use crate::store::{BuildId, OpenMode, Store, redact_url};
+use crate::store::{BuildId, OpenMode, Store};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -21,12 +21,7 @@ pub struct Args {
 pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), CliError> {
     let config = ctx.load()?;
     let store = ctx.store(config, OpenMode::Use).await?;
-    let Some(build) = store.build(args.build).await? else {
-        return Err(CliError::NoBuild {
-            id: args.build,
-            url: redact_url(&config.storage),
-        });
-    };
+    let build = find_build(&store, config, args.build).await?;
     let cleanup = build.config.get("cleanup").and_then(|c| c.as_str());
     let mut said = String::new();
     if let Some(cleanup) = cleanup {

@@ -1,9 +1,9 @@
 use std::io::Write;
 use std::time::Duration;
 
-use super::{Context, fmt_time, parse_build_id, parse_since, write_out};
+use super::{Context, find_build, fmt_time, parse_build_id, parse_since, write_out};
 use crate::error::CliError;
-use crate::store::{BuildId, LogFilter, LogLevel, LogRow, OpenMode, Store, redact_url};
+use crate::store::{BuildId, LogFilter, LogLevel, LogRow, OpenMode, Store};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -36,12 +36,7 @@ const FOLLOW_EVERY: Duration = Duration::from_millis(250);
 pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), CliError> {
     let config = ctx.load()?;
     let store = ctx.store(config, OpenMode::Use).await?;
-    if store.build(args.build).await?.is_none() {
-        return Err(CliError::NoBuild {
-            id: args.build,
-            url: redact_url(&config.storage),
-        });
-    }
+    find_build(&store, config, args.build).await?;
     let mut filter = LogFilter {
         min_level: args.level,
         since: args.since.as_deref().map(parse_since).transpose()?,

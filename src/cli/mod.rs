@@ -146,6 +146,19 @@ fn parse_vars(vars: &[String]) -> Result<Vec<(String, String)>, CliError> {
         .collect()
 }
 
+/// The build with this number, or the error that names the database it is not in.
+async fn find_build(
+    store: &AnyStore,
+    config: &Config,
+    id: crate::store::BuildId,
+) -> Result<crate::store::Build, CliError> {
+    use crate::store::Store;
+    store.build(id).await?.ok_or_else(|| CliError::NoBuild {
+        id,
+        url: crate::store::redact_url(&config.storage),
+    })
+}
+
 /// The index of each named job, or the error for the first unknown one.
 fn job_indices(config: &Config, ids: &[String]) -> Result<Vec<usize>, CliError> {
     ids.iter()

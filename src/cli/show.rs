@@ -2,10 +2,10 @@ use std::io::Write;
 
 use serde_json::json;
 
-use super::{Context, fmt_elapsed, fmt_time, parse_build_id, write_out};
+use super::{Context, find_build, fmt_elapsed, fmt_time, parse_build_id, write_out};
 use crate::error::CliError;
 use crate::store::progress::{render, tree};
-use crate::store::{BuildId, OpenMode, Store, redact_url};
+use crate::store::{BuildId, OpenMode, Store};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -20,12 +20,7 @@ pub struct Args {
 pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), CliError> {
     let config = ctx.load()?;
     let store = ctx.store(config, OpenMode::Use).await?;
-    let Some(build) = store.build(args.build).await? else {
-        return Err(CliError::NoBuild {
-            id: args.build,
-            url: redact_url(&config.storage),
-        });
-    };
+    let build = find_build(&store, config, args.build).await?;
     let pins = store.pins(build.id).await?;
     let progress = tree(&store.progress(build.id).await?);
     if args.json {

@@ -70,13 +70,7 @@ impl SqliteStore {
     /// Applies what migrations are missing (not when only connecting); refuses a schema
     /// newer than this binary's.
     async fn migrate(&self, url: &str, path: &Path, read_only: bool, mode: OpenMode) -> Result<()> {
-        let applied =
-            Self::applied_version(&self.pool)
-                .await
-                .map_err(|source| StoreError::Connect {
-                    url: url.to_owned(),
-                    source,
-                })?;
+        let applied = self.applied(url).await?;
         let known = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
         if applied > known {
             return Err(StoreError::SchemaTooNew {
@@ -104,13 +98,7 @@ impl SqliteStore {
                 source,
             })?)
         };
-        let applied =
-            Self::applied_version(&self.pool)
-                .await
-                .map_err(|source| StoreError::Connect {
-                    url: url.to_owned(),
-                    source,
-                })?;
+        let applied = self.applied(url).await?;
         if applied == known {
             return Ok(());
         }
@@ -129,6 +117,15 @@ impl SqliteStore {
                     url: url.to_owned(),
                     source,
                 },
+            })
+    }
+
+    async fn applied(&self, url: &str) -> Result<i64> {
+        Self::applied_version(&self.pool)
+            .await
+            .map_err(|source| StoreError::Connect {
+                url: url.to_owned(),
+                source,
             })
     }
 
