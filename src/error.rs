@@ -5,7 +5,7 @@
 //! | 0 | success |
 //! | 1 | the config is invalid (template, YAML or validation mistakes) |
 //! | 2 | usage error: bad command line, unknown job or build, config file missing or unreadable |
-//! | 3 | storage error: the database cannot be reached, read or written |
+//! | 3 | storage or channel error: the database, or a job's channel, cannot be reached, read or written |
 //! | 4 | a command the config defines failed (a job's `cleanup`) |
 //! | 70 | internal error: a bug in jobctl, please report it |
 
@@ -54,6 +54,10 @@ pub enum CliError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Channel(#[from] crate::exec::channel::SendError),
+    #[error("{0}")]
+    BadReport(String),
     #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
     #[error("cannot write output")]
@@ -71,8 +75,13 @@ impl CliError {
             | CliError::BadVar(_)
             | CliError::NoBuild { .. }
             | CliError::BadTime(_)
-            | CliError::UninstallNeedsYes { .. } => exit::USAGE,
-            CliError::Store(_) => exit::STORAGE,
+            | CliError::UninstallNeedsYes { .. }
+            | CliError::BadReport(_)
+            | CliError::Channel(
+                crate::exec::channel::SendError::NoChannel
+                | crate::exec::channel::SendError::BadChannel(_),
+            ) => exit::USAGE,
+            CliError::Store(_) | CliError::Channel(_) => exit::STORAGE,
             CliError::CleanupFailed { .. } | CliError::CleanupSpawn { .. } => exit::COMMAND,
             CliError::Output(_) | CliError::Json(_) | CliError::Runtime(_) => exit::INTERNAL,
         }

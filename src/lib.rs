@@ -10,5 +10,6 @@
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod exec;
 pub mod graph;
 pub mod store;

@@ -10,6 +10,7 @@ mod install;
 mod jobs;
 mod logs;
 mod prune;
+mod report;
 mod show;
 
 use std::io::{IsTerminal, Write};
@@ -65,6 +66,9 @@ enum Command {
     Install(install::Args),
     /// Drop jobctl's tables and everything in them (needs --yes)
     Uninstall(install::UninstallArgs),
+    /// From inside a running job: report progress, a log line, the return value, or a skip
+    #[command(subcommand)]
+    Report(report::Args),
 }
 
 /// Runs the command line and maps the outcome to an exit code.
@@ -102,6 +106,7 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
         Command::Delete(args) => ctx.block_on(delete::run(&ctx, args, out)),
         Command::Install(args) => ctx.block_on(install::install(&ctx, args, out)),
         Command::Uninstall(args) => ctx.block_on(install::uninstall(&ctx, args, out)),
+        Command::Report(args) => report::run(args),
     }
 }
 

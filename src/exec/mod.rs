@@ -1,0 +1,12 @@
+//! Running jobs. This first part is the job channel: how a running job talks back.
+//!
+//! ```text
+//!   job process ──(fd named by $JOBCTL_CHANNEL, one JSON object per line)──► jobctl
+//!        │                                                          parse → Message
+//!        └─ `jobctl report progress|log|retval|skip …` writes those lines for shell scripts
+//! ```
+//!
+//! The dispatcher, the process runner and the reporters that consume build events come with
+//! `jobctl build` (see docs/channel.md for the protocol as jobs see it).
+
+pub mod channel;
