@@ -10,3 +10,4 @@
 //! `jobctl build` (see docs/channel.md for the protocol as jobs see it).
 
 pub mod channel;
+pub mod process;

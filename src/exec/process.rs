@@ -1,0 +1,394 @@
+//! Running one shell job: `sh -c "$run"` in a process group of its own, values passed as
+//! positional parameters and environment variables (never pasted into shell text), stdout
+//! and stderr read line by line, the job channel on fd 3.
+//!
+//! ```text
+//!   sh -c RUN JOB ARG…  (own process group, cwd = workdir, env = values, fd 3 = channel)
+//!     stdout ─┐
+//!     stderr ─┼─► one select! loop ─► mask secrets ─► cap (head + tail) ─► Output events
+//!     fd 3  ──┘        │
+//!                      ├─ exit ─► KILL what is left of the group, drain, Exit
+//!                      └─ timeout / cancel ─► TERM the group, grace, KILL
+//! ```
+//!
+//! Output is bounded: past `head` bytes, lines go to a ring of `tail` bytes and only the
+//! last lines (where the error usually is) are kept, with a count of what was dropped.
+
+use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::Command;
+use tokio::sync::{mpsc, watch};
+
+use super::channel::{BadLine, CHANNEL_ENV, Message};
+use crate::config::model::mask_secrets;
+use crate::store::Stream;
+
+/// The file descriptor number a job finds its channel on.
+pub const CHANNEL_FD: i32 = 3;
+
+/// Lines longer than this are cut into pieces of this size.
+const MAX_LINE: usize = 64 * 1024;
+
+/// Lines of stderr kept for a failure's summary.
+const STDERR_TAIL_LINES: usize = 20;
+
+/// One shell job to run.
+#[derive(Debug, Clone)]
+pub struct ShellJob {
+    /// The job's id, `$0` of the shell.
+    pub name: String,
+    pub command: String,
+    /// Positional parameters: `"$1"`, `"$@"`.
+    pub args: Vec<String>,
+    /// Added to jobctl's own environment.
+    pub env: Vec<(String, String)>,
+    pub workdir: PathBuf,
+    pub timeout: Option<Duration>,
+    /// How long a job has to end after TERM before it is killed.
+    pub grace: Duration,
+    /// Values masked out of everything the job prints or sends.
+    pub secrets: Vec<String>,
+    pub limits: OutputLimits,
+}
+
+/// How much of a job's stdout and stderr is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputLimits {
+    /// Bytes kept from the start, passed on as they come.
+    pub head: usize,
+    /// Bytes kept from the end, passed on when the job ends.
+    pub tail: usize,
+}
+
+impl Default for OutputLimits {
+    fn default() -> Self {
+        OutputLimits {
+            head: 8 * 1024 * 1024,
+            tail: 2 * 1024 * 1024,
+        }
+    }
+}
+
+/// What a running job produces, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    Line {
+        stream: Stream,
+        text: String,
+    },
+    Message(Message),
+    BadLine(BadLine),
+    /// Lines left out between the head and the tail of the output.
+    Dropped {
+        lines: u64,
+        bytes: u64,
+    },
+}
+
+/// How the process ended.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Exit {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub timed_out: bool,
+    pub cancelled: bool,
+    /// The last lines of stderr, masked.
+    pub stderr_tail: Vec<String>,
+}
+
+impl Exit {
+    pub fn success(&self) -> bool {
+        self.code == Some(0) && !self.timed_out && !self.cancelled
+    }
+
+    /// `exit status 2`, `killed by signal 9`, `timed out`…
+    pub fn describe(&self) -> String {
+        if self.cancelled {
+            return "cancelled".into();
+        }
+        if self.timed_out {
+            return "timed out".into();
+        }
+        match (self.code, self.signal) {
+            (Some(code), _) => format!("exit status {code}"),
+            (None, Some(signal)) => format!("killed by signal {signal}"),
+            _ => "ended without a status".into(),
+        }
+    }
+}
+
+/// Runs `job` to its end, sending what it prints and reports to `out`. Setting `cancel`
+/// to true ends it (TERM, grace, KILL) and marks the exit cancelled.
+pub async fn run(
+    job: &ShellJob,
+    out: &mpsc::UnboundedSender<Output>,
+    mut cancel: watch::Receiver<bool>,
+) -> std::io::Result<Exit> {
+    let (channel_read, channel_write) = std::io::pipe()?;
+    let channel_write = OwnedFd::from(channel_write);
+    let channel_fd = channel_write.as_raw_fd();
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(&job.command)
+        .arg(&job.name)
+        .args(&job.args)
+        .current_dir(&job.workdir)
+        .envs(job.env.iter().map(|(k, v)| (k, v)))
+        .env(CHANNEL_ENV, CHANNEL_FD.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    // SAFETY: dup2 is async-signal-safe; the closure allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::dup2(channel_fd, CHANNEL_FD) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn()?;
+    drop(channel_write);
+    let group = child.id().map(|pid| pid as i32);
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let mut channel = tokio::net::unix::pipe::Receiver::from_owned_fd(OwnedFd::from(channel_read))?;
+
+    let mut state = Reader::new(job, out);
+    let mut bufs = [
+        vec![0u8; 64 * 1024],
+        vec![0u8; 64 * 1024],
+        vec![0u8; 16 * 1024],
+    ];
+    let mut open = [true, true, true];
+    let mut status = None;
+    let mut exit = Exit::default();
+    let deadline = job.timeout.map(|t| tokio::time::Instant::now() + t);
+    let mut terminating: Option<tokio::time::Instant> = None;
+
+    while status.is_none() || open.iter().any(|o| *o) {
+        let [out_buf, err_buf, chan_buf] = &mut bufs;
+        tokio::select! {
+            n = read(&mut stdout, out_buf), if open[0] => {
+                open[0] = state.feed(Stream::Stdout, &out_buf[..n?]);
+            }
+            n = read(&mut stderr, err_buf), if open[1] => {
+                open[1] = state.feed(Stream::Stderr, &err_buf[..n?]);
+            }
+            n = read(&mut channel, chan_buf), if open[2] => {
+                open[2] = state.feed(Stream::Channel, &chan_buf[..n?]);
+            }
+            waited = child.wait(), if status.is_none() => {
+                status = Some(waited?);
+                // What the job left running in its group ends with it, so that no
+                // orphan holds the pipes open or outlives the build.
+                signal_group(group, libc::SIGKILL);
+            }
+            _ = sleep_until(deadline), if status.is_none() && terminating.is_none() => {
+                exit.timed_out = true;
+                signal_group(group, libc::SIGTERM);
+                terminating = Some(tokio::time::Instant::now() + job.grace);
+            }
+            changed = cancel.changed(), if status.is_none() && !exit.cancelled => {
+                if changed.is_err() || *cancel.borrow() {
+                    exit.cancelled = true;
+                    if terminating.is_none() {
+                        signal_group(group, libc::SIGTERM);
+                        terminating = Some(tokio::time::Instant::now() + job.grace);
+                    }
+                }
+            }
+            _ = sleep_until(terminating), if status.is_none() && terminating.is_some() => {
+                signal_group(group, libc::SIGKILL);
+                terminating = None;
+            }
+        }
+    }
+    state.finish();
+    let status = status.expect("the loop ends after the wait");
+    exit.code = status.code();
+    exit.signal = status.signal();
+    exit.stderr_tail = state.stderr_tail.into_iter().collect();
+    Ok(exit)
+}
+
+async fn read<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
+    reader.read(buf).await
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn signal_group(group: Option<i32>, signal: i32) {
+    if let Some(pgid) = group {
+        // SAFETY: killpg has no memory effects; a group already gone gives ESRCH.
+        unsafe {
+            libc::killpg(pgid, signal);
+        }
+    }
+}
+
+/// Turns bytes from the three streams into masked, capped lines and messages.
+struct Reader<'a> {
+    out: &'a mpsc::UnboundedSender<Output>,
+    secrets: &'a [String],
+    partial: [Vec<u8>; 3],
+    cap: Cap,
+    stderr_tail: VecDeque<String>,
+}
+
+impl<'a> Reader<'a> {
+    fn new(job: &'a ShellJob, out: &'a mpsc::UnboundedSender<Output>) -> Self {
+        Reader {
+            out,
+            secrets: &job.secrets,
+            partial: Default::default(),
+            cap: Cap::new(job.limits),
+            stderr_tail: VecDeque::new(),
+        }
+    }
+
+    /// Takes what was read; returns whether the stream is still open (not at EOF).
+    fn feed(&mut self, stream: Stream, bytes: &[u8]) -> bool {
+        let i = stream as usize;
+        if bytes.is_empty() {
+            let rest = std::mem::take(&mut self.partial[i]);
+            if !rest.is_empty() {
+                self.line(stream, &rest);
+            }
+            return false;
+        }
+        self.partial[i].extend_from_slice(bytes);
+        let mut start = 0;
+        let buf = std::mem::take(&mut self.partial[i]);
+        while let Some(nl) = buf[start..].iter().position(|b| *b == b'\n') {
+            self.line(stream, &buf[start..start + nl]);
+            start += nl + 1;
+        }
+        let mut rest = buf[start..].to_vec();
+        while rest.len() >= MAX_LINE {
+            let tail = rest.split_off(MAX_LINE);
+            self.line(stream, &rest);
+            rest = tail;
+        }
+        self.partial[i] = rest;
+        true
+    }
+
+    fn line(&mut self, stream: Stream, bytes: &[u8]) {
+        let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+        let text = mask_secrets(&String::from_utf8_lossy(bytes), self.secrets.iter());
+        match stream {
+            Stream::Channel => {
+                let event = match Message::parse(&text) {
+                    Ok(message) => Output::Message(message),
+                    Err(bad) => Output::BadLine(bad),
+                };
+                let _ = self.out.send(event);
+            }
+            Stream::Stdout | Stream::Stderr => {
+                if stream == Stream::Stderr {
+                    if self.stderr_tail.len() == STDERR_TAIL_LINES {
+                        self.stderr_tail.pop_front();
+                    }
+                    self.stderr_tail.push_back(text.clone());
+                }
+                if let Some(line) = self.cap.push(stream, text) {
+                    let _ = self.out.send(Output::Line { stream, text: line });
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        let (lines, bytes, tail) = self.cap.finish();
+        if lines > 0 {
+            let _ = self.out.send(Output::Dropped { lines, bytes });
+        }
+        for (stream, text) in tail {
+            let _ = self.out.send(Output::Line { stream, text });
+        }
+    }
+}
+
+/// Keeps the head of the output as it comes and a ring of its tail.
+struct Cap {
+    limits: OutputLimits,
+    head_used: usize,
+    tail: VecDeque<(Stream, String)>,
+    tail_used: usize,
+    dropped_lines: u64,
+    dropped_bytes: u64,
+}
+
+impl Cap {
+    fn new(limits: OutputLimits) -> Self {
+        Cap {
+            limits,
+            head_used: 0,
+            tail: VecDeque::new(),
+            tail_used: 0,
+            dropped_lines: 0,
+            dropped_bytes: 0,
+        }
+    }
+
+    /// The line to pass on now, if it is within the head.
+    fn push(&mut self, stream: Stream, text: String) -> Option<String> {
+        let size = text.len() + 1;
+        if self.head_used + size <= self.limits.head {
+            self.head_used += size;
+            return Some(text);
+        }
+        self.head_used = self.limits.head;
+        self.tail_used += size;
+        self.tail.push_back((stream, text));
+        while self.tail_used > self.limits.tail && self.tail.len() > 1 {
+            let (_, gone) = self.tail.pop_front().expect("not empty");
+            self.tail_used -= gone.len() + 1;
+            self.dropped_lines += 1;
+            self.dropped_bytes += gone.len() as u64 + 1;
+        }
+        None
+    }
+
+    fn finish(&mut self) -> (u64, u64, Vec<(Stream, String)>) {
+        (
+            self.dropped_lines,
+            self.dropped_bytes,
+            std::mem::take(&mut self.tail).into(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cap_keeps_head_and_tail() {
+        let mut cap = Cap::new(OutputLimits { head: 20, tail: 20 });
+        let passed: Vec<Option<String>> = (0..10)
+            .map(|i| cap.push(Stream::Stdout, format!("line {i}")))
+            .collect();
+        assert_eq!(passed[0].as_deref(), Some("line 0"));
+        assert_eq!(passed[1].as_deref(), Some("line 1"));
+        assert!(passed[2..].iter().all(Option::is_none));
+        let (lines, bytes, tail) = cap.finish();
+        let tail: Vec<&str> = tail.iter().map(|(_, t)| t.as_str()).collect();
+        assert_eq!(tail, ["line 8", "line 9"]);
+        assert_eq!((lines, bytes), (6, 42));
+    }
+}
