@@ -6,7 +6,7 @@
 //! | 1 | the config is invalid (template, YAML or validation mistakes) |
 //! | 2 | usage error: bad command line, unknown job or build, config file missing or unreadable |
 //! | 3 | storage or channel error: the database, or a job's channel, cannot be reached, read or written |
-//! | 4 | a command the config defines failed (a job's `cleanup`) |
+//! | 4 | a command the config defines failed: a build (or one was not run because of it), a job's `cleanup` |
 //! | 70 | internal error: a bug in jobctl, please report it |
 
 use std::process::ExitCode;
@@ -58,12 +58,30 @@ pub enum CliError {
     Channel(#[from] crate::exec::channel::SendError),
     #[error("{0}")]
     BadReport(String),
+    #[error("name the jobs to build, or --all")]
+    NothingToBuild,
+    #[error("{} protected: run again with --yes to build {}", list(.0), if .0.len() == 1 { "it" } else { "them" })]
+    Protected(Vec<String>),
+    #[error("the build did not succeed: {failed} failed, {not_run} not run, {cancelled} cancelled")]
+    BuildFailed {
+        failed: usize,
+        not_run: usize,
+        cancelled: usize,
+    },
     #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
     #[error("cannot write output")]
     Output(#[source] std::io::Error),
     #[error("cannot encode JSON output")]
     Json(#[source] serde_json::Error),
+}
+
+/// `job `a`` / `jobs `a`, `b``.
+fn list(ids: &[String]) -> String {
+    let quoted: Vec<String> = ids.iter().map(|id| format!("`{id}`")).collect();
+    let noun = if ids.len() == 1 { "job" } else { "jobs" };
+    let verb = if ids.len() == 1 { "is" } else { "are" };
+    format!("{noun} {} {verb}", quoted.join(", "))
 }
 
 impl CliError {
@@ -77,12 +95,16 @@ impl CliError {
             | CliError::BadTime(_)
             | CliError::UninstallNeedsYes { .. }
             | CliError::BadReport(_)
+            | CliError::NothingToBuild
+            | CliError::Protected(_)
             | CliError::Channel(
                 crate::exec::channel::SendError::NoChannel
                 | crate::exec::channel::SendError::BadChannel(_),
             ) => exit::USAGE,
             CliError::Store(_) | CliError::Channel(_) => exit::STORAGE,
-            CliError::CleanupFailed { .. } | CliError::CleanupSpawn { .. } => exit::COMMAND,
+            CliError::CleanupFailed { .. }
+            | CliError::CleanupSpawn { .. }
+            | CliError::BuildFailed { .. } => exit::COMMAND,
             CliError::Output(_) | CliError::Json(_) | CliError::Runtime(_) => exit::INTERNAL,
         }
     }

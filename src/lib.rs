@@ -13,3 +13,4 @@ pub mod error;
 pub mod exec;
 pub mod graph;
 pub mod store;
+pub mod ui;

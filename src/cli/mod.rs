@@ -1,6 +1,7 @@
 //! The command line: one file per subcommand, each a function from parsed arguments to
 //! output or a [`CliError`].
 
+mod build;
 mod builds;
 mod check;
 mod config;
@@ -52,6 +53,8 @@ enum Command {
     Config(config::Args),
     /// Show the dependency graph: layers, a tree per named job, or Graphviz DOT
     Graph(graph::Args),
+    /// Build jobs, after what they depend on, in parallel, recording every build
+    Build(build::Args),
     /// List builds, newest first
     Builds(builds::Args),
     /// Show one build: status, times, pins, return value, error, progress, config
@@ -99,6 +102,7 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
         Command::Jobs(args) => ctx.block_on(jobs::run(&ctx, args, out)),
         Command::Config(args) => config::run(&ctx, args, out),
         Command::Graph(args) => graph::run(&ctx, args, out),
+        Command::Build(args) => ctx.block_on(build::run(&ctx, args, out)),
         Command::Builds(args) => ctx.block_on(builds::run(&ctx, args, out)),
         Command::Show(args) => ctx.block_on(show::run(&ctx, args, out)),
         Command::Logs(args) => ctx.block_on(logs::run(&ctx, args, out)),

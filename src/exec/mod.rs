@@ -10,4 +10,7 @@
 //! `jobctl build` (see docs/channel.md for the protocol as jobs see it).
 
 pub mod channel;
+pub mod dispatcher;
+pub mod plan;
 pub mod process;
+pub mod values;

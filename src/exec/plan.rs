@@ -1,0 +1,124 @@
+//! What a `jobctl build` will run, and why: a pure function of the config, the graph and
+//! the jobs' statuses.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::config::{Config, JobId};
+use crate::graph::JobGraph;
+use crate::store::status::{JobStatus, Outdated};
+
+/// Which dependencies of the asked-for jobs are built first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Deps {
+    /// None: only the jobs asked for.
+    None,
+    /// Those with no successful build.
+    Missing,
+    /// Those with no successful build, and those that are outdated (the default).
+    #[default]
+    Outdated,
+    /// All of them, whatever their status.
+    All,
+}
+
+/// Why a job is in the plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "reason")]
+pub enum Reason {
+    NotBuilt,
+    /// Its latest finished build failed.
+    Failed,
+    Outdated {
+        because: Outdated,
+    },
+    /// A job it depends on is built in this run.
+    UpstreamRebuilt {
+        job: JobId,
+    },
+    /// `--force`, or `--deps all` for a dependency.
+    Forced,
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::NotBuilt => f.write_str("not built"),
+            Reason::Failed => f.write_str("its last build failed"),
+            Reason::Outdated {
+                because: Outdated::ConfigChanged,
+            } => f.write_str("outdated: its config changed"),
+            Reason::Outdated {
+                because: Outdated::NewerUpstream { job },
+            } => write!(f, "outdated: {job} succeeded since"),
+            Reason::UpstreamRebuilt { job } => write!(f, "{job} is built first"),
+            Reason::Forced => f.write_str("forced"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Step {
+    /// Index in `Config.jobs`.
+    #[serde(skip)]
+    pub job: usize,
+    #[serde(rename = "job")]
+    pub id: JobId,
+    #[serde(flatten)]
+    pub reason: Reason,
+}
+
+/// The jobs to build, in an order that respects every dependency.
+pub fn plan(
+    config: &Config,
+    graph: &JobGraph,
+    statuses: &[JobStatus],
+    targets: &[usize],
+    deps: Deps,
+    force: bool,
+) -> Vec<Step> {
+    let order = graph.closure(targets);
+    let mut is_target = vec![false; config.jobs.len()];
+    for &t in targets {
+        is_target[t] = true;
+    }
+    let mut planned = vec![false; config.jobs.len()];
+    let mut steps = Vec::new();
+    for job in order {
+        let target = is_target[job];
+        if !target && deps == Deps::None {
+            continue;
+        }
+        let own = match &statuses[job] {
+            JobStatus::NotBuilt | JobStatus::Running => Some(Reason::NotBuilt),
+            JobStatus::Failed => Some(Reason::Failed),
+            JobStatus::Outdated { because } if target || deps != Deps::Missing => {
+                Some(Reason::Outdated {
+                    because: because.clone(),
+                })
+            }
+            _ => None,
+        };
+        let upstream = graph
+            .dependencies(job)
+            .into_iter()
+            .find(|&d| planned[d])
+            .map(|d| Reason::UpstreamRebuilt {
+                job: config.jobs[d].id.clone(),
+            });
+        let forced = (force && target) || (deps == Deps::All && !target);
+        let reason = own
+            .or(upstream)
+            .or_else(|| forced.then_some(Reason::Forced));
+        if let Some(reason) = reason {
+            planned[job] = true;
+            steps.push(Step {
+                job,
+                id: config.jobs[job].id.clone(),
+                reason,
+            });
+        }
+    }
+    steps
+}

@@ -1,0 +1,116 @@
+//! Plain lines for a run: one per event that matters, a summary at the end with each
+//! failure's stderr tail. No escape codes: fit for CI logs and pipes. Rendering is a pure
+//! function of the event and the time.
+
+use std::io::Write;
+
+use crate::exec::dispatcher::{BuildEvent, Reporter, Summary};
+use crate::store::Outcome;
+
+/// Prints build events as lines to a writer.
+pub struct Plain<W: Write> {
+    out: W,
+}
+
+impl<W: Write> Plain<W> {
+    pub fn new(out: W) -> Self {
+        Plain { out }
+    }
+
+    pub fn summary(&mut self, summary: &Summary) {
+        let _ = self.out.write_all(render_summary(summary).as_bytes());
+        let _ = self.out.flush();
+    }
+}
+
+impl<W: Write> Reporter for Plain<W> {
+    fn event(&mut self, event: &BuildEvent) {
+        let now = chrono::Local::now().format("%H:%M:%S").to_string();
+        if let Some(line) = render(event, &now) {
+            let _ = writeln!(self.out, "{line}");
+            let _ = self.out.flush();
+        }
+    }
+}
+
+/// The line for an event, if it gets one.
+pub fn render(event: &BuildEvent, time: &str) -> Option<String> {
+    Some(match event {
+        BuildEvent::Started {
+            build,
+            job,
+            attempt,
+        } => {
+            let attempt = if *attempt > 1 {
+                format!(", attempt {attempt}")
+            } else {
+                String::new()
+            };
+            format!("{time} start   {job} (build {build}{attempt})")
+        }
+        BuildEvent::Finished {
+            build,
+            job,
+            outcome,
+            took,
+            ..
+        } => {
+            let took = format!("{:.1}s", took.as_secs_f64());
+            match outcome {
+                Outcome::Successful { .. } => {
+                    format!("{time} ok      {job} (build {build}, {took})")
+                }
+                Outcome::Skipped { reason } => {
+                    format!("{time} skipped {job} (build {build}, {took}): {reason}")
+                }
+                Outcome::Cancelled { .. } => {
+                    format!("{time} cancel  {job} (build {build}, {took})")
+                }
+                Outcome::Failed { error, .. } => {
+                    format!("{time} FAILED  {job} (build {build}, {took}): {error}")
+                }
+            }
+        }
+        BuildEvent::Retrying {
+            job,
+            attempt,
+            after,
+        } => format!(
+            "{time} retry   {job}: attempt {attempt} in {:.1}s",
+            after.as_secs_f64()
+        ),
+        BuildEvent::NotRun { job, because } => {
+            format!("{time} not run {job}: {because} did not succeed")
+        }
+        BuildEvent::Output { .. } => return None,
+    })
+}
+
+/// Counts, then each failure with the last lines of its stderr.
+pub fn render_summary(summary: &Summary) -> String {
+    let mut parts = vec![format!("{} succeeded", summary.succeeded)];
+    for (n, what) in [
+        (summary.failed.len(), "failed"),
+        (summary.not_run, "not run"),
+        (summary.skipped, "skipped"),
+        (summary.cancelled, "cancelled"),
+    ] {
+        if n > 0 {
+            parts.push(format!("{n} {what}"));
+        }
+    }
+    let mut out = parts.join(", ");
+    out.push('\n');
+    for (job, build, outcome) in &summary.failed {
+        if let Outcome::Failed {
+            error, stderr_tail, ..
+        } = outcome
+        {
+            out.push_str(&format!("failed: {job} (build {build}): {error}\n"));
+            for line in stderr_tail.iter().flat_map(|t| t.lines()) {
+                out.push_str(&format!("  | {line}\n"));
+            }
+        }
+    }
+    out
+}
