@@ -31,8 +31,12 @@ use crate::store::Stream;
 /// The file descriptor number a job finds its channel on.
 pub const CHANNEL_FD: i32 = 3;
 
-/// Lines longer than this are cut into pieces of this size.
+/// Output lines longer than this are cut into pieces of this size.
 const MAX_LINE: usize = 64 * 1024;
+
+/// A channel message may be this long (a return value can be large); longer is cut, and
+/// so not a valid message.
+const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 
 /// Lines of stderr kept for a failure's summary.
 const STDERR_TAIL_LINES: usize = 20;
@@ -270,20 +274,28 @@ impl<'a> Reader<'a> {
             }
             return false;
         }
-        self.partial[i].extend_from_slice(bytes);
+        let mut buf = std::mem::take(&mut self.partial[i]);
+        // Only the new bytes can hold a newline: a long line is not scanned again.
+        let mut search = buf.len();
+        buf.extend_from_slice(bytes);
         let mut start = 0;
-        let buf = std::mem::take(&mut self.partial[i]);
-        while let Some(nl) = buf[start..].iter().position(|b| *b == b'\n') {
-            self.line(stream, &buf[start..start + nl]);
-            start += nl + 1;
+        while let Some(nl) = buf[search..].iter().position(|b| *b == b'\n') {
+            self.line(stream, &buf[start..search + nl]);
+            start = search + nl + 1;
+            search = start;
         }
-        let mut rest = buf[start..].to_vec();
-        while rest.len() >= MAX_LINE {
-            let tail = rest.split_off(MAX_LINE);
-            self.line(stream, &rest);
-            rest = tail;
+        buf.drain(..start);
+        let max = if stream == Stream::Channel {
+            MAX_MESSAGE
+        } else {
+            MAX_LINE
+        };
+        while buf.len() >= max {
+            let rest = buf.split_off(max);
+            self.line(stream, &buf);
+            buf = rest;
         }
-        self.partial[i] = rest;
+        self.partial[i] = buf;
         true
     }
 

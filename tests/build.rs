@@ -1,0 +1,243 @@
+//! `jobctl build` through the real binary on real SQLite files.
+
+use std::path::Path;
+
+use assert_cmd::Command;
+use serde_json::{Value, json};
+
+fn jobctl(dir: &Path) -> Command {
+    let mut cmd = Command::cargo_bin("jobctl").unwrap();
+    cmd.current_dir(dir)
+        .env_remove("JOBCTL_CONFIG")
+        .env("NO_COLOR", "1");
+    cmd
+}
+
+fn setup(config: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("jobs.yaml.j2"), config).unwrap();
+    dir
+}
+
+fn run(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = jobctl(dir).args(args).output().unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+fn builds(dir: &Path) -> Vec<Value> {
+    let (code, out, err) = run(dir, &["builds", "--json", "--limit", "100"]);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+fn build_of<'a>(builds: &'a [Value], job: &str) -> &'a Value {
+    builds.iter().find(|b| b["job_id"] == job).unwrap()
+}
+
+#[test]
+fn a_diamond_builds_in_order_and_records_its_pins() {
+    let dir = setup(
+        "jobs:
+  - {id: a, run: echo a >> order.txt}
+  - {id: b, run: echo b >> order.txt, dependencies: [a]}
+  - {id: c, run: echo c >> order.txt, dependencies: [a]}
+  - {id: d, run: echo d >> order.txt, dependencies: [b, c]}
+  - {id: other, run: echo other >> other.txt}
+",
+    );
+    let d = dir.path();
+    let (code, out, err) = run(d, &["build", "d", "-j", "2"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.ends_with("4 succeeded\n"), "{out}");
+    let order = std::fs::read_to_string(d.join("order.txt")).unwrap();
+    let order: Vec<&str> = order.lines().collect();
+    assert_eq!(order.first(), Some(&"a"));
+    assert_eq!(order.last(), Some(&"d"));
+    assert_eq!(order.len(), 4);
+    assert!(!d.join("other.txt").exists(), "only what d needs");
+
+    let all = builds(d);
+    let id = |job: &str| build_of(&all, job)["id"].as_i64().unwrap();
+    let (_, shown, _) = run(d, &["show", &id("d").to_string(), "--json"]);
+    let shown: Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(
+        shown["pins"],
+        json!([{"job_id": "b", "build_id": id("b")}, {"job_id": "c", "build_id": id("c")}])
+    );
+
+    // Up to date now: nothing to do; a change upstream rebuilds what follows it.
+    let (_, out, _) = run(d, &["build", "d"]);
+    assert_eq!(
+        out,
+        "nothing to build: everything asked for is up to date\n"
+    );
+    let (_, out, _) = run(d, &["build", "a", "--force"]);
+    assert!(out.ends_with("1 succeeded\n"), "{out}");
+    let (_, out, _) = run(d, &["build", "d", "--plan"]);
+    assert_eq!(
+        out,
+        "build b  (outdated: a succeeded since)\nbuild c  (outdated: a succeeded since)\nbuild d  (outdated: a succeeded since)\n"
+    );
+}
+
+#[test]
+fn a_failure_stops_its_dependants_and_nothing_else() {
+    let dir = setup(
+        "jobs:
+  - {id: bad, run: 'echo doomed >&2; exit 3'}
+  - {id: after_bad, run: touch after_bad, dependencies: [bad]}
+  - {id: good, run: touch good}
+  - {id: after_good, run: touch after_good, dependencies: [good]}
+",
+    );
+    let d = dir.path();
+    let (code, out, err) = run(d, &["build", "--all", "-j", "1"]);
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(
+        out.contains(" not run after_bad: bad did not succeed\n"),
+        "{out}"
+    );
+    assert!(
+        out.ends_with(
+            "2 succeeded, 1 failed, 1 not run\nfailed: bad (build 1): exit status 3\n  | doomed\n"
+        ),
+        "{out}"
+    );
+    assert_eq!(
+        err,
+        "error: the build did not succeed: 1 failed, 1 not run, 0 cancelled\n"
+    );
+    assert!(d.join("good").exists() && d.join("after_good").exists());
+    assert!(!d.join("after_bad").exists());
+    let all = builds(d);
+    let bad = build_of(&all, "bad");
+    assert_eq!(bad["status"], "failed");
+    assert_eq!(bad["exit_code"], 3);
+    assert_eq!(bad["stderr_tail"], "doomed\n");
+}
+
+#[test]
+fn return_values_flow_to_dependants() {
+    let dir = setup(
+        r#"jobs:
+  - id: text
+    run: '"$JOBCTL" report retval --string "hello world"'
+  - id: number
+    run: '"$JOBCTL" report retval 42'
+  - id: nested
+    run: |
+      echo '{"type":"retval","value":{"list":[1,2.5,null,"ß"],"ok":true}}' >&"$JOBCTL_CHANNEL"
+  - id: consume
+    run: printf '%s|' "$@" "$N" "$NESTED" > consumed.txt
+    args: [!retval text, !retval number]
+    kwargs:
+      N: !retval number
+      NESTED: !retval nested
+  - id: big
+    run: printf '{"type":"retval","value":"%s"}\n' "$(head -c 1000000 /dev/zero | tr '\0' x)" >&3
+"#,
+    );
+    let d = dir.path();
+    let (code, out, err) = run(d, &["build", "--all"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        std::fs::read_to_string(d.join("consumed.txt")).unwrap(),
+        r#"hello world|42|42|{"list":[1,2.5,null,"ß"],"ok":true}|"#
+    );
+    let all = builds(d);
+    let big = build_of(&all, "big");
+    assert_eq!(big["retval"].as_str().unwrap().len(), 1_000_000);
+    assert_eq!(build_of(&all, "nested")["retval"]["list"][3], "ß");
+}
+
+#[test]
+fn injected_values_are_data() {
+    let payloads = [
+        "$(touch pwned-subst)",
+        "`touch pwned-backtick`",
+        "; touch pwned-semicolon",
+        "it's \"quoted\"",
+        "two\nlines",
+        "{a,b}",
+        "-n",
+        "*",
+        "non\u{a0}breaking space",
+        "$HOME and ${PATH}",
+        "|| touch pwned-or",
+        "back\\slash",
+    ];
+    let args: Vec<String> = payloads
+        .iter()
+        .map(|p| serde_json::to_string(p).unwrap())
+        .collect();
+    let config = format!(
+        "jobs:\n  - id: show\n    run: 'for a in \"$@\"; do printf \"%s\" \"$a\" | od -An -tx1 | tr -d \" \\n\"; echo; done > args.txt'\n    args: [{}]\n",
+        args.join(", ")
+    );
+    let dir = setup(&config);
+    let d = dir.path();
+    let (code, out, err) = run(d, &["build", "show"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let got = std::fs::read_to_string(d.join("args.txt")).unwrap();
+    let want: String = payloads
+        .iter()
+        .map(|p| p.bytes().map(|b| format!("{b:02x}")).collect::<String>() + "\n")
+        .collect();
+    assert_eq!(got, want);
+    let pwned: Vec<_> = std::fs::read_dir(d)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("pwned"))
+        .collect();
+    assert!(pwned.is_empty(), "{pwned:?}");
+}
+
+#[test]
+fn a_protected_job_needs_yes() {
+    let dir = setup("jobs:\n  - {id: publish, run: touch published, protect: true}\n");
+    let d = dir.path();
+    let (code, out, err) = run(d, &["build", "publish"]);
+    assert_eq!(code, 2);
+    assert_eq!(out, "");
+    assert_eq!(
+        err,
+        "error: job `publish` is protected: run again with --yes to build it\n"
+    );
+    assert!(!d.join("published").exists());
+    let (code, _, _) = run(d, &["build", "publish", "--yes"]);
+    assert_eq!(code, 0);
+    assert!(d.join("published").exists());
+    let (code, _, err) = run(d, &["build"]);
+    assert_eq!(code, 2);
+    assert_eq!(err, "error: name the jobs to build, or --all\n");
+}
+
+#[test]
+fn a_secret_never_reaches_the_database() {
+    let dir = setup(
+        "secrets: {token: \"tok-77ab-secret\"}
+jobs:
+  - id: leak
+    run: 'echo \"token is $TOKEN\"; echo \"$TOKEN\" >&2; \"$JOBCTL\" report retval --string \"$TOKEN\"'
+    env: {TOKEN: !secret token}
+",
+    );
+    let d = dir.path();
+    let (code, out, err) = run(d, &["build", "leak"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (_, logs, _) = run(d, &["logs", "1"]);
+    assert!(logs.contains("token is ********"), "{logs}");
+    let all = builds(d);
+    assert_eq!(build_of(&all, "leak")["retval"], "********");
+    for file in std::fs::read_dir(d.join(".jobctl")).unwrap() {
+        let bytes = std::fs::read(file.unwrap().path()).unwrap();
+        assert!(
+            !bytes.windows(15).any(|w| w == b"tok-77ab-secret"),
+            "the secret is in the database files"
+        );
+    }
+}
