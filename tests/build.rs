@@ -241,3 +241,69 @@ jobs:
         );
     }
 }
+
+/// Whether a process whose command line contains `marker` is alive.
+fn alive(marker: &str) -> bool {
+    std::process::Command::new("pgrep")
+        .args(["-f", marker])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+#[tokio::test]
+async fn a_killed_jobctl_leaves_nothing_running_after_the_next_start() {
+    use std::io::BufRead;
+
+    use jobctl::store::{BuildId, OpenMode, Store};
+
+    let dir = setup(
+        "jobs:
+  - {id: slow, run: 'sleep 42.4242 & sleep 42.4242; wait'}
+  - {id: quick, run: 'true'}
+",
+    );
+    let d = dir.path();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("jobctl"))
+        .current_dir(d)
+        .args(["build", "slow"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let started = lines.next().unwrap().unwrap();
+    assert!(started.ends_with("start   slow (build 1)"), "{started}");
+    // The row says when the job's process group is known.
+    let store = jobctl::store::open("sqlite://.jobctl/state.db", d, OpenMode::Use)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while store
+        .build(BuildId(1))
+        .await
+        .unwrap()
+        .unwrap()
+        .pgid
+        .is_none()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the job never started"
+        );
+        tokio::task::yield_now().await;
+    }
+    child.kill().unwrap(); // SIGKILL: no cleanup runs
+    child.wait().unwrap();
+    assert!(alive("sleep 42.4242"), "the job outlives a killed jobctl");
+
+    let (code, out, err) = run(d, &["build", "quick"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.starts_with("closed build 1 of slow: runner died: jobctl (pid "),
+        "{out}"
+    );
+    assert!(!alive("sleep 42.4242"), "an orphan survived the next start");
+    let slow = store.build(BuildId(1)).await.unwrap().unwrap();
+    assert_eq!(slow.status, jobctl::store::BuildStatus::Failed);
+    assert!(slow.error.unwrap().starts_with("runner died"));
+}

@@ -17,7 +17,8 @@ CREATE TABLE builds (
     stderr_tail  TEXT,
     attempt      INTEGER     NOT NULL DEFAULT 1,
     host         TEXT,
-    pid          INTEGER,
+    pid          INTEGER,                     -- of the jobctl that ran it
+    pgid         INTEGER,                     -- the job's process group, while it runs
     worker       TEXT
 );
 CREATE INDEX builds_job ON builds (job_id, id);

@@ -6,6 +6,7 @@ use crate::error::CliError;
 use crate::exec::dispatcher::{self, Options};
 use crate::exec::plan::{Deps, plan};
 use crate::exec::process::OutputLimits;
+use crate::exec::recover::recover_orphans;
 use crate::graph::JobGraph;
 use crate::store::status::job_statuses;
 use crate::store::{OpenMode, Store};
@@ -55,6 +56,14 @@ pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), C
         job_indices(config, &args.jobs)?
     };
     let store = ctx.store(config, OpenMode::Use).await?;
+    if !args.plan {
+        for (build, reason) in recover_orphans(&store).await? {
+            write_out(
+                out,
+                &format!("closed build {} of {}: {reason}\n", build.id, build.job_id),
+            )?;
+        }
+    }
     let rows = store.job_builds().await?;
     let statuses = job_statuses(config, &graph, &rows);
     let steps = plan(config, &graph, &statuses, &targets, args.deps, args.force);
@@ -96,6 +105,7 @@ pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), C
         limits: OutputLimits::default(),
     };
     let mut reporter = Plain::new(&mut *out);
+    let store = std::sync::Arc::new(store);
     let summary = dispatcher::run(config, &graph, &store, &steps, &options, &mut reporter).await?;
     reporter.summary(&summary);
     if summary.ok() {

@@ -112,10 +112,14 @@ enum TaskEvent {
 }
 
 /// Runs `steps` (from [`super::plan::plan`]) and records every build in `store`.
+///
+/// Each job runs as a task of its own: the loop may wait on the database (a batch, a
+/// process group) while a job's task holds a write transaction, and that task must be
+/// able to finish it meanwhile.
 pub async fn run(
-    config: &Config,
+    config: &'static Config,
     graph: &JobGraph,
-    store: &AnyStore,
+    store: &std::sync::Arc<AnyStore>,
     steps: &[Step],
     options: &Options,
     reporter: &mut dyn Reporter,
@@ -181,24 +185,25 @@ pub async fn run(
                     }
                 }
                 state.insert(step.job, State::Running);
-                running.push(run_job(
+                running.push(tokio::spawn(run_job(
                     config,
-                    store,
+                    store.clone(),
                     step.job,
                     pins,
                     retvals,
-                    options,
+                    options.clone(),
                     runner.clone(),
                     task_tx.clone(),
                     cancel_rx.clone(),
-                ));
+                )));
             }
         }
         if running.is_empty() {
             break;
         }
         tokio::select! {
-            Some((job, result)) = running.next() => {
+            Some(joined) = running.next() => {
+                let (job, result) = joined.expect("a job task does not panic");
                 let (build, attempt, outcome, took) = result?;
                 let ok = matches!(outcome, Outcome::Successful { .. } | Outcome::Skipped { .. });
                 match &outcome {
@@ -233,6 +238,9 @@ pub async fn run(
                     }
                     TaskEvent::Retrying(attempt, after) => {
                         reporter.event(&BuildEvent::Retrying { job: id, attempt, after });
+                    }
+                    TaskEvent::Output(build, Output::Spawned { pgid }) => {
+                        store.set_process_group(build, pgid).await?;
                     }
                     TaskEvent::Output(build, output) => {
                         batch.add(build, &output);
@@ -277,12 +285,12 @@ async fn latest_success(
 /// One job, every attempt: a build each, run, recorded.
 #[expect(clippy::too_many_arguments, reason = "the loop's state, passed once")]
 async fn run_job(
-    config: &Config,
-    store: &AnyStore,
+    config: &'static Config,
+    store: std::sync::Arc<AnyStore>,
     job: usize,
     pins: Vec<Pin>,
     retvals: HashMap<JobId, Json>,
-    options: &Options,
+    options: Options,
     runner: Runner,
     events: mpsc::UnboundedSender<(usize, TaskEvent)>,
     cancel: watch::Receiver<bool>,
@@ -312,7 +320,7 @@ async fn run_job(
                 job,
                 build,
                 &retvals,
-                options,
+                &options,
                 &events,
                 cancel.clone(),
             )
@@ -548,7 +556,8 @@ impl Batch {
                     }
                 }
             }
-            Output::Message(Message::Retval { .. } | Message::Skip { .. }) => {}
+            Output::Message(Message::Retval { .. } | Message::Skip { .. })
+            | Output::Spawned { .. } => {}
             Output::BadLine(bad) => {
                 self.writes
                     .push(log(LogLevel::Warning, Stream::Channel, bad.to_string()));

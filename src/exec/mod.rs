@@ -13,4 +13,5 @@ pub mod channel;
 pub mod dispatcher;
 pub mod plan;
 pub mod process;
+pub mod recover;
 pub mod values;

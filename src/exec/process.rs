@@ -92,6 +92,10 @@ pub enum Output {
         lines: u64,
         bytes: u64,
     },
+    /// The job runs, in this process group.
+    Spawned {
+        pgid: u32,
+    },
 }
 
 /// How the process ended.
@@ -162,6 +166,9 @@ pub async fn run(
     let mut child = command.spawn()?;
     drop(channel_write);
     let group = child.id().map(|pid| pid as i32);
+    if let Some(pgid) = child.id() {
+        let _ = out.send(Output::Spawned { pgid });
+    }
     let mut stdout = child.stdout.take().expect("stdout is piped");
     let mut stderr = child.stderr.take().expect("stderr is piped");
     let mut channel = tokio::net::unix::pipe::Receiver::from_owned_fd(OwnedFd::from(channel_read))?;

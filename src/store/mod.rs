@@ -275,6 +275,8 @@ pub struct Build {
     pub host: Option<String>,
     pub pid: Option<u32>,
     pub worker: Option<String>,
+    /// The job's process group while it runs, to end what a dead runner left behind.
+    pub pgid: Option<u32>,
 }
 
 impl Build {
@@ -461,6 +463,8 @@ pub trait Store: Send + Sync {
         runner: &Runner,
         at: DateTime<Utc>,
     ) -> impl Future<Output = Result<()>> + Send;
+    /// Records the process group a running build's job is in.
+    fn set_process_group(&self, id: BuildId, pgid: u32) -> impl Future<Output = Result<()>> + Send;
     /// Records how a build ended.
     fn finish_build(
         &self,
@@ -557,6 +561,9 @@ impl Store for AnyStore {
     }
     async fn start_build(&self, id: BuildId, runner: &Runner, at: DateTime<Utc>) -> Result<()> {
         delegate!(self, s => s.start_build(id, runner, at))
+    }
+    async fn set_process_group(&self, id: BuildId, pgid: u32) -> Result<()> {
+        delegate!(self, s => s.set_process_group(id, pgid))
     }
     async fn finish_build(&self, id: BuildId, outcome: &Outcome, at: DateTime<Utc>) -> Result<()> {
         delegate!(self, s => s.finish_build(id, outcome, at))

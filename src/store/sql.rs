@@ -6,7 +6,7 @@
 /// Columns of `builds`, in the order `build_from_row` reads them.
 pub(super) const BUILD_COLUMNS: &str = "id, job_id, status, created_at, started_at, finished_at, \
      config, config_hash, retval, exit_code, signal, timed_out, error, stderr_tail, attempt, \
-     host, pid, worker";
+     host, pid, worker, pgid";
 
 /// Log lines per INSERT statement (5 values each).
 pub(super) const LOG_ROWS_PER_INSERT: usize = 1000;
@@ -57,6 +57,10 @@ macro_rules! impl_store {
                         .map_err(get)?
                         .map(|p| p.max(0) as u32),
                     worker: row.try_get(17).map_err(get)?,
+                    pgid: row
+                        .try_get::<Option<i32>, _>(18)
+                        .map_err(get)?
+                        .map(|p| p.max(0) as u32),
                 })
             }
         }
@@ -114,6 +118,20 @@ macro_rules! impl_store {
                 .execute(&self.pool)
                 .await
                 .map_err(|source| crate::store::StoreError::query("mark a build running", source))?;
+                Ok(())
+            }
+
+            async fn set_process_group(
+                &self,
+                id: crate::store::BuildId,
+                pgid: u32,
+            ) -> crate::store::Result<()> {
+                sqlx::query("UPDATE builds SET pgid = $2 WHERE id = $1")
+                    .bind(id.0)
+                    .bind(pgid as i32)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| crate::store::StoreError::query("record a job's process group", e))?;
                 Ok(())
             }
 
