@@ -307,3 +307,80 @@ async fn a_killed_jobctl_leaves_nothing_running_after_the_next_start() {
     assert_eq!(slow.status, jobctl::store::BuildStatus::Failed);
     assert!(slow.error.unwrap().starts_with("runner died"));
 }
+
+#[test]
+fn a_job_printing_a_gigabyte_keeps_jobctl_small_and_its_last_line() {
+    let dir = setup(
+        "jobs:
+  - id: loud
+    run: head -c 1000000000 /dev/zero | tr '\\0' x | fold -w 1000; echo 'the very last line'
+",
+    );
+    let d = dir.path();
+    let (code, out, err) = run(d, &["build", "loud"]);
+    assert_eq!(code, 0, "{out}{err}");
+    // The peak memory of the children this test waited for: the jobctl just run.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage fills the struct it is given.
+    assert_eq!(
+        unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) },
+        0
+    );
+    let peak_mb = usage.ru_maxrss / 1024;
+    assert!(peak_mb < 64, "jobctl peaked at {peak_mb} MB");
+    let (_, logs, _) = run(d, &["logs", "1"]);
+    let lines: Vec<&str> = logs.lines().collect();
+    assert!(
+        lines.last().unwrap().ends_with("the very last line"),
+        "{:?}",
+        lines.last()
+    );
+    assert!(
+        logs.contains("lines (") && logs.contains("bytes) of output left out]"),
+        "the log says what was dropped"
+    );
+}
+
+#[test]
+fn ctrl_c_cancels_every_job_and_records_it() {
+    use std::io::BufRead;
+
+    let dir = setup(
+        "jobs:
+  - {id: one, run: 'sleep 23.2323'}
+  - {id: two, run: 'trap \"\" TERM; sleep 23.2323'}
+  - {id: after, run: 'true', dependencies: [one]}
+",
+    );
+    let d = dir.path();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("jobctl"))
+        .current_dir(d)
+        .args(["build", "--all", "-j", "2", "--grace", "1"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    for _ in 0..2 {
+        let line = lines.next().unwrap().unwrap();
+        assert!(line.contains(" start "), "{line}");
+    }
+    while !alive("sleep 23.2323") {
+        std::thread::yield_now();
+    }
+    // SAFETY: kill has no memory effects.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(4), "{rest:?}");
+    assert!(!alive("sleep 23.2323"), "a job survived Ctrl-C");
+    assert_eq!(
+        rest.last().unwrap(),
+        "0 succeeded, 1 not run, 2 cancelled",
+        "{rest:?}"
+    );
+    let all = builds(d);
+    assert_eq!(build_of(&all, "one")["status"], "cancelled");
+    assert_eq!(build_of(&all, "two")["status"], "cancelled");
+}
