@@ -12,7 +12,8 @@
 //! The loop emits [`BuildEvent`]s to reporters and knows nothing of what they show; only
 //! the cancel signal runs the other way.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -136,67 +137,62 @@ pub async fn run(
     let mut stopping = false;
     let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
     let runner = Runner::this_process();
+    // Which step each planned job is, how many planned dependencies each still waits for,
+    // and the steps free to start (smallest first: plan order).
+    let index: HashMap<usize, usize> = steps.iter().enumerate().map(|(i, s)| (s.job, i)).collect();
+    let mut waiting_on: Vec<usize> = steps
+        .iter()
+        .map(|s| {
+            graph
+                .dependencies(s.job)
+                .iter()
+                .filter(|d| index.contains_key(d))
+                .count()
+        })
+        .collect();
+    let mut ready: BinaryHeap<Reverse<usize>> = (0..steps.len())
+        .filter(|&i| waiting_on[i] == 0)
+        .map(Reverse)
+        .collect();
 
     loop {
-        // Start what is ready.
-        if !stopping {
-            for step in steps {
-                if running.len() >= options.jobs.max(1) {
-                    break;
-                }
-                if state[&step.job] != State::Waiting {
-                    continue;
-                }
-                let deps = graph.dependencies(step.job);
-                if deps.iter().any(|d| {
-                    state.get(d) == Some(&State::Running) || state.get(d) == Some(&State::Waiting)
-                }) {
-                    continue;
-                }
-                if let Some(&bad) = deps
-                    .iter()
-                    .find(|d| state.get(d) == Some(&State::Unsuccessful))
+        // Start what is ready, in plan order.
+        while !stopping && running.len() < options.jobs.max(1) {
+            let Some(Reverse(i)) = ready.pop() else {
+                break;
+            };
+            let step = &steps[i];
+            let deps = graph.dependencies(step.job);
+            let mut pins = Vec::new();
+            let mut retvals = HashMap::new();
+            for d in deps {
+                if let std::collections::hash_map::Entry::Vacant(slot) = successes.entry(d)
+                    && let Some(found) = latest_success(store, config.jobs[d].id.as_str()).await?
                 {
-                    state.insert(step.job, State::Unsuccessful);
-                    summary.not_run += 1;
-                    reporter.event(&BuildEvent::NotRun {
-                        job: step.id.clone(),
-                        because: config.jobs[bad].id.clone(),
-                    });
-                    continue;
+                    slot.insert(found);
                 }
-                let mut pins = Vec::new();
-                let mut retvals = HashMap::new();
-                for d in deps {
-                    if let std::collections::hash_map::Entry::Vacant(slot) = successes.entry(d)
-                        && let Some(found) =
-                            latest_success(store, config.jobs[d].id.as_str()).await?
-                    {
-                        slot.insert(found);
-                    }
-                    let dep_id = config.jobs[d].id.clone();
-                    let found = successes.get(&d);
-                    pins.push(Pin {
-                        job_id: dep_id.to_string(),
-                        build_id: found.map(|(b, _)| *b),
-                    });
-                    if let Some((_, Some(value))) = found {
-                        retvals.insert(dep_id, value.clone());
-                    }
+                let dep_id = config.jobs[d].id.clone();
+                let found = successes.get(&d);
+                pins.push(Pin {
+                    job_id: dep_id.to_string(),
+                    build_id: found.map(|(b, _)| *b),
+                });
+                if let Some((_, Some(value))) = found {
+                    retvals.insert(dep_id, value.clone());
                 }
-                state.insert(step.job, State::Running);
-                running.push(tokio::spawn(run_job(
-                    config,
-                    store.clone(),
-                    step.job,
-                    pins,
-                    retvals,
-                    options.clone(),
-                    runner.clone(),
-                    task_tx.clone(),
-                    cancel_rx.clone(),
-                )));
             }
+            state.insert(step.job, State::Running);
+            running.push(tokio::spawn(run_job(
+                config,
+                store.clone(),
+                step.job,
+                pins,
+                retvals,
+                options.clone(),
+                runner.clone(),
+                task_tx.clone(),
+                cancel_rx.clone(),
+            )));
         }
         if running.is_empty() {
             break;
@@ -221,6 +217,32 @@ pub async fn run(
                     }
                 }
                 state.insert(job, if ok { State::Succeeded } else { State::Unsuccessful });
+                if ok {
+                    for d in graph.dependants(job) {
+                        if let Some(&k) = index.get(&d) {
+                            waiting_on[k] -= 1;
+                            if waiting_on[k] == 0 && state[&d] == State::Waiting {
+                                ready.push(Reverse(k));
+                            }
+                        }
+                    }
+                } else {
+                    // Whatever waits for it, directly or not, will not run.
+                    let mut stack = vec![job];
+                    while let Some(failed) = stack.pop() {
+                        for d in graph.dependants(failed) {
+                            if index.contains_key(&d) && state[&d] == State::Waiting {
+                                state.insert(d, State::Unsuccessful);
+                                summary.not_run += 1;
+                                reporter.event(&BuildEvent::NotRun {
+                                    job: config.jobs[d].id.clone(),
+                                    because: config.jobs[failed].id.clone(),
+                                });
+                                stack.push(d);
+                            }
+                        }
+                    }
+                }
                 batch.flush(store).await?;
                 reporter.event(&BuildEvent::Finished {
                     build,
