@@ -1,8 +1,11 @@
 //! `jobctl build` through the real binary on real SQLite files.
 
+mod common;
+
 use std::path::Path;
 
 use assert_cmd::Command;
+use common::alive;
 use serde_json::{Value, json};
 
 fn jobctl(dir: &Path) -> Command {
@@ -240,15 +243,6 @@ jobs:
             "the secret is in the database files"
         );
     }
-}
-
-/// Whether a process whose command line contains `marker` is alive.
-fn alive(marker: &str) -> bool {
-    std::process::Command::new("pgrep")
-        .args(["-f", marker])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
 }
 
 #[tokio::test]

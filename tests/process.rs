@@ -2,8 +2,11 @@
 //! code, the channel works, timeouts and cancels leave nothing running, output is bounded,
 //! secrets are masked.
 
+mod common;
+
 use std::time::Duration;
 
+use common::alive;
 use jobctl::exec::channel::Message;
 use jobctl::exec::process::{Exit, Output, OutputLimits, ShellJob, run};
 use jobctl::store::{LogLevel, Stream};
@@ -145,15 +148,6 @@ async fn failures_keep_the_status_and_the_stderr_tail() {
     assert_eq!(exit.describe(), "exit status 3");
     assert_eq!(exit.stderr_tail.len(), 20);
     assert_eq!(exit.stderr_tail.last().unwrap(), "err 30");
-}
-
-/// Whether a process whose command line contains `marker` is still alive.
-fn alive(marker: &str) -> bool {
-    std::process::Command::new("pgrep")
-        .args(["-f", marker])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
 }
 
 #[tokio::test]

@@ -84,3 +84,12 @@ pub async fn sqlite_store(dir: &Path) -> AnyStore {
         .await
         .unwrap()
 }
+
+/// Whether a process whose command line contains `marker` is alive.
+pub fn alive(marker: &str) -> bool {
+    std::process::Command::new("pgrep")
+        .args(["-f", marker])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
