@@ -114,3 +114,111 @@ pub fn render_summary(summary: &Summary) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::JobId;
+    use crate::store::BuildId;
+
+    fn id(s: &str) -> JobId {
+        JobId::parse(s).unwrap()
+    }
+
+    #[test]
+    fn lines_for_a_run() {
+        let events = [
+            BuildEvent::Started {
+                build: BuildId(1),
+                job: id("crawl"),
+                attempt: 1,
+            },
+            BuildEvent::Finished {
+                build: BuildId(1),
+                job: id("crawl"),
+                attempt: 1,
+                outcome: Outcome::Successful { retval: None },
+                took: Duration::from_millis(1250),
+            },
+            BuildEvent::Started {
+                build: BuildId(2),
+                job: id("process"),
+                attempt: 1,
+            },
+            BuildEvent::Finished {
+                build: BuildId(2),
+                job: id("process"),
+                attempt: 1,
+                outcome: Outcome::Failed {
+                    exit_code: Some(2),
+                    signal: None,
+                    timed_out: false,
+                    error: "exit status 2".into(),
+                    stderr_tail: Some("reading input\nbad row 7\n".into()),
+                },
+                took: Duration::from_millis(300),
+            },
+            BuildEvent::Retrying {
+                job: id("process"),
+                attempt: 2,
+                after: Duration::from_secs(10),
+            },
+            BuildEvent::Started {
+                build: BuildId(3),
+                job: id("process"),
+                attempt: 2,
+            },
+            BuildEvent::Finished {
+                build: BuildId(3),
+                job: id("process"),
+                attempt: 2,
+                outcome: Outcome::Failed {
+                    exit_code: None,
+                    signal: Some(9),
+                    timed_out: true,
+                    error: "timed out".into(),
+                    stderr_tail: Some("bad row 7\n".into()),
+                },
+                took: Duration::from_secs(60),
+            },
+            BuildEvent::NotRun {
+                job: id("publish"),
+                because: id("process"),
+            },
+            BuildEvent::Finished {
+                build: BuildId(4),
+                job: id("check"),
+                attempt: 1,
+                outcome: Outcome::Skipped {
+                    reason: "nothing new".into(),
+                },
+                took: Duration::from_millis(40),
+            },
+        ];
+        let mut text: String = events
+            .iter()
+            .filter_map(|e| render(e, "08:00:00"))
+            .map(|l| l + "\n")
+            .collect();
+        text.push_str(&render_summary(&Summary {
+            succeeded: 1,
+            skipped: 1,
+            failed: vec![(
+                id("process"),
+                BuildId(3),
+                Outcome::Failed {
+                    exit_code: None,
+                    signal: Some(9),
+                    timed_out: true,
+                    error: "timed out".into(),
+                    stderr_tail: Some("bad row 7\n".into()),
+                },
+            )],
+            cancelled: 0,
+            not_run: 1,
+        }));
+        insta::assert_snapshot!(text);
+    }
+}
