@@ -378,3 +378,15 @@ fn ctrl_c_cancels_every_job_and_records_it() {
     assert_eq!(build_of(&all, "one")["status"], "cancelled");
     assert_eq!(build_of(&all, "two")["status"], "cancelled");
 }
+
+#[test]
+fn every_line_of_the_last_job_is_kept() {
+    let dir = setup("jobs:\n  - {id: count, run: seq 1 20000}\n");
+    let d = dir.path();
+    let (code, out, err) = run(d, &["build", "count"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (_, logs, _) = run(d, &["logs", "1"]);
+    let lines: Vec<&str> = logs.lines().collect();
+    assert_eq!(lines.len(), 20000);
+    assert!(lines[19999].ends_with(" 20000"), "{}", lines[19999]);
+}

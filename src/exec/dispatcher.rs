@@ -199,6 +199,11 @@ pub async fn run(
         }
         tokio::select! {
             Some(joined) = running.next() => {
+                // A task sends all it has to say before it ends: take that first, so no
+                // line is left behind when the last job ends the loop.
+                while let Ok((job, event)) = task_rx.try_recv() {
+                    on_task_event(config, store, &mut batch, reporter, job, event).await?;
+                }
                 let (job, result) = joined.expect("a job task does not panic");
                 let (build, attempt, outcome, took) = result?;
                 let ok = matches!(outcome, Outcome::Successful { .. } | Outcome::Skipped { .. });
@@ -253,25 +258,7 @@ pub async fn run(
                 });
             }
             Some((job, event)) = task_rx.recv() => {
-                let id = config.jobs[job].id.clone();
-                match event {
-                    TaskEvent::Started(build, attempt) => {
-                        reporter.event(&BuildEvent::Started { build, job: id, attempt });
-                    }
-                    TaskEvent::Retrying(attempt, after) => {
-                        reporter.event(&BuildEvent::Retrying { job: id, attempt, after });
-                    }
-                    TaskEvent::Output(build, Output::Spawned { pgid }) => {
-                        store.set_process_group(build, pgid).await?;
-                    }
-                    TaskEvent::Output(build, output) => {
-                        batch.add(build, &output);
-                        reporter.event(&BuildEvent::Output { build, job: id, output });
-                        if batch.len() >= 5000 {
-                            batch.flush(store).await?;
-                        }
-                    }
-                }
+                on_task_event(config, store, &mut batch, reporter, job, event).await?;
             }
             _ = tick.tick() => batch.flush(store).await?,
             _ = &mut ctrl_c, if !stopping => {
@@ -288,6 +275,48 @@ pub async fn run(
     }
     batch.flush(store).await?;
     Ok(summary)
+}
+
+async fn on_task_event(
+    config: &Config,
+    store: &AnyStore,
+    batch: &mut Batch,
+    reporter: &mut dyn Reporter,
+    job: usize,
+    event: TaskEvent,
+) -> Result<(), StoreError> {
+    let id = config.jobs[job].id.clone();
+    match event {
+        TaskEvent::Started(build, attempt) => {
+            reporter.event(&BuildEvent::Started {
+                build,
+                job: id,
+                attempt,
+            });
+        }
+        TaskEvent::Retrying(attempt, after) => {
+            reporter.event(&BuildEvent::Retrying {
+                job: id,
+                attempt,
+                after,
+            });
+        }
+        TaskEvent::Output(build, Output::Spawned { pgid }) => {
+            store.set_process_group(build, pgid).await?;
+        }
+        TaskEvent::Output(build, output) => {
+            batch.add(build, &output);
+            reporter.event(&BuildEvent::Output {
+                build,
+                job: id,
+                output,
+            });
+            if batch.len() >= 5000 {
+                batch.flush(store).await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn latest_success(
