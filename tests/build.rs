@@ -390,3 +390,23 @@ fn every_line_of_the_last_job_is_kept() {
     assert_eq!(lines.len(), 20000);
     assert!(lines[19999].ends_with(" 20000"), "{}", lines[19999]);
 }
+
+#[test]
+fn a_retval_with_nothing_to_stand_for_fails_the_build_clearly() {
+    let dir = setup(
+        "jobs:
+  - {id: producer, run: 'true'}
+  - {id: consumer, run: 'touch ran', args: [!retval producer]}
+",
+    );
+    let d = dir.path();
+    let (code, out, _) = run(d, &["build", "consumer", "--deps", "none"]);
+    assert_eq!(code, 4, "{out}");
+    assert!(
+        out.ends_with(
+            "0 succeeded, 1 failed\nfailed: consumer (build 1): `!retval producer`: producer has no successful build with a return value\n"
+        ),
+        "{out}"
+    );
+    assert!(!d.join("ran").exists());
+}

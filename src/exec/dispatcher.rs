@@ -422,27 +422,24 @@ async fn attempt_job(
             };
         }
     };
-    for dep in &spec.dependencies {
-        let mut used = Vec::new();
-        for v in spec
-            .args
-            .iter()
-            .chain(spec.kwargs.iter().map(|(_, v)| v))
-            .chain(spec.env.iter().map(|(_, v)| v))
-        {
-            v.retval_targets(&mut used);
-        }
-        if used.contains(&dep) && !retvals.contains_key(dep) {
-            return Outcome::Failed {
-                exit_code: None,
-                signal: None,
-                timed_out: false,
-                error: format!(
-                    "`!retval {dep}`: {dep} has no successful build with a return value"
-                ),
-                stderr_tail: None,
-            };
-        }
+    // Every `!retval` needs a return value to stand for.
+    let mut used = Vec::new();
+    for v in spec
+        .args
+        .iter()
+        .chain(spec.kwargs.iter().map(|(_, v)| v))
+        .chain(spec.env.iter().map(|(_, v)| v))
+    {
+        v.retval_targets(&mut used);
+    }
+    if let Some(dep) = used.into_iter().find(|dep| !retvals.contains_key(*dep)) {
+        return Outcome::Failed {
+            exit_code: None,
+            signal: None,
+            timed_out: false,
+            error: format!("`!retval {dep}`: {dep} has no successful build with a return value"),
+            stderr_tail: None,
+        };
     }
     let args: Vec<Json> = spec
         .args
