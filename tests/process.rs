@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::alive;
 use jobctl::exec::channel::Message;
-use jobctl::exec::process::{Exit, Output, OutputLimits, ShellJob, run};
+use jobctl::exec::process::{Cancel, Exit, Output, OutputLimits, ShellJob, run};
 use jobctl::store::{LogLevel, Stream};
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
@@ -29,7 +29,7 @@ fn job(command: &str, dir: &std::path::Path) -> ShellJob {
 
 async fn run_job(job: &ShellJob) -> (Exit, Vec<Output>) {
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let (_cancel_tx, cancel) = watch::channel(false);
+    let (_cancel_tx, cancel) = watch::channel(Cancel::No);
     let exit = run(job, &tx, cancel).await.unwrap();
     drop(tx);
     let mut outputs = Vec::new();
@@ -171,13 +171,13 @@ async fn cancel_ends_the_group_and_background_children_end_with_the_job() {
     let dir = tempfile::tempdir().unwrap();
     let j = job("sleep 27.1828 & sleep 27.1828; wait", dir.path());
     let (tx, _rx) = mpsc::unbounded_channel();
-    let (cancel_tx, cancel) = watch::channel(false);
+    let (cancel_tx, cancel) = watch::channel(Cancel::No);
     let task = tokio::spawn(async move { run(&j, &tx, cancel).await });
     // Wait until the job runs, by its processes, not by time.
     while !alive("sleep 27.1828") {
         tokio::task::yield_now().await;
     }
-    cancel_tx.send(true).unwrap();
+    cancel_tx.send(Cancel::Term).unwrap();
     let exit = task.await.unwrap().unwrap();
     assert!(exit.cancelled);
     assert!(!alive("sleep 27.1828"));

@@ -46,7 +46,7 @@ pub struct Args {
 }
 
 pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), CliError> {
-    let config = ctx.load()?;
+    let config = ctx.load_runnable()?;
     let graph = JobGraph::new(config);
     let targets = if args.all {
         (0..config.jobs.len()).collect()
@@ -103,6 +103,7 @@ pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), C
         fail_fast: args.fail_fast,
         grace: Duration::from_secs(args.grace),
         limits: OutputLimits::default(),
+        functions: ctx.functions.clone(),
     };
     let mut reporter = Plain::new(&mut *out);
     let store = std::sync::Arc::new(store);

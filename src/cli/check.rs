@@ -8,7 +8,7 @@ pub struct Args {}
 
 /// Loads the config; on success says how many jobs it has.
 pub fn run(ctx: &Context, _args: Args, out: &mut dyn Write) -> Result<(), CliError> {
-    let config = ctx.load()?;
+    let config = ctx.load_runnable()?;
     let n = config.jobs.len();
     write_out(
         out,

@@ -21,7 +21,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, DEFAULT_CONFIG};
-use crate::error::{CliError, exit};
+use crate::error::{CliError, UnknownFunction, exit};
+use crate::exec::function::Registry;
 use crate::store::{AnyStore, OpenMode};
 
 #[derive(Debug, Parser)]
@@ -74,11 +75,17 @@ enum Command {
     Report(report::Args),
 }
 
-/// Runs the command line and maps the outcome to an exit code.
+/// Runs the command line with the built-in functions and maps the outcome to an exit code.
 pub fn main() -> ExitCode {
+    main_with(Registry::with_builtins())
+}
+
+/// Runs the command line of a program that embeds jobctl: `function:` jobs may call
+/// what `functions` holds.
+pub fn main_with(functions: Registry) -> ExitCode {
     let cli = Cli::parse();
     let mut stdout = std::io::stdout().lock();
-    match run(cli, &mut stdout).and_then(|()| stdout.flush().map_err(CliError::Output)) {
+    match run(cli, functions, &mut stdout).and_then(|()| stdout.flush().map_err(CliError::Output)) {
         Ok(()) => ExitCode::from(exit::OK),
         // `jobctl jobs | head`: the reader has what it wanted.
         Err(CliError::Output(err)) if err.kind() == std::io::ErrorKind::BrokenPipe => {
@@ -92,10 +99,11 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
+fn run(cli: Cli, functions: Registry, out: &mut dyn Write) -> Result<(), CliError> {
     let ctx = Context {
         config: cli.config,
         vars: parse_vars(&cli.vars)?,
+        functions: std::sync::Arc::new(functions),
     };
     match cli.command {
         Command::Check(args) => check::run(&ctx, args, out),
@@ -118,6 +126,7 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
 struct Context {
     config: PathBuf,
     vars: Vec<(String, String)>,
+    functions: std::sync::Arc<Registry>,
 }
 
 impl Context {
@@ -143,6 +152,35 @@ impl Context {
     fn load(&self) -> Result<&'static Config, CliError> {
         let config = crate::config::load(&self.config, &self.vars)?;
         Ok(Box::leak(Box::new(config)))
+    }
+
+    /// The config, with every `function:` it names registered.
+    fn load_runnable(&self) -> Result<&'static Config, CliError> {
+        let config = self.load()?;
+        let unknown: Vec<UnknownFunction> = config
+            .jobs
+            .iter()
+            .filter_map(|job| match &job.action {
+                crate::config::Action::Function(name) if self.functions.get(name).is_none() => {
+                    Some(UnknownFunction {
+                        job: job.id.to_string(),
+                        name: name.clone(),
+                        suggestion: crate::config::resolve::suggest(name, self.functions.names())
+                            .map(str::to_owned),
+                    })
+                }
+                _ => None,
+            })
+            .collect();
+        if unknown.is_empty() {
+            Ok(config)
+        } else {
+            Err(CliError::UnknownFunctions {
+                config: config.path.display().to_string(),
+                unknown,
+                known: self.functions.names().map(str::to_owned).collect(),
+            })
+        }
     }
 }
 

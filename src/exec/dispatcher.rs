@@ -2,29 +2,37 @@
 //! once; a failure stops what depends on it, and (unless `--fail-fast`) nothing else.
 //!
 //! ```text
-//!   plan ──► one select! loop ──┬─ start ready jobs (create build, pins, values)
-//!                               ├─ job tasks ──Output──► reporters, DB batch (coalesced)
-//!                               ├─ a job ends ──► dependants become ready, or not run
-//!                               ├─ tick ──► flush the DB batch
-//!                               └─ Ctrl-C ──► cancel every job (TERM, grace, KILL)
+//!   plan ──► every build recorded `created` (one transaction)
+//!              │
+//!              ▼
+//!   one select! loop ──┬─ start ready jobs (pins, values) as tasks: shell or function
+//!                      ├─ job tasks ──events──► reporters; Sink (one batch: starts,
+//!                      │                         process groups, logs, progress
+//!                      │                         coalesced, ends)
+//!                      ├─ a job ends ──► dependants become ready, or not run
+//!                      ├─ tick (200 ms) ──► the batch is written in one transaction
+//!                      └─ Ctrl-C ──► cancel every job (TERM, grace, KILL); again: KILL
 //! ```
 //!
 //! The loop emits [`BuildEvent`]s to reporters and knows nothing of what they show; only
-//! the cancel signal runs the other way.
-
+//! the cancel signal runs the other way. No job waits on the database: a build's rows
+//! are written with the next batch, so recording costs a few microseconds a job.
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use serde_json::Value as Json;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 
 use super::channel::Message;
+use super::function::{self, FunctionExit, FunctionJob, Registry};
 use super::plan::Step;
-use super::process::{self, Output, OutputLimits, ShellJob};
+use super::process::{self, Cancel, Output, OutputLimits, ShellJob};
 use super::values::{resolve, to_arg};
 use crate::config::{Action, Config, JobId};
 use crate::graph::JobGraph;
@@ -35,7 +43,7 @@ use crate::store::{
 };
 
 /// How a run goes.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Options {
     /// Jobs at once.
     pub jobs: usize,
@@ -44,6 +52,8 @@ pub struct Options {
     /// How long a job has to end after TERM.
     pub grace: Duration,
     pub limits: OutputLimits,
+    /// What `function:` jobs may call.
+    pub functions: Arc<Registry>,
 }
 
 /// What happens during a run, for reporters.
@@ -74,11 +84,16 @@ pub enum BuildEvent {
     },
     /// Not started because a job it depends on did not succeed.
     NotRun { job: JobId, because: JobId },
+    /// The run is being stopped: `Term` on the first Ctrl-C (or a failure to record),
+    /// `Kill` on the second.
+    Cancelling { how: Cancel },
 }
 
 /// Consumes build events (the terminal, a test).
 pub trait Reporter {
     fn event(&mut self, event: &BuildEvent);
+    /// Called every tick (200 ms) while the run goes on, for views that move with time.
+    fn tick(&mut self) {}
 }
 
 /// How a run ended.
@@ -109,34 +124,65 @@ enum State {
 enum TaskEvent {
     Started(BuildId, u32),
     Output(BuildId, Output),
+    Ended(BuildId, Outcome),
     Retrying(u32, Duration),
 }
 
+/// What every job task shares.
+struct Shared {
+    config: &'static Config,
+    store: Arc<AnyStore>,
+    options: Options,
+    runner: Runner,
+    events: mpsc::UnboundedSender<(usize, TaskEvent)>,
+    cancel: watch::Receiver<Cancel>,
+}
+
+type TaskResult = (usize, Result<(BuildId, u32, Outcome, Duration), StoreError>);
+
 /// Runs `steps` (from [`super::plan::plan`]) and records every build in `store`.
 ///
-/// Each job runs as a task of its own: the loop may wait on the database (a batch, a
-/// process group) while a job's task holds a write transaction, and that task must be
-/// able to finish it meanwhile.
+/// Each job runs as a task of its own, so the loop never waits on a job and a job never
+/// waits on the database. If the database fails mid-run, every job is cancelled and
+/// waited for before the error is returned: nothing is left running.
 pub async fn run(
     config: &'static Config,
     graph: &JobGraph,
-    store: &std::sync::Arc<AnyStore>,
+    store: &Arc<AnyStore>,
     steps: &[Step],
     options: &Options,
     reporter: &mut dyn Reporter,
 ) -> Result<Summary, StoreError> {
-    let mut state: HashMap<usize, State> = steps.iter().map(|s| (s.job, State::Waiting)).collect();
+    let runner = Runner::this_process();
+    let now = Utc::now();
+    let planned: Vec<NewBuild> = steps
+        .iter()
+        .map(|s| new_build(&config.jobs[s.job], 1, now))
+        .collect();
+    let build_ids = store.create_builds(&planned, &runner).await?;
+    drop(planned);
+
+    let mut state: Vec<State> = vec![State::Waiting; steps.len()];
     // The latest successful build of each job, with its return value, as far as known.
     let mut successes: HashMap<usize, (BuildId, Option<Json>)> = HashMap::new();
-    let (cancel_tx, cancel_rx) = watch::channel(false);
+    let mut pins_of: HashMap<usize, Vec<Pin>> = HashMap::new();
+    let (cancel_tx, cancel_rx) = watch::channel(Cancel::No);
     let (task_tx, mut task_rx) = mpsc::unbounded_channel::<(usize, TaskEvent)>();
+    let shared = Arc::new(Shared {
+        config,
+        store: store.clone(),
+        options: options.clone(),
+        runner,
+        events: task_tx,
+        cancel: cancel_rx,
+    });
     let mut running = FuturesUnordered::new();
     let mut summary = Summary::default();
-    let mut batch = Batch::default();
+    let mut sink = Sink::default();
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut stopping = false;
-    let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
-    let runner = Runner::this_process();
+    let mut interrupts = signal(SignalKind::interrupt()).ok();
+    let mut terminations = signal(SignalKind::terminate()).ok();
     // Which step each planned job is, how many planned dependencies each still waits for,
     // and the steps free to start (smallest first: plan order).
     let index: HashMap<usize, usize> = steps.iter().enumerate().map(|(i, s)| (s.job, i)).collect();
@@ -156,42 +202,33 @@ pub async fn run(
         .collect();
 
     loop {
+        if sink.failure.is_some() && !stopping {
+            stopping = true;
+            let _ = cancel_tx.send(Cancel::Term);
+            reporter.event(&BuildEvent::Cancelling { how: Cancel::Term });
+        }
         // Start what is ready, in plan order.
         while !stopping && running.len() < options.jobs.max(1) {
             let Some(Reverse(i)) = ready.pop() else {
                 break;
             };
-            let step = &steps[i];
-            let deps = graph.dependencies(step.job);
-            let mut pins = Vec::new();
-            let mut retvals = HashMap::new();
-            for d in deps {
-                if let std::collections::hash_map::Entry::Vacant(slot) = successes.entry(d)
-                    && let Some(found) = latest_success(store, config.jobs[d].id.as_str()).await?
-                {
-                    slot.insert(found);
-                }
-                let dep_id = config.jobs[d].id.clone();
-                let found = successes.get(&d);
-                pins.push(Pin {
-                    job_id: dep_id.to_string(),
-                    build_id: found.map(|(b, _)| *b),
-                });
-                if let Some((_, Some(value))) = found {
-                    retvals.insert(dep_id, value.clone());
-                }
-            }
-            state.insert(step.job, State::Running);
+            let job = steps[i].job;
+            let (pins, retvals) =
+                match pins_and_retvals(config, graph, store, &mut successes, job).await {
+                    Ok(found) => found,
+                    Err(err) => {
+                        ready.push(Reverse(i));
+                        sink.fail(err);
+                        break;
+                    }
+                };
+            pins_of.insert(job, pins);
+            state[i] = State::Running;
             running.push(tokio::spawn(run_job(
-                config,
-                store.clone(),
-                step.job,
-                pins,
+                shared.clone(),
+                job,
+                build_ids[i],
                 retvals,
-                options.clone(),
-                runner.clone(),
-                task_tx.clone(),
-                cancel_rx.clone(),
             )));
         }
         if running.is_empty() {
@@ -202,10 +239,20 @@ pub async fn run(
                 // A task sends all it has to say before it ends: take that first, so no
                 // line is left behind when the last job ends the loop.
                 while let Ok((job, event)) = task_rx.try_recv() {
-                    on_task_event(config, store, &mut batch, reporter, job, event).await?;
+                    on_task_event(config, &mut sink, &pins_of, reporter, job, event);
                 }
                 let (job, result) = joined.expect("a job task does not panic");
-                let (build, attempt, outcome, took) = result?;
+                let i = index[&job];
+                let (build, attempt, outcome, took) = match result {
+                    Ok(ended) => ended,
+                    Err(err) => {
+                        // Its build could not be recorded; the run stops.
+                        state[i] = State::Unsuccessful;
+                        summary.cancelled += 1;
+                        sink.fail(err);
+                        continue;
+                    }
+                };
                 let ok = matches!(outcome, Outcome::Successful { .. } | Outcome::Skipped { .. });
                 match &outcome {
                     Outcome::Successful { retval } => {
@@ -221,12 +268,12 @@ pub async fn run(
                         }
                     }
                 }
-                state.insert(job, if ok { State::Succeeded } else { State::Unsuccessful });
+                state[i] = if ok { State::Succeeded } else { State::Unsuccessful };
                 if ok {
                     for d in graph.dependants(job) {
                         if let Some(&k) = index.get(&d) {
                             waiting_on[k] -= 1;
-                            if waiting_on[k] == 0 && state[&d] == State::Waiting {
+                            if waiting_on[k] == 0 && state[k] == State::Waiting {
                                 ready.push(Reverse(k));
                             }
                         }
@@ -236,9 +283,12 @@ pub async fn run(
                     let mut stack = vec![job];
                     while let Some(failed) = stack.pop() {
                         for d in graph.dependants(failed) {
-                            if index.contains_key(&d) && state[&d] == State::Waiting {
-                                state.insert(d, State::Unsuccessful);
+                            if let Some(&k) = index.get(&d)
+                                && state[k] == State::Waiting
+                            {
+                                state[k] = State::Unsuccessful;
                                 summary.not_run += 1;
+                                sink.push(Write::Discard { build: build_ids[k] });
                                 reporter.event(&BuildEvent::NotRun {
                                     job: config.jobs[d].id.clone(),
                                     because: config.jobs[failed].id.clone(),
@@ -248,7 +298,6 @@ pub async fn run(
                         }
                     }
                 }
-                batch.flush(store).await?;
                 reporter.event(&BuildEvent::Finished {
                     build,
                     job: config.jobs[job].id.clone(),
@@ -256,42 +305,131 @@ pub async fn run(
                     outcome,
                     took,
                 });
+                if sink.len() >= FLUSH_AT {
+                    sink.flush(store).await;
+                }
             }
             Some((job, event)) = task_rx.recv() => {
-                on_task_event(config, store, &mut batch, reporter, job, event).await?;
+                on_task_event(config, &mut sink, &pins_of, reporter, job, event);
+                if sink.len() >= FLUSH_AT {
+                    sink.flush(store).await;
+                }
             }
-            _ = tick.tick() => batch.flush(store).await?,
-            _ = &mut ctrl_c, if !stopping => {
+            _ = tick.tick() => {
+                sink.flush(store).await;
+                reporter.tick();
+            }
+            Some(()) = next_signal(&mut interrupts) => {
+                let how = if stopping { Cancel::Kill } else { Cancel::Term };
                 stopping = true;
-                let _ = cancel_tx.send(true);
+                if *cancel_tx.borrow() < how {
+                    let _ = cancel_tx.send(how);
+                    reporter.event(&BuildEvent::Cancelling { how });
+                }
+            }
+            Some(()) = next_signal(&mut terminations), if !stopping => {
+                stopping = true;
+                let _ = cancel_tx.send(Cancel::Term);
+                reporter.event(&BuildEvent::Cancelling { how: Cancel::Term });
             }
         }
     }
-    // What never got to start.
-    for step in steps {
-        if state[&step.job] == State::Waiting {
+    // What never got to start did not happen.
+    for (i, s) in state.iter_mut().enumerate() {
+        if *s == State::Waiting {
+            *s = State::Unsuccessful;
             summary.not_run += 1;
+            sink.push(Write::Discard {
+                build: build_ids[i],
+            });
         }
     }
-    batch.flush(store).await?;
-    Ok(summary)
+    sink.flush(store).await;
+    match sink.failure {
+        Some(err) => Err(err),
+        None => Ok(summary),
+    }
 }
 
-async fn on_task_event(
+/// Writes are sent when this many wait, even before the tick.
+const FLUSH_AT: usize = 5000;
+
+async fn next_signal(signal: &mut Option<Signal>) -> Option<()> {
+    match signal {
+        Some(signal) => signal.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The row a build of `job` starts as.
+fn new_build(job: &crate::config::Job, attempt: u32, at: chrono::DateTime<Utc>) -> NewBuild {
+    NewBuild {
+        job_id: job.id.to_string(),
+        config: serde_json::to_value(job).expect("a job serializes"),
+        config_hash: config_hash(job),
+        pins: Vec::new(),
+        attempt,
+        created_at: at,
+    }
+}
+
+/// The dependency builds `job` uses (built in this run, or the latest success) and their
+/// return values.
+async fn pins_and_retvals(
     config: &Config,
+    graph: &JobGraph,
     store: &AnyStore,
-    batch: &mut Batch,
+    successes: &mut HashMap<usize, (BuildId, Option<Json>)>,
+    job: usize,
+) -> Result<(Vec<Pin>, HashMap<JobId, Json>), StoreError> {
+    let mut pins = Vec::new();
+    let mut retvals = HashMap::new();
+    for d in graph.dependencies(job) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = successes.entry(d)
+            && let Some(found) = latest_success(store, config.jobs[d].id.as_str()).await?
+        {
+            slot.insert(found);
+        }
+        let dep_id = config.jobs[d].id.clone();
+        let found = successes.get(&d);
+        pins.push(Pin {
+            job_id: dep_id.to_string(),
+            build_id: found.map(|(b, _)| *b),
+        });
+        if let Some((_, Some(value))) = found {
+            retvals.insert(dep_id, value.clone());
+        }
+    }
+    Ok((pins, retvals))
+}
+
+fn on_task_event(
+    config: &Config,
+    sink: &mut Sink,
+    pins_of: &HashMap<usize, Vec<Pin>>,
     reporter: &mut dyn Reporter,
     job: usize,
     event: TaskEvent,
-) -> Result<(), StoreError> {
+) {
     let id = config.jobs[job].id.clone();
     match event {
         TaskEvent::Started(build, attempt) => {
+            sink.push(Write::Started {
+                build,
+                at: Utc::now(),
+                pins: pins_of.get(&job).cloned().unwrap_or_default(),
+            });
             reporter.event(&BuildEvent::Started {
                 build,
                 job: id,
                 attempt,
+            });
+        }
+        TaskEvent::Ended(build, outcome) => {
+            sink.push(Write::Finished {
+                build,
+                outcome,
+                at: Utc::now(),
             });
         }
         TaskEvent::Retrying(attempt, after) => {
@@ -302,21 +440,17 @@ async fn on_task_event(
             });
         }
         TaskEvent::Output(build, Output::Spawned { pgid }) => {
-            store.set_process_group(build, pgid).await?;
+            sink.push(Write::ProcessGroup { build, pgid });
         }
         TaskEvent::Output(build, output) => {
-            batch.add(build, &output);
+            sink.add(build, &output);
             reporter.event(&BuildEvent::Output {
                 build,
                 job: id,
                 output,
             });
-            if batch.len() >= 5000 {
-                batch.flush(store).await?;
-            }
         }
     }
-    Ok(())
 }
 
 async fn latest_success(
@@ -333,95 +467,79 @@ async fn latest_success(
     Ok(builds.into_iter().next().map(|b| (b.id, b.retval)))
 }
 
-/// One job, every attempt: a build each, run, recorded.
-#[expect(clippy::too_many_arguments, reason = "the loop's state, passed once")]
+/// One job, every attempt: the planned build first, a new build for each retry.
 async fn run_job(
-    config: &'static Config,
-    store: std::sync::Arc<AnyStore>,
+    shared: Arc<Shared>,
     job: usize,
-    pins: Vec<Pin>,
+    first: BuildId,
     retvals: HashMap<JobId, Json>,
-    options: Options,
-    runner: Runner,
-    events: mpsc::UnboundedSender<(usize, TaskEvent)>,
-    cancel: watch::Receiver<bool>,
-) -> (usize, Result<(BuildId, u32, Outcome, Duration), StoreError>) {
+) -> TaskResult {
     let result = async {
-        let spec = &config.jobs[job];
-        let snapshot = serde_json::to_value(spec).expect("a job serializes");
-        let hash = config_hash(spec);
+        let spec = &shared.config.jobs[job];
         let mut delay = spec.retry_delay;
         let mut attempt = 1;
+        let mut build = first;
         loop {
-            let build = store
-                .create_build(&NewBuild {
-                    job_id: spec.id.to_string(),
-                    config: snapshot.clone(),
-                    config_hash: hash.clone(),
-                    pins: pins.clone(),
-                    attempt,
-                    created_at: Utc::now(),
-                })
-                .await?;
-            store.start_build(build, &runner, Utc::now()).await?;
-            let _ = events.send((job, TaskEvent::Started(build, attempt)));
+            let _ = shared
+                .events
+                .send((job, TaskEvent::Started(build, attempt)));
             let started = Instant::now();
-            let outcome = attempt_job(
-                config,
-                job,
-                build,
-                &retvals,
-                &options,
-                &events,
-                cancel.clone(),
-            )
-            .await;
-            store.finish_build(build, &outcome, Utc::now()).await?;
+            let outcome = attempt_job(&shared, job, build, &retvals).await;
+            let _ = shared
+                .events
+                .send((job, TaskEvent::Ended(build, outcome.clone())));
             let retry = matches!(outcome, Outcome::Failed { .. })
                 && attempt <= spec.retries
-                && !*cancel.borrow();
+                && *shared.cancel.borrow() == Cancel::No;
             if !retry {
                 return Ok((build, attempt, outcome, started.elapsed()));
             }
             attempt += 1;
-            let _ = events.send((job, TaskEvent::Retrying(attempt, delay)));
-            let mut cancel = cancel.clone();
+            let _ = shared
+                .events
+                .send((job, TaskEvent::Retrying(attempt, delay)));
+            let mut cancel = shared.cancel.clone();
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = cancel.changed() => return Ok((build, attempt - 1, outcome, started.elapsed())),
             }
             delay = delay.saturating_mul(2);
+            build = shared
+                .store
+                .create_builds(&[new_build(spec, attempt, Utc::now())], &shared.runner)
+                .await?[0];
         }
     }
     .await;
     (job, result)
 }
 
-/// One attempt: the process, and what it reported.
+fn failed(error: String) -> Outcome {
+    Outcome::Failed {
+        exit_code: None,
+        signal: None,
+        timed_out: false,
+        error,
+        stderr_tail: None,
+    }
+}
+
+/// How an attempt's work ended, shell or function.
+enum Ended {
+    Shell(process::Exit),
+    Function(FunctionExit),
+}
+
+/// One attempt: the process or function, and what it reported.
 async fn attempt_job(
-    config: &Config,
+    shared: &Shared,
     job: usize,
     build: BuildId,
     retvals: &HashMap<JobId, Json>,
-    options: &Options,
-    events: &mpsc::UnboundedSender<(usize, TaskEvent)>,
-    cancel: watch::Receiver<bool>,
 ) -> Outcome {
+    let config = shared.config;
+    let options = &shared.options;
     let spec = &config.jobs[job];
-    let command = match &spec.action {
-        Action::Run(command) => command.clone(),
-        Action::Function(name) => {
-            return Outcome::Failed {
-                exit_code: None,
-                signal: None,
-                timed_out: false,
-                error: format!(
-                    "`function: {name}` jobs cannot run yet: this jobctl has no function registry"
-                ),
-                stderr_tail: None,
-            };
-        }
-    };
     // Every `!retval` needs a return value to stand for.
     let mut used = Vec::new();
     for v in spec
@@ -433,56 +551,53 @@ async fn attempt_job(
         v.retval_targets(&mut used);
     }
     if let Some(dep) = used.into_iter().find(|dep| !retvals.contains_key(*dep)) {
-        return Outcome::Failed {
-            exit_code: None,
-            signal: None,
-            timed_out: false,
-            error: format!("`!retval {dep}`: {dep} has no successful build with a return value"),
-            stderr_tail: None,
-        };
+        return failed(format!(
+            "`!retval {dep}`: {dep} has no successful build with a return value"
+        ));
     }
     let args: Vec<Json> = spec
         .args
         .iter()
         .map(|v| resolve(v, retvals, &config.secrets))
         .collect();
-    let kwargs: Vec<(String, Json)> = spec
+    let kwargs: serde_json::Map<String, Json> = spec
         .kwargs
         .iter()
         .map(|(k, v)| (k.to_owned(), resolve(v, retvals, &config.secrets)))
         .collect();
-    let mut env: Vec<(String, String)> = spec
-        .env
-        .iter()
-        .map(|(k, v)| (k.to_owned(), to_arg(&resolve(v, retvals, &config.secrets))))
-        .collect();
-    env.extend(kwargs.iter().map(|(k, v)| (k.clone(), to_arg(v))));
-    env.push(("JOBCTL_ARGS".into(), Json::Array(args.clone()).to_string()));
-    env.push((
-        "JOBCTL_KWARGS".into(),
-        Json::Object(kwargs.into_iter().collect()).to_string(),
-    ));
-    env.push(("JOBCTL_JOB_ID".into(), spec.id.to_string()));
-    env.push(("JOBCTL_BUILD_ID".into(), build.to_string()));
-    if let Ok(exe) = std::env::current_exe() {
-        env.push(("JOBCTL".into(), exe.to_string_lossy().into_owned()));
-    }
-    let shell = ShellJob {
-        name: spec.id.to_string(),
-        command: with_args(&command, !args.is_empty()),
-        args: args.iter().map(to_arg).collect(),
-        env,
-        workdir: config.dir().join(&spec.workdir),
-        timeout: spec.timeout,
-        grace: options.grace,
-        secrets: config.secrets.values().cloned().collect(),
-        limits: options.limits,
-    };
+    let secrets: Vec<String> = config.secrets.values().cloned().collect();
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let process = async {
-        let exit = process::run(&shell, &tx, cancel).await;
+    let work = async {
+        let ended = match &spec.action {
+            Action::Run(command) => {
+                let shell = shell_job(shared, job, build, command, &args, &kwargs, retvals);
+                match process::run(&shell, &tx, shared.cancel.clone()).await {
+                    Ok(exit) => Ok(Ended::Shell(exit)),
+                    Err(err) => Err(format!(
+                        "cannot start `sh` in {}: {err}",
+                        shell.workdir.display()
+                    )),
+                }
+            }
+            Action::Function(name) => match options.functions.get(name) {
+                None => Err(format!("no function `{name}` is registered in this jobctl")),
+                Some(function) => {
+                    let call = FunctionJob {
+                        build,
+                        job: spec.id.to_string(),
+                        args: args.clone(),
+                        kwargs: kwargs.clone(),
+                        timeout: spec.timeout,
+                        secrets: secrets.clone(),
+                    };
+                    Ok(Ended::Function(
+                        function::run(function, call, &tx, shared.cancel.clone()).await,
+                    ))
+                }
+            },
+        };
         drop(tx);
-        exit
+        ended
     };
     let mut retval = None;
     let mut skip = None;
@@ -493,41 +608,103 @@ async fn attempt_job(
                 Output::Message(Message::Skip { reason }) => skip = Some(reason.clone()),
                 _ => {}
             }
-            let _ = events.send((job, TaskEvent::Output(build, output)));
+            let _ = shared.events.send((job, TaskEvent::Output(build, output)));
         }
     };
-    let (exit, ()) = tokio::join!(process, forward);
-    let exit = match exit {
-        Ok(exit) => exit,
-        Err(err) => {
-            return Outcome::Failed {
+    let (ended, ()) = tokio::join!(work, forward);
+    let cancelled = || Outcome::Cancelled {
+        reason: "cancelled (Ctrl-C)".into(),
+    };
+    let succeeded = |retval: Option<Json>, skip: Option<String>| match skip {
+        Some(reason) => Outcome::Skipped { reason },
+        None => Outcome::Successful { retval },
+    };
+    match ended {
+        Err(error) => failed(error),
+        Ok(Ended::Function(exit)) => match exit {
+            FunctionExit::Returned(value) => {
+                succeeded(if value.is_null() { retval } else { Some(value) }, skip)
+            }
+            FunctionExit::Failed(error) => failed(error),
+            FunctionExit::TimedOut => Outcome::Failed {
                 exit_code: None,
                 signal: None,
-                timed_out: false,
-                error: format!("cannot start `sh` in {}: {err}", shell.workdir.display()),
+                timed_out: true,
+                error: "timed out".into(),
                 stderr_tail: None,
-            };
+            },
+            FunctionExit::Cancelled => cancelled(),
+        },
+        Ok(Ended::Shell(exit)) => {
+            if exit.cancelled {
+                return cancelled();
+            }
+            if exit.success() {
+                return succeeded(retval, skip);
+            }
+            let tail = exit.stderr_tail.join("\n");
+            Outcome::Failed {
+                exit_code: exit.code,
+                signal: exit.signal,
+                timed_out: exit.timed_out,
+                error: exit.describe(),
+                stderr_tail: (!tail.is_empty()).then(|| tail + "\n"),
+            }
         }
-    };
-    if exit.cancelled {
-        return Outcome::Cancelled {
-            reason: "cancelled (Ctrl-C)".into(),
-        };
     }
-    if exit.success() {
-        return match skip {
-            Some(reason) => Outcome::Skipped { reason },
-            None => Outcome::Successful { retval },
-        };
+}
+
+/// The process a shell job's attempt runs: values as parameters and environment.
+fn shell_job(
+    shared: &Shared,
+    job: usize,
+    build: BuildId,
+    command: &str,
+    args: &[Json],
+    kwargs: &serde_json::Map<String, Json>,
+    retvals: &HashMap<JobId, Json>,
+) -> ShellJob {
+    let config = shared.config;
+    let spec = &config.jobs[job];
+    let mut env: Vec<(String, String)> = spec
+        .env
+        .iter()
+        .map(|(k, v)| (k.to_owned(), to_arg(&resolve(v, retvals, &config.secrets))))
+        .collect();
+    env.extend(kwargs.iter().map(|(k, v)| (k.clone(), to_arg(v))));
+    env.push(("JOBCTL_ARGS".into(), Json::Array(args.to_vec()).to_string()));
+    env.push((
+        "JOBCTL_KWARGS".into(),
+        Json::Object(kwargs.clone()).to_string(),
+    ));
+    env.push(("JOBCTL_JOB_ID".into(), spec.id.to_string()));
+    env.push(("JOBCTL_BUILD_ID".into(), build.to_string()));
+    env.push(("JOBCTL_RUNNER_PID".into(), shared.runner.pid.to_string()));
+    if let Some(exe) = current_exe() {
+        env.push(("JOBCTL".into(), exe.to_owned()));
     }
-    let tail = exit.stderr_tail.join("\n");
-    Outcome::Failed {
-        exit_code: exit.code,
-        signal: exit.signal,
-        timed_out: exit.timed_out,
-        error: exit.describe(),
-        stderr_tail: (!tail.is_empty()).then(|| tail + "\n"),
+    ShellJob {
+        name: spec.id.to_string(),
+        command: with_args(command, !args.is_empty()),
+        args: args.iter().map(to_arg).collect(),
+        env,
+        workdir: config.dir().join(&spec.workdir),
+        timeout: spec.timeout,
+        grace: shared.options.grace,
+        secrets: config.secrets.values().cloned().collect(),
+        limits: shared.options.limits,
     }
+}
+
+/// This binary's path, for `$JOBCTL` (read once).
+fn current_exe() -> Option<&'static str> {
+    static EXE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    EXE.get_or_init(|| {
+        std::env::current_exe()
+            .ok()
+            .map(|p| p.to_string_lossy().into_owned())
+    })
+    .as_deref()
 }
 
 /// `run: ./crawl.sh` with `args` gets them: a one-line command that does not use the
@@ -544,20 +721,37 @@ pub fn with_args(command: &str, has_args: bool) -> String {
     format!("{} \"$@\"", command.trim_end())
 }
 
-/// Log lines and progress waiting to be written; progress keeps only the latest value
-/// per build and group.
+/// The database sink: builds' changes, log lines and progress waiting to be written in
+/// one transaction; progress keeps only the latest value per build and group. After a
+/// failed write it keeps the error and drops what comes.
 #[derive(Default)]
-struct Batch {
+struct Sink {
     writes: Vec<Write>,
     progress_at: HashMap<(BuildId, Vec<String>), usize>,
+    failure: Option<StoreError>,
 }
 
-impl Batch {
+impl Sink {
     fn len(&self) -> usize {
         self.writes.len()
     }
 
+    fn push(&mut self, write: Write) {
+        if self.failure.is_none() {
+            self.writes.push(write);
+        }
+    }
+
+    fn fail(&mut self, err: StoreError) {
+        self.writes.clear();
+        self.progress_at.clear();
+        self.failure.get_or_insert(err);
+    }
+
     fn add(&mut self, build: BuildId, output: &Output) {
+        if self.failure.is_some() {
+            return;
+        }
         let at = Utc::now();
         let log = |level, stream, message: String| {
             Write::Log(LogRecord {
@@ -620,13 +814,15 @@ impl Batch {
         }
     }
 
-    async fn flush(&mut self, store: &AnyStore) -> Result<(), StoreError> {
+    async fn flush(&mut self, store: &AnyStore) {
         if self.writes.is_empty() {
-            return Ok(());
+            return;
         }
         let writes = std::mem::take(&mut self.writes);
         self.progress_at.clear();
-        store.write(&writes).await
+        if let Err(err) = store.write(&writes).await {
+            self.fail(err);
+        }
     }
 }
 

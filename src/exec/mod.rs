@@ -11,7 +11,9 @@
 
 pub mod channel;
 pub mod dispatcher;
+pub mod function;
 pub mod plan;
 pub mod process;
 pub mod recover;
+pub mod spawn;
 pub mod values;

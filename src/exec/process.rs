@@ -1,12 +1,13 @@
 //! Running one shell job: `sh -c "$run"` in a process group of its own, values passed as
 //! positional parameters and environment variables (never pasted into shell text), stdout
-//! and stderr read line by line, the job channel on fd 3.
+//! and stderr read line by line, the job channel on fd 3
+//! (`$JOBCTL_CHANNEL`). Started by [`super::spawn`].
 //!
 //! ```text
 //!   sh -c RUN JOB ARG…  (own process group, cwd = workdir, env = values, fd 3 = channel)
 //!     stdout ─┐
 //!     stderr ─┼─► one select! loop ─► mask secrets ─► cap (head + tail) ─► Output events
-//!     fd 3  ──┘        │
+//!     channel ┘        │
 //!                      ├─ exit ─► KILL what is left of the group, drain, Exit
 //!                      └─ timeout / cancel ─► TERM the group, grace, KILL
 //! ```
@@ -15,21 +16,19 @@
 //! last lines (where the error usually is) are kept, with a count of what was dropped.
 
 use std::collections::VecDeque;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::ffi::OsStr;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::Command;
+use tokio::net::unix::pipe::Receiver;
 use tokio::sync::{mpsc, watch};
 
 use super::channel::{BadLine, CHANNEL_ENV, Message};
+use super::spawn::{CHANNEL_FD, Spawn, spawn};
 use crate::config::model::mask_secrets;
 use crate::store::Stream;
-
-/// The file descriptor number a job finds its channel on.
-pub const CHANNEL_FD: i32 = 3;
 
 /// Output lines longer than this are cut into pieces of this size.
 const MAX_LINE: usize = 64 * 1024;
@@ -130,48 +129,53 @@ impl Exit {
     }
 }
 
-/// Runs `job` to its end, sending what it prints and reports to `out`. Setting `cancel`
-/// to true ends it (TERM, grace, KILL) and marks the exit cancelled.
+/// How hard a run is being stopped; it only ever rises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum Cancel {
+    #[default]
+    No,
+    /// TERM, a grace period, then KILL (the first Ctrl-C).
+    Term,
+    /// KILL now (the second Ctrl-C).
+    Kill,
+}
+
+/// Runs `job` to its end, sending what it prints and reports to `out`. Raising `cancel`
+/// ends it (TERM, grace, KILL; or KILL at once) and marks the exit cancelled.
 pub async fn run(
     job: &ShellJob,
     out: &mpsc::UnboundedSender<Output>,
-    mut cancel: watch::Receiver<bool>,
+    mut cancel: watch::Receiver<Cancel>,
 ) -> std::io::Result<Exit> {
-    let (channel_read, channel_write) = std::io::pipe()?;
-    let channel_write = OwnedFd::from(channel_write);
-    let channel_fd = channel_write.as_raw_fd();
-    let mut command = Command::new("sh");
-    command
-        .arg("-c")
-        .arg(&job.command)
-        .arg(&job.name)
-        .args(&job.args)
-        .current_dir(&job.workdir)
-        .envs(job.env.iter().map(|(k, v)| (k, v)))
-        .env(CHANNEL_ENV, CHANNEL_FD.to_string())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    // SAFETY: dup2 is async-signal-safe; the closure allocates nothing.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::dup2(channel_fd, CHANNEL_FD) == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = command.spawn()?;
-    drop(channel_write);
-    let group = child.id().map(|pid| pid as i32);
-    if let Some(pgid) = child.id() {
-        let _ = out.send(Output::Spawned { pgid });
-    }
-    let mut stdout = child.stdout.take().expect("stdout is piped");
-    let mut stderr = child.stderr.take().expect("stderr is piped");
-    let mut channel = tokio::net::unix::pipe::Receiver::from_owned_fd(OwnedFd::from(channel_read))?;
+    let channel_fd = CHANNEL_FD.to_string();
+    let mut args: Vec<&OsStr> = vec![OsStr::new("-c"), job.command.as_ref(), job.name.as_ref()];
+    args.extend(job.args.iter().map(OsStr::new));
+    let mut env: Vec<(&OsStr, &OsStr)> = job
+        .env
+        .iter()
+        .map(|(k, v)| (OsStr::new(k), OsStr::new(v)))
+        .collect();
+    env.push((OsStr::new(CHANNEL_ENV), OsStr::new(&channel_fd)));
+    let spawned = spawn(&Spawn {
+        program: "/bin/sh",
+        args: &args,
+        env: &env,
+        workdir: &job.workdir,
+    })
+    .map_err(|err| match err.raw_os_error() {
+        Some(libc::E2BIG) => std::io::Error::new(
+            err.kind(),
+            "a value is too long to pass: Linux takes at most 128 KiB per argument or \
+             environment variable, 2 MiB in all (a `function:` job takes any size)",
+        ),
+        _ => err,
+    })?;
+    let mut child = spawned.child;
+    let group = Some(child.pid() as i32);
+    let _ = out.send(Output::Spawned { pgid: child.pid() });
+    let mut stdout = Receiver::from_owned_fd(spawned.stdout)?;
+    let mut stderr = Receiver::from_owned_fd(spawned.stderr)?;
+    let mut channel = Receiver::from_owned_fd(spawned.channel)?;
 
     let mut state = Reader::new(job, out);
     let mut bufs = [
@@ -184,6 +188,8 @@ pub async fn run(
     let mut exit = Exit::default();
     let deadline = job.timeout.map(|t| tokio::time::Instant::now() + t);
     let mut terminating: Option<tokio::time::Instant> = None;
+    // KILL was sent (or no more cancels can come): stop watching.
+    let mut killing = false;
 
     while status.is_none() || open.iter().any(|o| *o) {
         let [out_buf, err_buf, chan_buf] = &mut bufs;
@@ -208,18 +214,28 @@ pub async fn run(
                 signal_group(group, libc::SIGTERM);
                 terminating = Some(tokio::time::Instant::now() + job.grace);
             }
-            changed = cancel.changed(), if status.is_none() && !exit.cancelled => {
-                if changed.is_err() || *cancel.borrow() {
+            changed = cancel.changed(), if status.is_none() && !killing => {
+                let level = if changed.is_err() { Cancel::Term } else { *cancel.borrow() };
+                if level >= Cancel::Term {
                     exit.cancelled = true;
-                    if terminating.is_none() {
-                        signal_group(group, libc::SIGTERM);
-                        terminating = Some(tokio::time::Instant::now() + job.grace);
-                    }
+                }
+                if level == Cancel::Kill {
+                    signal_group(group, libc::SIGKILL);
+                    killing = true;
+                    terminating = None;
+                } else if level == Cancel::Term && terminating.is_none() {
+                    signal_group(group, libc::SIGTERM);
+                    terminating = Some(tokio::time::Instant::now() + job.grace);
+                }
+                if changed.is_err() {
+                    // The run is gone: nothing more will come; end as after a Ctrl-C.
+                    killing = true;
                 }
             }
             _ = sleep_until(terminating), if status.is_none() && terminating.is_some() => {
                 signal_group(group, libc::SIGKILL);
                 terminating = None;
+                killing = true;
             }
         }
     }

@@ -2,9 +2,13 @@
 //! start, closed as failed, and what their jobs left running is killed.
 //!
 //! A build is an orphan when it runs on this machine and the jobctl recorded as running it
-//! is gone. Its job's leftover processes are found by their process group and by the
-//! `JOBCTL_BUILD_ID` in their environment, so an unrelated process that reused a number is
-//! never touched.
+//! is gone. Its job's leftover processes are found by the `JOBCTL_BUILD_ID` in their
+//! environment and their process group (or, when the group was not recorded yet, the
+//! `JOBCTL_RUNNER_PID`), so an unrelated process that reused a number is never touched.
+//!
+//! Builds are recorded in batches: a `created` build of a dead runner may have started
+//! without the database hearing of it. If processes of it are found, it is closed as
+//! failed like a running one; if not, it never ran and is removed.
 
 use chrono::Utc;
 
@@ -28,8 +32,14 @@ pub async fn recover_orphans(store: &AnyStore) -> Result<Vec<(Build, String)>, S
             if *host != me.host || pid == me.pid || runner_alive(pid) {
                 continue;
             }
-            if let Some(pgid) = build.pgid {
-                kill_leftovers(pgid, build.id.0);
+            let killed = kill_leftovers(build.pgid, build.id.0, pid);
+            if status == BuildStatus::Created && killed == 0 {
+                store.delete_build(build.id).await?;
+                let reason = format!(
+                    "removed: planned by jobctl (pid {pid}) on {host}, which died before it started"
+                );
+                closed.push((build, reason));
+                continue;
             }
             let reason = format!("runner died: jobctl (pid {pid}) on {host} is gone");
             store
@@ -68,12 +78,16 @@ fn runner_alive(pid: u32) -> bool {
     }
 }
 
-/// Kills the processes of group `pgid` that carry `JOBCTL_BUILD_ID=<build>`.
-fn kill_leftovers(pgid: u32, build: i64) {
+/// Kills the processes of `build` run by the jobctl `runner_pid`: those that carry
+/// `JOBCTL_BUILD_ID=<build>` and are in group `pgid` (when known) or carry
+/// `JOBCTL_RUNNER_PID=<runner_pid>`. Returns how many it signalled.
+fn kill_leftovers(pgid: Option<u32>, build: i64, runner_pid: u32) -> usize {
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return;
+        return 0;
     };
-    let marker = format!("JOBCTL_BUILD_ID={build}");
+    let build_marker = format!("JOBCTL_BUILD_ID={build}");
+    let runner_marker = format!("JOBCTL_RUNNER_PID={runner_pid}");
+    let mut killed = 0;
     for entry in entries.flatten() {
         let Some(pid) = entry
             .file_name()
@@ -82,31 +96,37 @@ fn kill_leftovers(pgid: u32, build: i64) {
         else {
             continue;
         };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // Fields after the command name (which may hold spaces and parentheses).
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-            continue;
-        };
-        let pgrp = rest
-            .split_whitespace()
-            .nth(2)
-            .and_then(|f| f.parse::<u32>().ok());
-        if pgrp != Some(pgid) {
-            continue;
+        if let Some(pgid) = pgid {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // Fields after the command name (which may hold spaces and parentheses).
+            let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+                continue;
+            };
+            let pgrp = rest
+                .split_whitespace()
+                .nth(2)
+                .and_then(|f| f.parse::<u32>().ok());
+            if pgrp != Some(pgid) {
+                continue;
+            }
         }
         let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
             continue;
         };
-        if environ
-            .split(|b| *b == 0)
-            .any(|var| var == marker.as_bytes())
-        {
+        let has = |marker: &str| {
+            environ
+                .split(|b| *b == 0)
+                .any(|var| var == marker.as_bytes())
+        };
+        if has(&build_marker) && (pgid.is_some() || has(&runner_marker)) {
             // SAFETY: kill has no memory effects.
             unsafe {
                 libc::kill(pid, libc::SIGKILL);
             }
+            killed += 1;
         }
     }
+    killed
 }

@@ -287,11 +287,31 @@ impl Build {
     }
 }
 
-/// One write of a batch.
+/// One write of a batch. A batch is one transaction: builds start first, end last.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Write {
     Log(LogRecord),
     Progress(ProgressUpdate),
+    /// A created build runs, with the dependency builds it uses.
+    Started {
+        build: BuildId,
+        at: DateTime<Utc>,
+        pins: Vec<Pin>,
+    },
+    /// The process group of a running build's job.
+    ProcessGroup {
+        build: BuildId,
+        pgid: u32,
+    },
+    Finished {
+        build: BuildId,
+        outcome: Outcome,
+        at: DateTime<Utc>,
+    },
+    /// A planned build that never started is removed (it did not happen).
+    Discard {
+        build: BuildId,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -456,6 +476,13 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub trait Store: Send + Sync {
     /// Records a new build (status `created`) with its pins.
     fn create_build(&self, build: &NewBuild) -> impl Future<Output = Result<BuildId>> + Send;
+    /// Records builds planned by `runner` (status `created`, claimed by it), in one
+    /// transaction.
+    fn create_builds(
+        &self,
+        builds: &[NewBuild],
+        runner: &Runner,
+    ) -> impl Future<Output = Result<Vec<BuildId>>> + Send;
     /// Marks a build running, by whom.
     fn start_build(
         &self,
@@ -472,7 +499,7 @@ pub trait Store: Send + Sync {
         outcome: &Outcome,
         at: DateTime<Utc>,
     ) -> impl Future<Output = Result<()>> + Send;
-    /// Writes many log lines and progress updates in one transaction.
+    /// Writes many build changes, log lines and progress updates in one transaction.
     fn write(&self, batch: &[Write]) -> impl Future<Output = Result<()>> + Send;
 
     fn builds(&self, filter: &BuildFilter) -> impl Future<Output = Result<Vec<Build>>> + Send;
@@ -558,6 +585,9 @@ macro_rules! delegate {
 impl Store for AnyStore {
     async fn create_build(&self, build: &NewBuild) -> Result<BuildId> {
         delegate!(self, s => s.create_build(build))
+    }
+    async fn create_builds(&self, builds: &[NewBuild], runner: &Runner) -> Result<Vec<BuildId>> {
+        delegate!(self, s => s.create_builds(builds, runner))
     }
     async fn start_build(&self, id: BuildId, runner: &Runner, at: DateTime<Utc>) -> Result<()> {
         delegate!(self, s => s.start_build(id, runner, at))

@@ -14,6 +14,46 @@ pub(super) const LOG_ROWS_PER_INSERT: usize = 1000;
 /// Progress rows per upsert statement (7 values each).
 pub(super) const PROGRESS_ROWS_PER_INSERT: usize = 500;
 
+/// The columns a finished build sets: retval, exit code, signal, timed out, error, stderr
+/// tail.
+pub(super) type OutcomeColumns<'a> = (
+    Option<&'a serde_json::Value>,
+    Option<i32>,
+    Option<i32>,
+    bool,
+    Option<&'a str>,
+    Option<&'a str>,
+);
+
+pub(super) fn outcome_columns(outcome: &crate::store::Outcome) -> OutcomeColumns<'_> {
+    use crate::store::Outcome;
+    match outcome {
+        Outcome::Successful { retval } => (retval.as_ref(), None, None, false, None, None),
+        Outcome::Failed {
+            exit_code,
+            signal,
+            timed_out,
+            error,
+            stderr_tail,
+        } => (
+            None,
+            *exit_code,
+            *signal,
+            *timed_out,
+            Some(error.as_str()),
+            stderr_tail.as_deref(),
+        ),
+        Outcome::Skipped { reason } | Outcome::Cancelled { reason } => {
+            (None, None, None, false, Some(reason.as_str()), None)
+        }
+    }
+}
+
+/// How a build's end is written (`finish_build` and a batch's `Finished`).
+pub(super) const FINISH_BUILD: &str = "UPDATE builds SET status = $2, finished_at = $3, \
+     retval = $4, exit_code = $5, signal = $6, timed_out = $7, error = $8, stderr_tail = $9, \
+     started_at = COALESCE(started_at, $3) WHERE id = $1";
+
 macro_rules! impl_store {
     ($store:ty, $db:ty) => {
         impl $store {
@@ -63,6 +103,55 @@ macro_rules! impl_store {
                         .map(|p| p.max(0) as u32),
                 })
             }
+
+            /// Inserts `builds` (status `created`, run by `runner` if given) with their
+            /// pins, in the transaction `tx`.
+            async fn insert_builds(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                builds: &[crate::store::NewBuild],
+                runner: Option<&crate::store::Runner>,
+            ) -> Result<Vec<crate::store::BuildId>, sqlx::Error> {
+                let mut ids = Vec::with_capacity(builds.len());
+                for build in builds {
+                    let id: i64 = sqlx::query_scalar(
+                        "INSERT INTO builds (job_id, status, created_at, config, config_hash, \
+                         attempt, host, pid, worker) \
+                         VALUES ($1, 'created', $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+                    )
+                    .bind(&build.job_id)
+                    .bind(build.created_at)
+                    .bind(sqlx::types::Json(&build.config))
+                    .bind(&build.config_hash)
+                    .bind(build.attempt as i32)
+                    .bind(runner.map(|r| r.host.as_str()))
+                    .bind(runner.map(|r| r.pid as i32))
+                    .bind(runner.and_then(|r| r.worker.as_deref()))
+                    .fetch_one(&mut **tx)
+                    .await?;
+                    Self::insert_pins(tx, id, &build.pins).await?;
+                    ids.push(crate::store::BuildId(id));
+                }
+                Ok(ids)
+            }
+
+            async fn insert_pins(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                id: i64,
+                pins: &[crate::store::Pin],
+            ) -> Result<(), sqlx::Error> {
+                for pin in pins {
+                    sqlx::query(
+                        "INSERT INTO build_pins (build_id, dep_job_id, dep_build_id) \
+                         VALUES ($1, $2, $3)",
+                    )
+                    .bind(id)
+                    .bind(&pin.job_id)
+                    .bind(pin.build_id.map(|b| b.0))
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                Ok(())
+            }
         }
 
         impl crate::store::Store for $store {
@@ -72,32 +161,23 @@ macro_rules! impl_store {
             ) -> crate::store::Result<crate::store::BuildId> {
                 let q = |source| crate::store::StoreError::query("record a new build", source);
                 let mut tx = self.begin_write().await.map_err(q)?;
-                let id: i64 = sqlx::query_scalar(
-                    "INSERT INTO builds (job_id, status, created_at, config, config_hash, attempt) \
-                     VALUES ($1, 'created', $2, $3, $4, $5) RETURNING id",
-                )
-                .bind(&build.job_id)
-                .bind(build.created_at)
-                .bind(sqlx::types::Json(&build.config))
-                .bind(&build.config_hash)
-                .bind(build.attempt as i32)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(q)?;
-                for pin in &build.pins {
-                    sqlx::query(
-                        "INSERT INTO build_pins (build_id, dep_job_id, dep_build_id) \
-                         VALUES ($1, $2, $3)",
-                    )
-                    .bind(id)
-                    .bind(&pin.job_id)
-                    .bind(pin.build_id.map(|b| b.0))
-                    .execute(&mut *tx)
+                let ids = Self::insert_builds(&mut tx, std::slice::from_ref(build), None)
                     .await
                     .map_err(q)?;
-                }
                 tx.commit().await.map_err(q)?;
-                Ok(crate::store::BuildId(id))
+                Ok(ids[0])
+            }
+
+            async fn create_builds(
+                &self,
+                builds: &[crate::store::NewBuild],
+                runner: &crate::store::Runner,
+            ) -> crate::store::Result<Vec<crate::store::BuildId>> {
+                let q = |source| crate::store::StoreError::query("record the planned builds", source);
+                let mut tx = self.begin_write().await.map_err(q)?;
+                let ids = Self::insert_builds(&mut tx, builds, Some(runner)).await.map_err(q)?;
+                tx.commit().await.map_err(q)?;
+                Ok(ids)
             }
 
             async fn start_build(
@@ -141,32 +221,9 @@ macro_rules! impl_store {
                 outcome: &crate::store::Outcome,
                 at: chrono::DateTime<chrono::Utc>,
             ) -> crate::store::Result<()> {
-                use crate::store::Outcome;
-                let (retval, exit_code, signal, timed_out, error, stderr_tail) = match outcome {
-                    Outcome::Successful { retval } => (retval.as_ref(), None, None, false, None, None),
-                    Outcome::Failed {
-                        exit_code,
-                        signal,
-                        timed_out,
-                        error,
-                        stderr_tail,
-                    } => (
-                        None,
-                        *exit_code,
-                        *signal,
-                        *timed_out,
-                        Some(error.as_str()),
-                        stderr_tail.as_deref(),
-                    ),
-                    Outcome::Skipped { reason } | Outcome::Cancelled { reason } => {
-                        (None, None, None, false, Some(reason.as_str()), None)
-                    }
-                };
-                sqlx::query(
-                    "UPDATE builds SET status = $2, finished_at = $3, retval = $4, exit_code = $5, \
-                     signal = $6, timed_out = $7, error = $8, stderr_tail = $9, \
-                     started_at = COALESCE(started_at, $3) WHERE id = $1",
-                )
+                let (retval, exit_code, signal, timed_out, error, stderr_tail) =
+                    crate::store::sql::outcome_columns(outcome);
+                sqlx::query(crate::store::sql::FINISH_BUILD)
                 .bind(id.0)
                 .bind(outcome.status().as_str())
                 .bind(at)
@@ -187,13 +244,40 @@ macro_rules! impl_store {
                 if batch.is_empty() {
                     return Ok(());
                 }
-                let q = |source| crate::store::StoreError::query("write logs and progress", source);
+                let q = |source| crate::store::StoreError::query("write builds, logs and progress", source);
                 let mut tx = self.begin_write().await.map_err(q)?;
+                // Builds start (and learn their process group) before their lines are
+                // written, and end after.
+                for w in batch {
+                    match w {
+                        Write::Started { build, at, pins } => {
+                            sqlx::query(
+                                "UPDATE builds SET status = 'running', started_at = $2 \
+                                 WHERE id = $1",
+                            )
+                            .bind(build.0)
+                            .bind(*at)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(q)?;
+                            Self::insert_pins(&mut tx, build.0, pins).await.map_err(q)?;
+                        }
+                        Write::ProcessGroup { build, pgid } => {
+                            sqlx::query("UPDATE builds SET pgid = $2 WHERE id = $1")
+                                .bind(build.0)
+                                .bind(*pgid as i32)
+                                .execute(&mut *tx)
+                                .await
+                                .map_err(q)?;
+                        }
+                        _ => {}
+                    }
+                }
                 let logs: Vec<&crate::store::LogRecord> = batch
                     .iter()
                     .filter_map(|w| match w {
                         Write::Log(l) => Some(l),
-                        Write::Progress(_) => None,
+                        _ => None,
                     })
                     .collect();
                 for chunk in logs.chunks(crate::store::sql::LOG_ROWS_PER_INSERT) {
@@ -249,6 +333,35 @@ macro_rules! impl_store {
                          updated_at = excluded.updated_at",
                     );
                     upsert.build().execute(&mut *tx).await.map_err(q)?;
+                }
+                for w in batch {
+                    match w {
+                        Write::Finished { build, outcome, at } => {
+                            let (retval, exit_code, signal, timed_out, error, stderr_tail) =
+                                crate::store::sql::outcome_columns(outcome);
+                            sqlx::query(crate::store::sql::FINISH_BUILD)
+                                .bind(build.0)
+                                .bind(outcome.status().as_str())
+                                .bind(*at)
+                                .bind(retval.map(sqlx::types::Json))
+                                .bind(exit_code)
+                                .bind(signal)
+                                .bind(timed_out)
+                                .bind(error)
+                                .bind(stderr_tail)
+                                .execute(&mut *tx)
+                                .await
+                                .map_err(q)?;
+                        }
+                        Write::Discard { build } => {
+                            sqlx::query("DELETE FROM builds WHERE id = $1 AND status = 'created'")
+                                .bind(build.0)
+                                .execute(&mut *tx)
+                                .await
+                                .map_err(q)?;
+                        }
+                        _ => {}
+                    }
                 }
                 tx.commit().await.map_err(q)?;
                 Ok(())

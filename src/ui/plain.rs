@@ -5,6 +5,7 @@
 use std::io::Write;
 
 use crate::exec::dispatcher::{BuildEvent, Reporter, Summary};
+use crate::exec::process::Cancel;
 use crate::store::Outcome;
 
 /// Prints build events as lines to a writer.
@@ -82,6 +83,12 @@ pub fn render(event: &BuildEvent, time: &str) -> Option<String> {
         BuildEvent::NotRun { job, because } => {
             format!("{time} not run {job}: {because} did not succeed")
         }
+        BuildEvent::Cancelling { how } => match how {
+            Cancel::Kill => format!("{time} killing every job"),
+            _ => format!(
+                "{time} cancelling: every job gets TERM, then KILL after the grace period (Ctrl-C again: KILL now)"
+            ),
+        },
         BuildEvent::Output { .. } => return None,
     })
 }
