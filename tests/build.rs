@@ -410,3 +410,82 @@ fn a_retval_with_nothing_to_stand_for_fails_the_build_clearly() {
     );
     assert!(!d.join("ran").exists());
 }
+
+#[test]
+fn a_terminal_gets_the_live_tree_and_a_pipe_plain_lines() {
+    let config = r#"jobs:
+  - id: crawl
+    run: |
+      "$JOBCTL" report progress --group pages 1 4 --status "page 1"
+      sleep 0.6
+      "$JOBCTL" report progress --group pages 4 4
+"#;
+    let dir = setup(config);
+    let d = dir.path();
+    // `script` gives jobctl a pseudo-terminal (util-linux, on every Debian).
+    let bin = assert_cmd::cargo::cargo_bin("jobctl");
+    let out = std::process::Command::new("script")
+        .current_dir(d)
+        .env("TERM", "xterm")
+        .args([
+            "-qec",
+            &format!("stty rows 30 cols 100; '{}' build crawl", bin.display()),
+            "/dev/null",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        screen.contains("\x1b[J"),
+        "the live area is redrawn: {screen:?}"
+    );
+    assert!(screen.contains("▸ crawl #1"), "{screen:?}");
+    assert!(screen.contains("└─ pages"), "{screen:?}");
+    assert!(screen.contains("page 1"), "{screen:?}");
+    assert!(screen.trim_end().ends_with("1 succeeded"), "{screen:?}");
+
+    let (code, out, err) = run(d, &["build", "crawl", "--force"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains('\x1b'), "no escape codes in a pipe: {out:?}");
+    assert!(out.ends_with("1 succeeded\n"), "{out}");
+}
+
+#[test]
+fn a_second_ctrl_c_kills_without_waiting_out_the_grace() {
+    use std::io::BufRead;
+
+    let dir = setup("jobs:\n  - {id: stubborn, run: 'trap \"\" TERM; sleep 27.2727'}\n");
+    let d = dir.path();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("jobctl"))
+        .current_dir(d)
+        .args(["build", "stubborn", "--grace", "600"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(lines.next().unwrap().unwrap().contains(" start "));
+    while !alive("sleep 27.2727") {
+        std::thread::yield_now();
+    }
+    let interrupt = || {
+        // SAFETY: kill has no memory effects.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGINT);
+        }
+    };
+    interrupt();
+    let line = lines.next().unwrap().unwrap();
+    assert!(line.contains("cancelling"), "{line}");
+    interrupt();
+    // With a 600 s grace, only the second Ctrl-C can end this run.
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(4), "{rest:?}");
+    assert!(
+        rest.iter().any(|l| l.contains("killing every job")),
+        "{rest:?}"
+    );
+    assert!(!alive("sleep 27.2727"));
+    assert_eq!(build_of(&builds(d), "stubborn")["status"], "cancelled");
+}

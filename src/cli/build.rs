@@ -1,4 +1,4 @@
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use super::{Context, job_indices, write_out};
@@ -10,6 +10,7 @@ use crate::exec::recover::recover_orphans;
 use crate::graph::JobGraph;
 use crate::store::status::job_statuses;
 use crate::store::{OpenMode, Store};
+use crate::ui::live::{Live, terminal_size};
 use crate::ui::plain::Plain;
 
 #[derive(Debug, clap::Args)]
@@ -43,6 +44,17 @@ pub struct Args {
     /// Seconds a job has to end after TERM (timeout, Ctrl-C) before it is killed
     #[arg(long, default_value_t = 5)]
     grace: u64,
+    /// How to show the run: a live tree (on a terminal by default) or plain lines
+    #[arg(long, value_enum, default_value_t = Progress::Auto)]
+    progress: Progress,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Progress {
+    /// The tree when stdout is a terminal (and TERM is not `dumb`), else plain lines
+    Auto,
+    Tree,
+    Plain,
 }
 
 pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), CliError> {
@@ -105,10 +117,30 @@ pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), C
         limits: OutputLimits::default(),
         functions: ctx.functions.clone(),
     };
-    let mut reporter = Plain::new(&mut *out);
     let store = std::sync::Arc::new(store);
-    let summary = dispatcher::run(config, &graph, &store, &steps, &options, &mut reporter).await?;
-    reporter.summary(&summary);
+    let tree = match args.progress {
+        Progress::Tree => true,
+        Progress::Plain => false,
+        Progress::Auto => {
+            std::io::stdout().is_terminal() && std::env::var("TERM").is_ok_and(|t| t != "dumb")
+        }
+    };
+    let summary = if tree {
+        let mut reporter = Live::new(&mut *out, steps.len(), terminal_size);
+        let summary =
+            dispatcher::run(config, &graph, &store, &steps, &options, &mut reporter).await;
+        match &summary {
+            Ok(summary) => reporter.summary(summary),
+            Err(_) => reporter.clear(),
+        }
+        summary?
+    } else {
+        let mut reporter = Plain::new(&mut *out);
+        let summary =
+            dispatcher::run(config, &graph, &store, &steps, &options, &mut reporter).await?;
+        reporter.summary(&summary);
+        summary
+    };
     if summary.ok() {
         Ok(())
     } else {

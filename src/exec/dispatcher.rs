@@ -602,13 +602,26 @@ async fn attempt_job(
     let mut retval = None;
     let mut skip = None;
     let forward = async {
-        while let Some(output) = rx.recv().await {
-            match &output {
-                Output::Message(Message::Retval { value }) => retval = Some(value.clone()),
-                Output::Message(Message::Skip { reason }) => skip = Some(reason.clone()),
-                _ => {}
+        // What is waiting is taken at once and a group's progress within it kept only at
+        // its latest: a job reporting faster than anyone can look is not slowed, and
+        // nothing piles up in memory.
+        let mut burst: Vec<Output> = Vec::new();
+        while let Some(first) = rx.recv().await {
+            burst.push(first);
+            while burst.len() < 4096 {
+                match rx.try_recv() {
+                    Ok(output) => burst.push(output),
+                    Err(_) => break,
+                }
             }
-            let _ = shared.events.send((job, TaskEvent::Output(build, output)));
+            for output in coalesce(&mut burst) {
+                match &output {
+                    Output::Message(Message::Retval { value }) => retval = Some(value.clone()),
+                    Output::Message(Message::Skip { reason }) => skip = Some(reason.clone()),
+                    _ => {}
+                }
+                let _ = shared.events.send((job, TaskEvent::Output(build, output)));
+            }
         }
     };
     let (ended, ()) = tokio::join!(work, forward);
@@ -652,6 +665,28 @@ async fn attempt_job(
             }
         }
     }
+}
+
+/// The outputs of a burst in order, each group's progress only once: its latest value,
+/// where the group first reported in the burst.
+fn coalesce(burst: &mut Vec<Output>) -> impl Iterator<Item = Output> + '_ {
+    let mut latest: HashMap<Vec<String>, usize> = HashMap::new();
+    let mut keep = vec![true; burst.len()];
+    for i in 0..burst.len() {
+        if let Output::Message(Message::Progress { group, .. }) = &burst[i] {
+            match latest.get(group) {
+                Some(&first) => {
+                    burst.swap(first, i);
+                    keep[i] = false;
+                }
+                None => {
+                    latest.insert(group.clone(), i);
+                }
+            }
+        }
+    }
+    let mut keep = keep.into_iter();
+    burst.drain(..).filter(move |_| keep.next().unwrap_or(true))
 }
 
 /// The process a shell job's attempt runs: values as parameters and environment.
@@ -828,7 +863,35 @@ impl Sink {
 
 #[cfg(test)]
 mod tests {
-    use super::with_args;
+    use super::*;
+
+    fn progress(group: &str, current: i64) -> Output {
+        Output::Message(Message::Progress {
+            group: vec![group.to_owned()],
+            current,
+            total: None,
+            status: None,
+        })
+    }
+
+    #[test]
+    fn a_burst_keeps_each_groups_latest_progress_in_place() {
+        let line = Output::Line {
+            stream: Stream::Stdout,
+            text: "hello".into(),
+        };
+        let mut burst = vec![
+            progress("a", 1),
+            progress("b", 1),
+            line.clone(),
+            progress("a", 2),
+            progress("a", 3),
+            progress("b", 2),
+        ];
+        let out: Vec<Output> = coalesce(&mut burst).collect();
+        assert_eq!(out, vec![progress("a", 3), progress("b", 2), line]);
+        assert!(burst.is_empty());
+    }
 
     #[test]
     fn args_follow_a_plain_command() {

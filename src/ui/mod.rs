@@ -1,4 +1,6 @@
-//! What a person sees of a run. `plain` prints one line per event that matters; the live
-//! tree for terminals is still to come.
+//! What a person sees of a run: on a terminal, `live` draws a tree of running builds
+//! with their progress; elsewhere `plain` prints one line per event that matters. Both
+//! render through pure functions of their state.
 
+pub mod live;
 pub mod plain;
