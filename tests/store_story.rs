@@ -424,6 +424,93 @@ async fn story(store: AnyStore, dir: &Path) {
         ["success", "success", "success", "outdated(s3)"]
     );
 
+    // A run's way: builds planned at once (claimed by the runner), then starts, process
+    // groups, ends and discards written in one batch.
+    let runner = Runner {
+        host: "box".into(),
+        pid: 4242,
+        worker: None,
+    };
+    let planned = |job: &str| NewBuild {
+        job_id: job.into(),
+        config: json!({}),
+        config_hash: "h".into(),
+        pins: Vec::new(),
+        attempt: 1,
+        created_at: t(300),
+    };
+    let ids = store
+        .create_builds(&[planned("s1"), planned("s2"), planned("s3")], &runner)
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), 3);
+    let first = store.build(ids[0]).await.unwrap().unwrap();
+    assert_eq!(first.status, BuildStatus::Created);
+    assert_eq!(
+        (first.host.as_deref(), first.pid),
+        (Some("box"), Some(4242))
+    );
+    let pin = Pin {
+        job_id: "s0".into(),
+        build_id: None,
+    };
+    store
+        .write(&[
+            Write::Started {
+                build: ids[0],
+                at: t(301),
+                pins: vec![pin.clone()],
+                pgid: Some(777),
+            },
+            Write::Started {
+                build: ids[1],
+                at: t(301),
+                pins: Vec::new(),
+                pgid: None,
+            },
+            Write::ProcessGroup {
+                build: ids[1],
+                pgid: 778,
+            },
+            Write::Finished {
+                build: ids[0],
+                outcome: Outcome::Successful {
+                    retval: Some(json!({"n": 1})),
+                },
+                at: t(302),
+            },
+            Write::Discard { build: ids[2] },
+        ])
+        .await
+        .unwrap();
+    let first = store.build(ids[0]).await.unwrap().unwrap();
+    assert_eq!(first.status, BuildStatus::Successful);
+    assert_eq!(
+        (first.started_at, first.finished_at),
+        (Some(t(301)), Some(t(302)))
+    );
+    assert_eq!(
+        (first.pgid, first.retval),
+        (Some(777), Some(json!({"n": 1})))
+    );
+    assert_eq!(store.pins(ids[0]).await.unwrap(), vec![pin]);
+    let second = store.build(ids[1]).await.unwrap().unwrap();
+    assert_eq!(
+        (second.status, second.pgid),
+        (BuildStatus::Running, Some(778))
+    );
+    assert_eq!(
+        store.build(ids[2]).await.unwrap(),
+        None,
+        "a build that never ran is gone"
+    );
+    // A discard does not remove a build that ran.
+    store
+        .write(&[Write::Discard { build: ids[1] }])
+        .await
+        .unwrap();
+    assert!(store.build(ids[1]).await.unwrap().is_some());
+
     store.uninstall().await.unwrap();
     assert_eq!(store.schema_version().await.unwrap(), 0);
 }

@@ -155,12 +155,15 @@ pub async fn run(
 ) -> Result<Summary, StoreError> {
     let runner = Runner::this_process();
     let now = Utc::now();
-    let planned: Vec<NewBuild> = steps
-        .iter()
-        .map(|s| new_build(&config.jobs[s.job], 1, now))
-        .collect();
-    let build_ids = store.create_builds(&planned, &runner).await?;
-    drop(planned);
+    // In chunks: 10k config snapshots at once would double the peak memory of a run.
+    let mut build_ids = Vec::with_capacity(steps.len());
+    for chunk in steps.chunks(500) {
+        let planned: Vec<NewBuild> = chunk
+            .iter()
+            .map(|s| new_build(&config.jobs[s.job], 1, now))
+            .collect();
+        build_ids.extend(store.create_builds(&planned, &runner).await?);
+    }
 
     let mut state: Vec<State> = vec![State::Waiting; steps.len()];
     // The latest successful build of each job, with its return value, as far as known.
@@ -418,6 +421,7 @@ fn on_task_event(
                 build,
                 at: Utc::now(),
                 pins: pins_of.get(&job).cloned().unwrap_or_default(),
+                pgid: None,
             });
             reporter.event(&BuildEvent::Started {
                 build,
@@ -440,7 +444,7 @@ fn on_task_event(
             });
         }
         TaskEvent::Output(build, Output::Spawned { pgid }) => {
-            sink.push(Write::ProcessGroup { build, pgid });
+            sink.process_group(build, pgid);
         }
         TaskEvent::Output(build, output) => {
             sink.add(build, &output);
@@ -775,6 +779,23 @@ impl Sink {
         if self.failure.is_none() {
             self.writes.push(write);
         }
+    }
+
+    /// A build's process group: in its start, if that is still waiting to be written.
+    fn process_group(&mut self, build: BuildId, pgid: u32) {
+        for write in self.writes.iter_mut().rev() {
+            if let Write::Started {
+                build: b,
+                pgid: slot,
+                ..
+            } = write
+                && *b == build
+            {
+                *slot = Some(pgid);
+                return;
+            }
+        }
+        self.push(Write::ProcessGroup { build, pgid });
     }
 
     fn fail(&mut self, err: StoreError) {

@@ -292,11 +292,13 @@ impl Build {
 pub enum Write {
     Log(LogRecord),
     Progress(ProgressUpdate),
-    /// A created build runs, with the dependency builds it uses.
+    /// A created build runs, with the dependency builds it uses (and its process group,
+    /// when known by the time the batch is written).
     Started {
         build: BuildId,
         at: DateTime<Utc>,
         pins: Vec<Pin>,
+        pgid: Option<u32>,
     },
     /// The process group of a running build's job.
     ProcessGroup {

@@ -250,13 +250,19 @@ macro_rules! impl_store {
                 // written, and end after.
                 for w in batch {
                     match w {
-                        Write::Started { build, at, pins } => {
+                        Write::Started {
+                            build,
+                            at,
+                            pins,
+                            pgid,
+                        } => {
                             sqlx::query(
-                                "UPDATE builds SET status = 'running', started_at = $2 \
-                                 WHERE id = $1",
+                                "UPDATE builds SET status = 'running', started_at = $2, \
+                                 pgid = COALESCE($3, pgid) WHERE id = $1",
                             )
                             .bind(build.0)
                             .bind(*at)
+                            .bind(pgid.map(|p| p as i32))
                             .execute(&mut *tx)
                             .await
                             .map_err(q)?;
