@@ -569,7 +569,6 @@ async fn attempt_job(
         .iter()
         .map(|(k, v)| (k.to_owned(), resolve(v, retvals, &config.secrets)))
         .collect();
-    let secrets: Vec<String> = config.secrets.values().cloned().collect();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let work = async {
         let ended = match &spec.action {
@@ -592,7 +591,7 @@ async fn attempt_job(
                         args: args.clone(),
                         kwargs: kwargs.clone(),
                         timeout: spec.timeout,
-                        secrets: secrets.clone(),
+                        secrets: config.secrets.values().cloned().collect(),
                     };
                     Ok(Ended::Function(
                         function::run(function, call, &tx, shared.cancel.clone()).await,

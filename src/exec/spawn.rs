@@ -231,24 +231,30 @@ fn cstring(bytes: &[u8]) -> io::Result<CString> {
     })
 }
 
-/// jobctl's environment with `extra` added or replacing.
+/// jobctl's environment (read once: jobctl never changes it) with `extra` added or
+/// replacing; each name once.
 fn environment(extra: &[(&OsStr, &OsStr)]) -> io::Result<Vec<CString>> {
-    let mut vars: Vec<(std::ffi::OsString, std::ffi::OsString)> = std::env::vars_os()
+    static OWN: std::sync::OnceLock<Vec<(std::ffi::OsString, std::ffi::OsString)>> =
+        std::sync::OnceLock::new();
+    let own = OWN.get_or_init(|| std::env::vars_os().collect());
+    let entry = |k: &OsStr, v: &OsStr| {
+        let mut entry = Vec::with_capacity(k.len() + v.len() + 1);
+        entry.extend_from_slice(k.as_bytes());
+        entry.push(b'=');
+        entry.extend_from_slice(v.as_bytes());
+        cstring(&entry)
+    };
+    own.iter()
         .filter(|(k, _)| !extra.iter().any(|(e, _)| *e == k.as_os_str()))
-        .collect();
-    vars.extend(
-        extra
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-    );
-    vars.iter()
-        .map(|(k, v)| {
-            let mut entry = Vec::with_capacity(k.len() + v.len() + 1);
-            entry.extend_from_slice(k.as_bytes());
-            entry.push(b'=');
-            entry.extend_from_slice(v.as_bytes());
-            cstring(&entry)
-        })
+        .map(|(k, v)| entry(k, v))
+        // Of a name given twice, the later value wins (as with `Command::env`).
+        .chain(
+            extra
+                .iter()
+                .enumerate()
+                .filter(|(i, (k, _))| !extra[i + 1..].iter().any(|(later, _)| later == k))
+                .map(|(_, (k, v))| entry(k, v)),
+        )
         .collect()
 }
 
@@ -301,5 +307,28 @@ impl Drop for Attr {
     fn drop(&mut self) {
         // SAFETY: initialised in `new`.
         unsafe { libc::posix_spawnattr_destroy(&mut self.0) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_name_is_passed_once_and_the_later_value_wins() {
+        let env = environment(&[
+            (OsStr::new("JOBCTL_T1"), OsStr::new("a")),
+            (OsStr::new("PATH"), OsStr::new("/x")),
+            (OsStr::new("JOBCTL_T1"), OsStr::new("b")),
+        ])
+        .unwrap();
+        let of = |name: &str| -> Vec<String> {
+            env.iter()
+                .map(|e| e.to_string_lossy().into_owned())
+                .filter(|e| e.starts_with(&format!("{name}=")))
+                .collect()
+        };
+        assert_eq!(of("JOBCTL_T1"), ["JOBCTL_T1=b"]);
+        assert_eq!(of("PATH"), ["PATH=/x"]);
     }
 }
