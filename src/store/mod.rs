@@ -4,7 +4,7 @@
 //! ```text
 //!   config `storage:` URL ──► open() ──► AnyStore ─┬─ SqliteStore (WAL, BEGIN IMMEDIATE)
 //!                                                   └─ PgStore
-//!        writers: create_build / start_build / finish_build / write(batch)
+//!        writers: create_build(s) / start_build / finish_build / write(batch)
 //!        readers: builds / build / pins / progress / logs / job_states
 //!                 (jobctl builds, show, logs, jobs; the TUI)
 //! ```
@@ -492,8 +492,6 @@ pub trait Store: Send + Sync {
         runner: &Runner,
         at: DateTime<Utc>,
     ) -> impl Future<Output = Result<()>> + Send;
-    /// Records the process group a running build's job is in.
-    fn set_process_group(&self, id: BuildId, pgid: u32) -> impl Future<Output = Result<()>> + Send;
     /// Records how a build ended.
     fn finish_build(
         &self,
@@ -593,9 +591,6 @@ impl Store for AnyStore {
     }
     async fn start_build(&self, id: BuildId, runner: &Runner, at: DateTime<Utc>) -> Result<()> {
         delegate!(self, s => s.start_build(id, runner, at))
-    }
-    async fn set_process_group(&self, id: BuildId, pgid: u32) -> Result<()> {
-        delegate!(self, s => s.set_process_group(id, pgid))
     }
     async fn finish_build(&self, id: BuildId, outcome: &Outcome, at: DateTime<Utc>) -> Result<()> {
         delegate!(self, s => s.finish_build(id, outcome, at))

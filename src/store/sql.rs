@@ -201,20 +201,6 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            async fn set_process_group(
-                &self,
-                id: crate::store::BuildId,
-                pgid: u32,
-            ) -> crate::store::Result<()> {
-                sqlx::query("UPDATE builds SET pgid = $2 WHERE id = $1")
-                    .bind(id.0)
-                    .bind(pgid as i32)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(|e| crate::store::StoreError::query("record a job's process group", e))?;
-                Ok(())
-            }
-
             async fn finish_build(
                 &self,
                 id: crate::store::BuildId,
