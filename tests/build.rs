@@ -158,6 +158,60 @@ fn return_values_flow_to_dependants() {
 }
 
 #[test]
+fn a_one_megabyte_return_value_reaches_a_shell_job() {
+    // Past Linux's 128 KiB per argument or variable: `$1` and `$BIG` still hold it (set
+    // by a file the shell reads first), and programs read the JSON from a file.
+    let dir = setup(
+        r#"jobs:
+  - id: big
+    run: printf '{"type":"retval","value":"%s"}\n' "$(head -c 1000000 /dev/zero | tr '\0' "'")" >&3
+  - id: use
+    run: |
+      printf '%s' "$1" > arg.txt
+      printf '%s' "$BIG" > kwarg.txt
+      printf '%s' "$SMALL" > small.txt
+      cp "$JOBCTL_KWARGS_FILE" kwargs.json
+      sh -c 'printf "%s" "$SMALL"' > child.txt
+    args: [!retval big]
+    kwargs:
+      BIG: !retval big
+      SMALL: "fits"
+"#,
+    );
+    let d = dir.path();
+    let (code, out, err) = run(d, &["build", "use", "--progress", "plain"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let quotes = "'".repeat(1_000_000);
+    assert_eq!(std::fs::read_to_string(d.join("arg.txt")).unwrap(), quotes);
+    assert_eq!(
+        std::fs::read_to_string(d.join("kwarg.txt")).unwrap(),
+        quotes
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.join("small.txt")).unwrap(),
+        "fits"
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.join("child.txt")).unwrap(),
+        "fits",
+        "what fits is still exported to the job's programs"
+    );
+    let kwargs: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("kwargs.json")).unwrap()).unwrap();
+    assert_eq!(kwargs["BIG"].as_str().unwrap(), quotes);
+    let leftovers = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("jobctl-values-")
+        })
+        .count();
+    assert_eq!(leftovers, 0, "the values' folder is removed after the job");
+}
+
+#[test]
 fn injected_values_are_data() {
     let payloads = [
         "$(touch pwned-subst)",
@@ -302,6 +356,28 @@ async fn a_killed_jobctl_leaves_nothing_running_after_the_next_start() {
     assert!(slow.error.unwrap().starts_with("runner died"));
 }
 
+/// Runs jobctl to its end; its exit code and peak memory (MB), its own alone: other
+/// tests' children do not count, as they would with `RUSAGE_CHILDREN`.
+#[expect(
+    clippy::zombie_processes,
+    reason = "wait4 reaps the child itself, to read its peak memory"
+)]
+fn peak_rss(dir: &Path, args: &[&str]) -> (i32, i64) {
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("jobctl"))
+        .current_dir(dir)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 reaps this child (std's handle is then not waited on) and fills the
+    // structs it is given.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32);
+    (libc::WEXITSTATUS(status), usage.ru_maxrss / 1024)
+}
+
 #[test]
 fn a_job_printing_a_gigabyte_keeps_jobctl_small_and_its_last_line() {
     let dir = setup(
@@ -311,16 +387,8 @@ fn a_job_printing_a_gigabyte_keeps_jobctl_small_and_its_last_line() {
 ",
     );
     let d = dir.path();
-    let (code, out, err) = run(d, &["build", "loud"]);
-    assert_eq!(code, 0, "{out}{err}");
-    // The peak memory of the children this test waited for: the jobctl just run.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: getrusage fills the struct it is given.
-    assert_eq!(
-        unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) },
-        0
-    );
-    let peak_mb = usage.ru_maxrss / 1024;
+    let (code, peak_mb) = peak_rss(d, &["build", "loud", "--progress", "plain"]);
+    assert_eq!(code, 0);
     assert!(peak_mb < 64, "jobctl peaked at {peak_mb} MB");
     let (_, logs, _) = run(d, &["logs", "1"]);
     let lines: Vec<&str> = logs.lines().collect();
@@ -488,4 +556,212 @@ fn a_second_ctrl_c_kills_without_waiting_out_the_grace() {
     );
     assert!(!alive("sleep 27.2727"));
     assert_eq!(build_of(&builds(d), "stubborn")["status"], "cancelled");
+}
+
+#[tokio::test]
+async fn a_cancel_request_through_the_database_cancels_that_build_alone() {
+    use std::io::BufRead;
+
+    use jobctl::store::{BuildFilter, BuildStatus, OpenMode, Store};
+
+    // `after` needs `slow`; `queued` waits behind `gate`, which waits for the test to
+    // write to its fifo; `other` is independent.
+    let dir = setup(
+        "jobs:
+  - {id: slow, run: 'sleep 43.4343'}
+  - {id: after, run: 'true', dependencies: [slow]}
+  - {id: gate, run: 'read line < gate.fifo'}
+  - {id: queued, run: 'true', dependencies: [gate]}
+  - {id: queued_after, run: 'true', dependencies: [queued]}
+  - {id: other, run: 'echo other > other.txt'}
+",
+    );
+    let d = dir.path();
+    let fifo = d.join("gate.fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("jobctl"))
+        .current_dir(d)
+        .args([
+            "build",
+            "after",
+            "queued_after",
+            "other",
+            "-j",
+            "2",
+            "--progress",
+            "plain",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let store = jobctl::store::open("sqlite://.jobctl/state.db", d, OpenMode::Use)
+        .await
+        .unwrap();
+    let build_of = |builds: &[jobctl::store::Build], job: &str| {
+        builds.iter().find(|b| b.job_id == job).map(|b| b.id)
+    };
+    // Wait until slow and gate run (their start lines), then ask to cancel slow and the
+    // not yet started `queued`, as `jobctl tui` does.
+    let mut started = 0;
+    while started < 2 {
+        let line = lines.next().unwrap().unwrap();
+        if line.contains("start ") {
+            started += 1;
+        }
+    }
+    let all = store.builds(&BuildFilter::default()).await.unwrap();
+    let slow = build_of(&all, "slow").unwrap();
+    let queued = build_of(&all, "queued").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    // The batch that records slow's start may not be written yet: a request takes an
+    // open build, created or running.
+    assert!(
+        store
+            .request_cancel(slow, chrono::Utc::now())
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .request_cancel(queued, chrono::Utc::now())
+            .await
+            .unwrap()
+    );
+    while store.build(slow).await.unwrap().unwrap().status != BuildStatus::Cancelled {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "slow was never cancelled"
+        );
+        tokio::task::yield_now().await;
+    }
+    // Let gate end: the rest of the run goes on.
+    std::fs::write(&fifo, "go\n").unwrap();
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(4), "{rest:?}");
+
+    let all = store.builds(&BuildFilter::default()).await.unwrap();
+    let slow = store.build(slow).await.unwrap().unwrap();
+    assert_eq!(slow.error.as_deref(), Some("cancelled on request"));
+    let queued = store.build(queued).await.unwrap().unwrap();
+    assert_eq!(queued.status, BuildStatus::Cancelled);
+    assert_eq!(
+        queued.error.as_deref(),
+        Some("cancelled on request before it started")
+    );
+    assert_eq!(build_of(&all, "after"), None, "what needs slow did not run");
+    assert_eq!(build_of(&all, "queued_after"), None);
+    for job in ["gate", "other"] {
+        let id = build_of(&all, job).unwrap();
+        let b = store.build(id).await.unwrap().unwrap();
+        assert_eq!(b.status, BuildStatus::Successful, "{job}");
+    }
+    assert!(
+        !alive("sleep 43.4343"),
+        "the cancelled job's process is gone"
+    );
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("not run") && l.contains("after")),
+        "{rest:?}"
+    );
+}
+
+/// Waits (up to a minute) until `file` in `dir` holds `n` lines starting with `prefix`.
+fn wait_for_lines(dir: &Path, file: &str, prefix: &str, n: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
+        if text.lines().filter(|l| l.starts_with(prefix)).count() >= n {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{file}: {text}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn concurrency_holds_across_processes() {
+    use std::io::BufRead;
+
+    // Each build logs its start, waits for the test's `release-JOB` file, logs its end.
+    let dir = setup(
+        "jobs:
+  - id: single
+    run: 'echo start >> single.log; until [ -f release-single ]; do sleep 0.02; done; echo end >> single.log'
+  - id: double
+    concurrency: 2
+    run: 'echo start >> double.log; until [ -f release-double ]; do sleep 0.02; done; echo end >> double.log'
+",
+    );
+    let d = dir.path();
+    // However the test ends, the jobs it started end too.
+    struct Release<'a>(&'a Path);
+    impl Drop for Release<'_> {
+        fn drop(&mut self) {
+            for job in ["single", "double"] {
+                let _ = std::fs::write(self.0.join(format!("release-{job}")), "");
+            }
+        }
+    }
+    let _release = Release(d);
+    let start = |job: &str| {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("jobctl"))
+            .current_dir(d)
+            .args(["build", job, "--force", "--progress", "plain"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let running = |job: &str| {
+        let (_, out, _) = run(d, &["builds", job, "--status", "running", "--json"]);
+        serde_json::from_str::<Vec<Value>>(&out).map_or(0, |b| b.len())
+    };
+    let wait_running = |job: &str, n: usize| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while running(job) < n {
+            assert!(std::time::Instant::now() < deadline, "{job} never ran");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+
+    // concurrency 1: a second jobctl waits, says so, and starts when the first ends.
+    let mut first = start("single");
+    wait_running("single", 1);
+    let mut second = start("single");
+    let mut lines = std::io::BufReader::new(second.stdout.take().unwrap()).lines();
+    let said = lines.next().unwrap().unwrap();
+    assert!(
+        said.ends_with("wait    single: 1 build of it running elsewhere (concurrency 1)"),
+        "{said}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.join("single.log")).unwrap(),
+        "start\n"
+    );
+    std::fs::write(d.join("release-single"), "").unwrap();
+    assert!(first.wait().unwrap().success());
+    assert!(second.wait().unwrap().success());
+    assert_eq!(
+        std::fs::read_to_string(d.join("single.log")).unwrap(),
+        "start\nend\nstart\nend\n",
+        "the second build started after the first ended"
+    );
+
+    // concurrency 2: both run at once.
+    let mut a = start("double");
+    wait_running("double", 1);
+    let mut b = start("double");
+    wait_for_lines(d, "double.log", "start", 2);
+    wait_running("double", 2);
+    std::fs::write(d.join("release-double"), "").unwrap();
+    assert!(a.wait().unwrap().success());
+    assert!(b.wait().unwrap().success());
 }

@@ -82,7 +82,32 @@ async fn statuses(store: &AnyStore, config: &Config) -> Vec<String> {
 }
 
 async fn story(store: AnyStore, dir: &Path) {
-    assert_eq!(store.schema_version().await.unwrap(), 1);
+    assert_eq!(store.schema_version().await.unwrap(), 2);
+    let mut token = store.changes().await.unwrap();
+    assert_eq!(store.changes().await.unwrap(), token, "nothing happened");
+    // Asserts that a part of the token moved since the last call (a log line or progress
+    // moves only the activity part), and remembers the new token.
+    macro_rules! moved {
+        (builds, $what:literal) => {{
+            let now = store.changes().await.unwrap();
+            assert_ne!(
+                now.builds, token.builds,
+                "the builds token did not move: {}",
+                $what
+            );
+            token = now;
+        }};
+        (activity, $what:literal) => {{
+            let now = store.changes().await.unwrap();
+            assert_ne!(
+                now.activity, token.activity,
+                "activity did not move: {}",
+                $what
+            );
+            assert_eq!(now.builds, token.builds, "builds moved: {}", $what);
+            token = now;
+        }};
+    }
 
     // A build with pins, progress, logs and a nested return value.
     let crawl = store
@@ -117,12 +142,14 @@ async fn story(store: AnyStore, dir: &Path) {
         .await
         .unwrap();
     assert!(process > crawl);
+    moved!(builds, "builds created");
     let runner = Runner {
         host: "host-1".into(),
         pid: 4242,
         worker: Some("w1".into()),
     };
     store.start_build(crawl, &runner, t(2)).await.unwrap();
+    moved!(builds, "a build started");
     let mut batch = Vec::new();
     for i in 0..250 {
         batch.push(Write::Log(LogRecord {
@@ -157,6 +184,19 @@ async fn story(store: AnyStore, dir: &Path) {
         }));
     }
     store.write(&batch).await.unwrap();
+    moved!(activity, "logs and progress written");
+    store
+        .write(&[Write::Progress(ProgressUpdate {
+            build: crawl,
+            path: vec!["pages".into()],
+            current: 40,
+            total: Some(100),
+            status: Some("at 40".into()),
+            at: t(5),
+        })])
+        .await
+        .unwrap();
+    moved!(activity, "one progress report of a running build");
     let retval =
         json!({"rows": 12, "nested": {"list": [1, 2.5, null, "ß"]}, "big": "x".repeat(100_000)});
     store
@@ -169,6 +209,8 @@ async fn story(store: AnyStore, dir: &Path) {
         )
         .await
         .unwrap();
+    moved!(builds, "a build finished");
+    assert_eq!(store.changes().await.unwrap(), token, "nothing happened");
 
     let build = store.build(crawl).await.unwrap().unwrap();
     assert_eq!(build.status, BuildStatus::Successful);
@@ -251,6 +293,21 @@ async fn story(store: AnyStore, dir: &Path) {
     assert_eq!(
         after.iter().map(|l| l.message.as_str()).collect::<Vec<_>>(),
         [&logs[241].message, &logs[242].message, &logs[243].message]
+    );
+    let tail = store
+        .logs(
+            crawl,
+            &LogFilter {
+                tail: Some(3),
+                ..LogFilter::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        tail.iter().map(|l| l.id).collect::<Vec<_>>(),
+        [logs[247].id, logs[248].id, logs[249].id],
+        "the newest lines, oldest first"
     );
 
     // A failure keeps what a person needs to see.
@@ -511,6 +568,55 @@ async fn story(store: AnyStore, dir: &Path) {
         .unwrap();
     assert!(store.build(ids[1]).await.unwrap().is_some());
 
+    // A cancel request reaches the runner that owns the build, once; an ended build
+    // takes none.
+    assert!(store.cancel_requests(&runner).await.unwrap().is_empty());
+    let token = store.changes().await.unwrap();
+    assert!(store.request_cancel(ids[1], t(303)).await.unwrap());
+    assert!(store.request_cancel(ids[1], t(304)).await.unwrap());
+    assert!(
+        !store.request_cancel(ids[0], t(303)).await.unwrap(),
+        "it ended"
+    );
+    assert!(
+        !store
+            .request_cancel(BuildId(999_999), t(303))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.cancel_requests(&runner).await.unwrap(), vec![ids[1]]);
+    let other = Runner {
+        pid: 4243,
+        ..runner.clone()
+    };
+    assert!(store.cancel_requests(&other).await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .build(ids[1])
+            .await
+            .unwrap()
+            .unwrap()
+            .cancel_requested_at,
+        Some(t(303)),
+        "the first request's time stays"
+    );
+    assert_eq!(
+        store.changes().await.unwrap(),
+        token,
+        "a request is no change to show"
+    );
+    store
+        .write(&[Write::Finished {
+            build: ids[1],
+            outcome: Outcome::Cancelled {
+                reason: "cancel requested".into(),
+            },
+            at: t(305),
+        }])
+        .await
+        .unwrap();
+    assert!(store.cancel_requests(&runner).await.unwrap().is_empty());
+
     store.uninstall().await.unwrap();
     assert_eq!(store.schema_version().await.unwrap(), 0);
 }
@@ -569,7 +675,76 @@ async fn postgres_needs_install_and_refuses_a_newer_schema() {
         .unwrap();
     assert!(
         err.to_string()
-            .ends_with("has schema version 99, newer than this jobctl knows (1): upgrade jobctl"),
+            .ends_with("has schema version 99, newer than this jobctl knows (2): upgrade jobctl"),
         "{err}"
     );
+}
+
+/// Makes a database look as schema version 1 left it (no cancel requests).
+async fn downgrade_to_v1<C: sqlx::Executor<'static>>(conn: C) {
+    sqlx::raw_sql(
+        "ALTER TABLE builds DROP COLUMN cancel_requested_at; \
+         DELETE FROM _sqlx_migrations WHERE version = 2;",
+    )
+    .execute(conn)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn sqlite_upgrades_a_version_1_database_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = common::sqlite_store(dir.path()).await;
+    let kept = store
+        .create_build(&NewBuild {
+            job_id: "old".into(),
+            config: json!({}),
+            config_hash: "h".into(),
+            pins: Vec::new(),
+            attempt: 1,
+            created_at: t(0),
+        })
+        .await
+        .unwrap();
+    drop(store);
+    let url = format!("sqlite://{}", dir.path().join("state.db").display());
+    {
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        downgrade_to_v1(&pool).await;
+        pool.close().await;
+    }
+    let store = common::sqlite_store(dir.path()).await;
+    assert_eq!(store.schema_version().await.unwrap(), 2);
+    let build = store.build(kept).await.unwrap().unwrap();
+    assert_eq!(build.cancel_requested_at, None, "old builds are kept");
+}
+
+#[tokio::test]
+async fn postgres_asks_for_install_to_upgrade_a_version_1_schema() {
+    let Some(db) = common::PgDatabase::create("upgrade").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    jobctl::store::open(&db.url, dir.path(), OpenMode::Install)
+        .await
+        .unwrap();
+    {
+        let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+        downgrade_to_v1(&pool).await;
+        pool.close().await;
+    }
+    let err = jobctl::store::open(&db.url, dir.path(), OpenMode::Use)
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string().ends_with(
+            "has schema version 1, older than this jobctl's (2): run `jobctl install` to upgrade it"
+        ),
+        "{err}"
+    );
+    let store = jobctl::store::open(&db.url, dir.path(), OpenMode::Install)
+        .await
+        .unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), 2);
 }

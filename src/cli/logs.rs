@@ -42,6 +42,7 @@ pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), C
         since: args.since.as_deref().map(parse_since).transpose()?,
         after_id: None,
         limit: None,
+        tail: None,
     };
     loop {
         // Whether the build had finished before this read: then the read has it all.

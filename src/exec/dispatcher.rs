@@ -84,6 +84,13 @@ pub enum BuildEvent {
     },
     /// Not started because a job it depends on did not succeed.
     NotRun { job: JobId, because: JobId },
+    /// Waits to start: as many builds of it as its `concurrency` run elsewhere (another
+    /// jobctl, a worker). Said once per job.
+    Waiting {
+        job: JobId,
+        running: u32,
+        concurrency: u32,
+    },
     /// The run is being stopped: `Term` on the first Ctrl-C (or a failure to record),
     /// `Kill` on the second.
     Cancelling { how: Cancel },
@@ -135,7 +142,6 @@ struct Shared {
     options: Options,
     runner: Runner,
     events: mpsc::UnboundedSender<(usize, TaskEvent)>,
-    cancel: watch::Receiver<Cancel>,
 }
 
 type TaskResult = (usize, Result<(BuildId, u32, Outcome, Duration), StoreError>);
@@ -169,7 +175,9 @@ pub async fn run(
     // The latest successful build of each job, with its return value, as far as known.
     let mut successes: HashMap<usize, (BuildId, Option<Json>)> = HashMap::new();
     let mut pins_of: HashMap<usize, Vec<Pin>> = HashMap::new();
-    let (cancel_tx, cancel_rx) = watch::channel(Cancel::No);
+    // Each running job has its own cancel: Ctrl-C raises them all, a cancel request (from
+    // `jobctl tui`, through the database) one.
+    let mut cancels = Cancels::default();
     let (task_tx, mut task_rx) = mpsc::unbounded_channel::<(usize, TaskEvent)>();
     let shared = Arc::new(Shared {
         config,
@@ -177,7 +185,6 @@ pub async fn run(
         options: options.clone(),
         runner,
         events: task_tx,
-        cancel: cancel_rx,
     });
     let mut running = FuturesUnordered::new();
     let mut summary = Summary::default();
@@ -203,11 +210,20 @@ pub async fn run(
         .filter(|&i| waiting_on[i] == 0)
         .map(Reverse)
         .collect();
+    // Builds of each job that other runners run, read again every tick; steps ready but
+    // held back by their job's `concurrency`, and those already said to wait.
+    let mut elsewhere: HashMap<String, u32> = store
+        .running_elsewhere(&shared.runner)
+        .await?
+        .into_iter()
+        .collect();
+    let mut held: Vec<usize> = Vec::new();
+    let mut told_waiting: std::collections::HashSet<usize> = std::collections::HashSet::new();
 
     loop {
         if sink.failure.is_some() && !stopping {
             stopping = true;
-            let _ = cancel_tx.send(Cancel::Term);
+            cancels.all(Cancel::Term);
             reporter.event(&BuildEvent::Cancelling { how: Cancel::Term });
         }
         // Start what is ready, in plan order.
@@ -215,7 +231,24 @@ pub async fn run(
             let Some(Reverse(i)) = ready.pop() else {
                 break;
             };
+            if state[i] != State::Waiting {
+                // Cancelled on request before it started.
+                continue;
+            }
             let job = steps[i].job;
+            let spec = &config.jobs[job];
+            let busy = elsewhere.get(spec.id.as_str()).copied().unwrap_or(0);
+            if busy >= spec.concurrency.max(1) {
+                if told_waiting.insert(i) {
+                    reporter.event(&BuildEvent::Waiting {
+                        job: spec.id.clone(),
+                        running: busy,
+                        concurrency: spec.concurrency.max(1),
+                    });
+                }
+                held.push(i);
+                continue;
+            }
             let (pins, retvals) =
                 match pins_and_retvals(config, graph, store, &mut successes, job).await {
                     Ok(found) => found,
@@ -232,9 +265,10 @@ pub async fn run(
                 job,
                 build_ids[i],
                 retvals,
+                cancels.add(job),
             )));
         }
-        if running.is_empty() {
+        if running.is_empty() && (held.is_empty() || stopping) {
             break;
         }
         tokio::select! {
@@ -242,11 +276,12 @@ pub async fn run(
                 // A task sends all it has to say before it ends: take that first, so no
                 // line is left behind when the last job ends the loop.
                 while let Ok((job, event)) = task_rx.try_recv() {
-                    on_task_event(config, &mut sink, &pins_of, reporter, job, event);
+                    on_task_event(config, &mut sink, &pins_of, &mut cancels, reporter, job, event);
                 }
                 let (job, result) = joined.expect("a job task does not panic");
+                cancels.remove(job);
                 let i = index[&job];
-                let (build, attempt, outcome, took) = match result {
+                let (build, attempt, mut outcome, took) = match result {
                     Ok(ended) => ended,
                     Err(err) => {
                         // Its build could not be recorded; the run stops.
@@ -256,6 +291,7 @@ pub async fn run(
                         continue;
                     }
                 };
+                cancels.explain(build, &mut outcome);
                 let ok = matches!(outcome, Outcome::Successful { .. } | Outcome::Skipped { .. });
                 match &outcome {
                     Outcome::Successful { retval } => {
@@ -282,24 +318,8 @@ pub async fn run(
                         }
                     }
                 } else {
-                    // Whatever waits for it, directly or not, will not run.
-                    let mut stack = vec![job];
-                    while let Some(failed) = stack.pop() {
-                        for d in graph.dependants(failed) {
-                            if let Some(&k) = index.get(&d)
-                                && state[k] == State::Waiting
-                            {
-                                state[k] = State::Unsuccessful;
-                                summary.not_run += 1;
-                                sink.push(Write::Discard { build: build_ids[k] });
-                                reporter.event(&BuildEvent::NotRun {
-                                    job: config.jobs[d].id.clone(),
-                                    because: config.jobs[failed].id.clone(),
-                                });
-                                stack.push(d);
-                            }
-                        }
-                    }
+                    let mut run = Run { config, graph, steps, index: &index, build_ids: &build_ids, state: &mut state };
+                    run.not_run_after(job, &mut summary, &mut sink, reporter);
                 }
                 reporter.event(&BuildEvent::Finished {
                     build,
@@ -313,26 +333,43 @@ pub async fn run(
                 }
             }
             Some((job, event)) = task_rx.recv() => {
-                on_task_event(config, &mut sink, &pins_of, reporter, job, event);
+                on_task_event(config, &mut sink, &pins_of, &mut cancels, reporter, job, event);
                 if sink.len() >= FLUSH_AT {
                     sink.flush(store).await;
                 }
             }
             _ = tick.tick() => {
                 sink.flush(store).await;
+                if !stopping {
+                    match store.cancel_requests(&shared.runner).await {
+                        Ok(requested) => {
+                            for build in requested {
+                                let mut run = Run { config, graph, steps, index: &index, build_ids: &build_ids, state: &mut state };
+                                run.cancel_requested(build, &mut cancels, &mut summary, &mut sink, reporter);
+                            }
+                        }
+                        Err(err) => sink.fail(err),
+                    }
+                    match store.running_elsewhere(&shared.runner).await {
+                        Ok(now) => elsewhere = now.into_iter().collect(),
+                        Err(err) => sink.fail(err),
+                    }
+                    // Held steps are tried again against the new counts.
+                    ready.extend(held.drain(..).map(Reverse));
+                }
                 reporter.tick();
             }
             Some(()) = next_signal(&mut interrupts) => {
                 let how = if stopping { Cancel::Kill } else { Cancel::Term };
                 stopping = true;
-                if *cancel_tx.borrow() < how {
-                    let _ = cancel_tx.send(how);
+                if cancels.level < how {
+                    cancels.all(how);
                     reporter.event(&BuildEvent::Cancelling { how });
                 }
             }
             Some(()) = next_signal(&mut terminations), if !stopping => {
                 stopping = true;
-                let _ = cancel_tx.send(Cancel::Term);
+                cancels.all(Cancel::Term);
                 reporter.event(&BuildEvent::Cancelling { how: Cancel::Term });
             }
         }
@@ -351,6 +388,151 @@ pub async fn run(
     match sink.failure {
         Some(err) => Err(err),
         None => Ok(summary),
+    }
+}
+
+/// The cancel of each running job, and the builds cancelled on request.
+#[derive(Default)]
+struct Cancels {
+    /// How far the whole run is cancelled.
+    level: Cancel,
+    by_job: HashMap<usize, watch::Sender<Cancel>>,
+    /// The build each running job's current attempt is.
+    attempts: HashMap<BuildId, usize>,
+    requested: std::collections::HashSet<BuildId>,
+}
+
+impl Cancels {
+    /// The cancel a job about to start watches.
+    fn add(&mut self, job: usize) -> watch::Receiver<Cancel> {
+        let (tx, rx) = watch::channel(self.level);
+        self.by_job.insert(job, tx);
+        rx
+    }
+
+    fn attempt(&mut self, job: usize, build: BuildId) {
+        self.attempts.retain(|_, j| *j != job);
+        self.attempts.insert(build, job);
+    }
+
+    fn remove(&mut self, job: usize) {
+        self.by_job.remove(&job);
+        self.attempts.retain(|_, j| *j != job);
+    }
+
+    /// Cancels every running job.
+    fn all(&mut self, how: Cancel) {
+        self.level = how;
+        for tx in self.by_job.values() {
+            let _ = tx.send(how);
+        }
+    }
+
+    /// Cancels the running attempt `build`; false if no job runs it.
+    fn one(&mut self, build: BuildId) -> bool {
+        let Some(tx) = self.attempts.get(&build).and_then(|j| self.by_job.get(j)) else {
+            return false;
+        };
+        // The request stays until the build ends: act on it once.
+        if self.requested.insert(build) {
+            let _ = tx.send(Cancel::Term);
+        }
+        true
+    }
+
+    /// A build cancelled on request says so (not "Ctrl-C").
+    fn explain(&self, build: BuildId, outcome: &mut Outcome) {
+        if let Outcome::Cancelled { reason } = outcome
+            && self.requested.contains(&build)
+        {
+            *reason = REQUESTED.to_owned();
+        }
+    }
+}
+
+const REQUESTED: &str = "cancelled on request";
+
+/// The planned steps of a run, for what follows a build that did not succeed.
+struct Run<'a> {
+    config: &'static Config,
+    graph: &'a JobGraph,
+    steps: &'a [Step],
+    /// The step of each planned job.
+    index: &'a HashMap<usize, usize>,
+    build_ids: &'a [BuildId],
+    state: &'a mut [State],
+}
+
+impl Run<'_> {
+    /// Whatever waits for `job`, directly or not, will not run: their planned builds are
+    /// removed and reported as not run because of it.
+    fn not_run_after(
+        &mut self,
+        job: usize,
+        summary: &mut Summary,
+        sink: &mut Sink,
+        reporter: &mut dyn Reporter,
+    ) {
+        let mut stack = vec![job];
+        while let Some(failed) = stack.pop() {
+            for d in self.graph.dependants(failed) {
+                if let Some(&k) = self.index.get(&d)
+                    && self.state[k] == State::Waiting
+                {
+                    self.state[k] = State::Unsuccessful;
+                    summary.not_run += 1;
+                    sink.push(Write::Discard {
+                        build: self.build_ids[k],
+                    });
+                    reporter.event(&BuildEvent::NotRun {
+                        job: self.config.jobs[d].id.clone(),
+                        because: self.config.jobs[failed].id.clone(),
+                    });
+                    stack.push(d);
+                }
+            }
+        }
+    }
+
+    /// A cancel request for `build`: a running attempt is terminated (and recorded
+    /// cancelled when it ends); a planned build that has not started is recorded
+    /// cancelled at once, and what depends on it does not run.
+    fn cancel_requested(
+        &mut self,
+        build: BuildId,
+        cancels: &mut Cancels,
+        summary: &mut Summary,
+        sink: &mut Sink,
+        reporter: &mut dyn Reporter,
+    ) {
+        if cancels.one(build) {
+            return;
+        }
+        let Some(i) = self.build_ids.iter().position(|b| *b == build) else {
+            return;
+        };
+        if self.state[i] != State::Waiting {
+            return;
+        }
+        let job = self.steps[i].job;
+        self.state[i] = State::Unsuccessful;
+        summary.cancelled += 1;
+        let outcome = Outcome::Cancelled {
+            reason: format!("{REQUESTED} before it started"),
+        };
+        sink.push(Write::Finished {
+            build,
+            outcome: outcome.clone(),
+            at: Utc::now(),
+        });
+        reporter.event(&BuildEvent::Finished {
+            build,
+            job: self.config.jobs[job].id.clone(),
+            attempt: 1,
+            outcome,
+            took: Duration::ZERO,
+        });
+        self.not_run_after(job, summary, sink, reporter);
     }
 }
 
@@ -410,6 +592,7 @@ fn on_task_event(
     config: &Config,
     sink: &mut Sink,
     pins_of: &HashMap<usize, Vec<Pin>>,
+    cancels: &mut Cancels,
     reporter: &mut dyn Reporter,
     job: usize,
     event: TaskEvent,
@@ -417,6 +600,7 @@ fn on_task_event(
     let id = config.jobs[job].id.clone();
     match event {
         TaskEvent::Started(build, attempt) => {
+            cancels.attempt(job, build);
             sink.push(Write::Started {
                 build,
                 at: Utc::now(),
@@ -429,7 +613,8 @@ fn on_task_event(
                 attempt,
             });
         }
-        TaskEvent::Ended(build, outcome) => {
+        TaskEvent::Ended(build, mut outcome) => {
+            cancels.explain(build, &mut outcome);
             sink.push(Write::Finished {
                 build,
                 outcome,
@@ -477,6 +662,7 @@ async fn run_job(
     job: usize,
     first: BuildId,
     retvals: HashMap<JobId, Json>,
+    cancel: watch::Receiver<Cancel>,
 ) -> TaskResult {
     let result = async {
         let spec = &shared.config.jobs[job];
@@ -488,13 +674,13 @@ async fn run_job(
                 .events
                 .send((job, TaskEvent::Started(build, attempt)));
             let started = Instant::now();
-            let outcome = attempt_job(&shared, job, build, &retvals).await;
+            let outcome = attempt_job(&shared, job, build, &retvals, &cancel).await;
             let _ = shared
                 .events
                 .send((job, TaskEvent::Ended(build, outcome.clone())));
             let retry = matches!(outcome, Outcome::Failed { .. })
                 && attempt <= spec.retries
-                && *shared.cancel.borrow() == Cancel::No;
+                && *cancel.borrow() == Cancel::No;
             if !retry {
                 return Ok((build, attempt, outcome, started.elapsed()));
             }
@@ -502,7 +688,7 @@ async fn run_job(
             let _ = shared
                 .events
                 .send((job, TaskEvent::Retrying(attempt, delay)));
-            let mut cancel = shared.cancel.clone();
+            let mut cancel = cancel.clone();
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = cancel.changed() => return Ok((build, attempt - 1, outcome, started.elapsed())),
@@ -540,6 +726,7 @@ async fn attempt_job(
     job: usize,
     build: BuildId,
     retvals: &HashMap<JobId, Json>,
+    cancel: &watch::Receiver<Cancel>,
 ) -> Outcome {
     let config = shared.config;
     let options = &shared.options;
@@ -574,7 +761,7 @@ async fn attempt_job(
         let ended = match &spec.action {
             Action::Run(command) => {
                 let shell = shell_job(shared, job, build, command, &args, &kwargs, retvals);
-                match process::run(&shell, &tx, shared.cancel.clone()).await {
+                match process::run(&shell, &tx, cancel.clone()).await {
                     Ok(exit) => Ok(Ended::Shell(exit)),
                     Err(err) => Err(format!(
                         "cannot start `sh` in {}: {err}",
@@ -594,7 +781,7 @@ async fn attempt_job(
                         secrets: config.secrets.values().cloned().collect(),
                     };
                     Ok(Ended::Function(
-                        function::run(function, call, &tx, shared.cancel.clone()).await,
+                        function::run(function, call, &tx, cancel.clone()).await,
                     ))
                 }
             },

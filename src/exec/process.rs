@@ -18,7 +18,7 @@
 use std::collections::VecDeque;
 use std::ffi::OsStr;
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -57,6 +57,126 @@ pub struct ShellJob {
     /// Values masked out of everything the job prints or sends.
     pub secrets: Vec<String>,
     pub limits: OutputLimits,
+}
+
+/// Linux's limit on one argument or `NAME=value` environment string, with its NUL.
+const MAX_STRING: usize = 128 * 1024;
+
+/// A job whose values do not all fit in arguments and environment variables. Those that
+/// do not fit reach the shell through a file it reads before the command: arguments as
+/// positional parameters (`set -- …`), other values as shell variables (not exported:
+/// a program the job starts could not be given them either); `JOBCTL_ARGS` and
+/// `JOBCTL_KWARGS` are also written as JSON files named by `JOBCTL_ARGS_FILE` and
+/// `JOBCTL_KWARGS_FILE`, which programs can read.
+struct Oversize<'a> {
+    job: &'a ShellJob,
+    /// All arguments move to the file when one does not fit (their order counts).
+    args_in_file: bool,
+    /// The environment entries (by index) that move to the file.
+    vars_in_file: Vec<usize>,
+}
+
+/// What runs instead: the command reading the file first, what still fits.
+#[derive(Debug, PartialEq)]
+struct Prepared {
+    command: String,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+/// A folder of a job's values, removed when the job has ended.
+struct ValuesDir(PathBuf);
+
+impl Drop for ValuesDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl<'a> Oversize<'a> {
+    fn of(job: &'a ShellJob) -> Option<Oversize<'a>> {
+        let args_in_file = job.args.iter().any(|a| a.len() + 1 > MAX_STRING);
+        let vars_in_file: Vec<usize> = job
+            .env
+            .iter()
+            .enumerate()
+            .filter(|(_, (k, v))| k.len() + v.len() + 2 > MAX_STRING && is_shell_name(k))
+            .map(|(i, _)| i)
+            .collect();
+        (args_in_file || !vars_in_file.is_empty()).then_some(Oversize {
+            job,
+            args_in_file,
+            vars_in_file,
+        })
+    }
+
+    /// The files to write (the shell text last) and what runs, given their folder.
+    fn prepare(&self, dir: &Path) -> (Vec<(PathBuf, String)>, Prepared) {
+        let mut script = String::new();
+        let mut files = Vec::new();
+        let mut env = Vec::new();
+        if self.args_in_file {
+            script.push_str("set --");
+            for arg in &self.job.args {
+                script.push(' ');
+                script.push_str(&shell_quote(arg));
+            }
+            script.push('\n');
+        }
+        for (i, (name, value)) in self.job.env.iter().enumerate() {
+            if !self.vars_in_file.contains(&i) {
+                env.push((name.clone(), value.clone()));
+                continue;
+            }
+            script.push_str(&format!("{name}={}\n", shell_quote(value)));
+            if name == "JOBCTL_ARGS" || name == "JOBCTL_KWARGS" {
+                let file = dir.join(format!("{}.json", name.to_lowercase()));
+                env.push((format!("{name}_FILE"), file.display().to_string()));
+                files.push((file, value.clone()));
+            }
+        }
+        let sourced = dir.join("values.sh");
+        let command = format!(
+            ". {}\n{}",
+            shell_quote(&sourced.display().to_string()),
+            self.job.command
+        );
+        files.push((sourced, script));
+        let args = if self.args_in_file {
+            Vec::new()
+        } else {
+            self.job.args.clone()
+        };
+        (files, Prepared { command, args, env })
+    }
+
+    /// Writes the files in a new private folder.
+    fn write(&self) -> std::io::Result<(Prepared, ValuesDir)> {
+        use std::os::unix::fs::DirBuilderExt;
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("jobctl-values-{}-{n}", std::process::id()));
+        std::fs::DirBuilder::new().mode(0o700).create(&path)?;
+        let dir = ValuesDir(path);
+        let (files, prepared) = self.prepare(&dir.0);
+        for (file, text) in files {
+            std::fs::write(file, text)?;
+        }
+        Ok((prepared, dir))
+    }
+}
+
+/// `'text'`, with each `'` written `'\''`: the shell reads it back byte for byte.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
+fn is_shell_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// How much of a job's stdout and stderr is kept.
@@ -148,10 +268,21 @@ pub async fn run(
     mut cancel: watch::Receiver<Cancel>,
 ) -> std::io::Result<Exit> {
     let channel_fd = CHANNEL_FD.to_string();
-    let mut args: Vec<&OsStr> = vec![OsStr::new("-c"), job.command.as_ref(), job.name.as_ref()];
-    args.extend(job.args.iter().map(OsStr::new));
-    let mut env: Vec<(&OsStr, &OsStr)> = job
-        .env
+    // Values too long for Linux to pass go through a file the shell reads first.
+    let (oversize, _values_dir) = match Oversize::of(job) {
+        Some(big) => {
+            let (prepared, dir) = big.write()?;
+            (Some(prepared), Some(dir))
+        }
+        None => (None, None),
+    };
+    let (command, job_args, job_env) = match &oversize {
+        Some(p) => (&p.command, &p.args, &p.env),
+        None => (&job.command, &job.args, &job.env),
+    };
+    let mut args: Vec<&OsStr> = vec![OsStr::new("-c"), command.as_ref(), job.name.as_ref()];
+    args.extend(job_args.iter().map(OsStr::new));
+    let mut env: Vec<(&OsStr, &OsStr)> = job_env
         .iter()
         .map(|(k, v)| (OsStr::new(k), OsStr::new(v)))
         .collect();
@@ -165,8 +296,8 @@ pub async fn run(
     .map_err(|err| match err.raw_os_error() {
         Some(libc::E2BIG) => std::io::Error::new(
             err.kind(),
-            "a value is too long to pass: Linux takes at most 128 KiB per argument or \
-             environment variable, 2 MiB in all (a `function:` job takes any size)",
+            "the values are too long to pass: Linux takes at most 2 MiB of arguments and \
+             environment in all (a `function:` job takes any size)",
         ),
         _ => err,
     })?;
@@ -425,5 +556,62 @@ mod tests {
         let tail: Vec<&str> = tail.iter().map(|(_, t)| t.as_str()).collect();
         assert_eq!(tail, ["line 8", "line 9"]);
         assert_eq!((lines, bytes), (6, 42));
+    }
+
+    fn job(args: Vec<String>, env: Vec<(&str, String)>) -> ShellJob {
+        ShellJob {
+            name: "j".into(),
+            command: "cmd \"$@\"".into(),
+            args,
+            env: env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+            workdir: PathBuf::from("."),
+            timeout: None,
+            grace: Duration::from_secs(1),
+            secrets: Vec::new(),
+            limits: OutputLimits { head: 1, tail: 1 },
+        }
+    }
+
+    #[test]
+    fn values_that_fit_are_passed_as_they_are() {
+        let small = job(vec!["a".into()], vec![("N", "x".repeat(MAX_STRING - 3))]);
+        assert!(Oversize::of(&small).is_none());
+    }
+
+    #[test]
+    fn values_that_do_not_fit_go_through_a_file_quoted() {
+        let big = "it's ".repeat(30_000);
+        let j = job(
+            vec!["first".into(), big.clone()],
+            vec![
+                ("SMALL", "s".into()),
+                ("BIG", big.clone()),
+                ("JOBCTL_KWARGS", format!("{{\"BIG\": \"{big}\"}}")),
+                ("not-a-name", big.clone()),
+            ],
+        );
+        let over = Oversize::of(&j).unwrap();
+        let (files, prepared) = over.prepare(Path::new("/v"));
+        let script = &files.last().unwrap().1;
+        let quoted = big.replace('\'', "'\\''");
+        assert!(script.starts_with(&format!("set -- 'first' '{quoted}'\nBIG='{quoted}'\n")));
+        assert!(script.contains("\nJOBCTL_KWARGS='{\"BIG\": "));
+        assert_eq!(prepared.command, ". '/v/values.sh'\ncmd \"$@\"");
+        assert!(
+            prepared.args.is_empty(),
+            "the arguments are set by the file"
+        );
+        let names: Vec<&str> = prepared.env.iter().map(|(k, _)| k.as_str()).collect();
+        // A name the shell cannot take stays (and fails to spawn, saying why).
+        assert_eq!(names, ["SMALL", "JOBCTL_KWARGS_FILE", "not-a-name"]);
+        assert_eq!(prepared.env[1].1, "/v/jobctl_kwargs.json");
+        let written: Vec<&Path> = files.iter().map(|(p, _)| p.as_path()).collect();
+        assert_eq!(
+            written,
+            [
+                Path::new("/v/jobctl_kwargs.json"),
+                Path::new("/v/values.sh")
+            ]
+        );
     }
 }

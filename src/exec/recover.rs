@@ -62,7 +62,7 @@ pub async fn recover_orphans(store: &AnyStore) -> Result<Vec<(Build, String)>, S
 }
 
 /// Whether `pid` is a live jobctl process.
-fn runner_alive(pid: u32) -> bool {
+pub(crate) fn runner_alive(pid: u32) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
     let exists = unsafe { libc::kill(pid as i32, 0) } == 0
         || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);

@@ -277,6 +277,8 @@ pub struct Build {
     pub worker: Option<String>,
     /// The job's process group while it runs, to end what a dead runner left behind.
     pub pgid: Option<u32>,
+    /// When someone asked for it to be cancelled (its runner acts on it at its next tick).
+    pub cancel_requested_at: Option<DateTime<Utc>>,
 }
 
 impl Build {
@@ -375,6 +377,8 @@ pub struct LogFilter {
     /// Only lines after this one (for following a log).
     pub after_id: Option<i64>,
     pub limit: Option<u32>,
+    /// Only the newest this many (still oldest first); `limit` is then ignored.
+    pub tail: Option<u32>,
 }
 
 /// What a job's status is computed from: whether it runs, its latest finished build and
@@ -383,6 +387,8 @@ pub struct LogFilter {
 pub struct JobBuilds {
     pub job_id: String,
     pub running: bool,
+    /// Some build of it is planned and waits to start.
+    pub queued: bool,
     pub finished: Option<Finished>,
     pub success: Option<Success>,
 }
@@ -391,6 +397,7 @@ pub struct JobBuilds {
 pub struct Finished {
     pub id: BuildId,
     pub status: BuildStatus,
+    pub started_at: Option<DateTime<Utc>>,
     pub at: DateTime<Utc>,
 }
 
@@ -438,6 +445,10 @@ pub enum StoreError {
         "the database at {url} has schema version {found}, newer than this jobctl knows ({known}): upgrade jobctl"
     )]
     SchemaTooNew { url: String, found: i64, known: i64 },
+    #[error(
+        "the database at {url} has schema version {found}, older than this jobctl's ({known}): run `jobctl install` to upgrade it"
+    )]
+    SchemaOld { url: String, found: i64, known: i64 },
     #[error("the database at {url} has no jobctl schema yet: run `jobctl install`")]
     NotInstalled { url: String },
     #[error("the database at {url} is read-only")]
@@ -514,14 +525,45 @@ pub trait Store: Send + Sync {
     /// The latest build and latest success of every job that has builds, in one query.
     fn job_builds(&self) -> impl Future<Output = Result<Vec<JobBuilds>>> + Send;
 
+    /// Asks for an open build to be cancelled; false if it has already ended (or is not
+    /// there). The runner that owns it cancels it at its next tick.
+    fn request_cancel(
+        &self,
+        id: BuildId,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool>> + Send;
+    /// The open builds of `runner` someone asked to cancel.
+    fn cancel_requests(&self, runner: &Runner)
+    -> impl Future<Output = Result<Vec<BuildId>>> + Send;
+
+    /// How many builds of each job run for runners other than `runner` (for the jobs'
+    /// `concurrency`).
+    fn running_elsewhere(
+        &self,
+        runner: &Runner,
+    ) -> impl Future<Output = Result<Vec<(String, u32)>>> + Send;
+
     /// Deletes matching log lines; returns how many.
     fn prune_logs(&self, prune: &PruneLogs) -> impl Future<Output = Result<u64>> + Send;
     /// Deletes a build with its pins, progress and logs; false if there was none.
     fn delete_build(&self, id: BuildId) -> impl Future<Output = Result<bool>> + Send;
     /// Drops every table jobctl made.
     fn uninstall(&self) -> impl Future<Output = Result<()>> + Send;
+    /// A token that differs whenever builds, logs or running progress changed (by any
+    /// process): viewers ask often and reload only when it moved.
+    fn changes(&self) -> impl Future<Output = Result<ChangeToken>> + Send;
     /// The schema version applied.
     fn schema_version(&self) -> impl Future<Output = Result<i64>> + Send;
+}
+
+/// An opaque summary of the database's state; two equal tokens mean nothing a viewer
+/// shows has changed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ChangeToken {
+    /// Moves when a build is made, starts, ends or is removed while open.
+    pub builds: String,
+    /// Moves when a log line or a running build's progress arrives.
+    pub activity: String,
 }
 
 /// The store a config's `storage` URL names.
@@ -555,6 +597,23 @@ pub async fn open(url: &str, base: &Path, mode: OpenMode) -> Result<AnyStore> {
     }
     Err(StoreError::UnknownScheme {
         url: redact_url(url),
+    })
+}
+
+/// The file a SQLite URL names (relative paths from `base`); `None` for other URLs and
+/// in-memory databases. A viewer uses it to tell "no database yet" from an error.
+pub fn sqlite_file(url: &str, base: &Path) -> Option<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split_once('?').map_or(rest, |(p, _)| p);
+    if path == ":memory:" {
+        return None;
+    }
+    Some(if base == Path::new(".") {
+        PathBuf::from(path)
+    } else {
+        base.join(path)
     })
 }
 
@@ -616,6 +675,15 @@ impl Store for AnyStore {
     async fn job_builds(&self) -> Result<Vec<JobBuilds>> {
         delegate!(self, s => s.job_builds())
     }
+    async fn request_cancel(&self, id: BuildId, at: DateTime<Utc>) -> Result<bool> {
+        delegate!(self, s => s.request_cancel(id, at))
+    }
+    async fn cancel_requests(&self, runner: &Runner) -> Result<Vec<BuildId>> {
+        delegate!(self, s => s.cancel_requests(runner))
+    }
+    async fn running_elsewhere(&self, runner: &Runner) -> Result<Vec<(String, u32)>> {
+        delegate!(self, s => s.running_elsewhere(runner))
+    }
     async fn prune_logs(&self, prune: &PruneLogs) -> Result<u64> {
         delegate!(self, s => s.prune_logs(prune))
     }
@@ -624,6 +692,9 @@ impl Store for AnyStore {
     }
     async fn uninstall(&self) -> Result<()> {
         delegate!(self, s => s.uninstall())
+    }
+    async fn changes(&self) -> Result<ChangeToken> {
+        delegate!(self, s => s.changes())
     }
     async fn schema_version(&self) -> Result<i64> {
         delegate!(self, s => s.schema_version())

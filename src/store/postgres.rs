@@ -53,7 +53,15 @@ impl PgStore {
         }
         if applied < known && mode != OpenMode::Connect {
             if mode != OpenMode::Install {
-                return Err(StoreError::NotInstalled { url: shown });
+                return Err(if applied == 0 {
+                    StoreError::NotInstalled { url: shown }
+                } else {
+                    StoreError::SchemaOld {
+                        url: shown,
+                        found: applied,
+                        known,
+                    }
+                });
             }
             MIGRATOR
                 .run(&pool)

@@ -6,7 +6,7 @@
 /// Columns of `builds`, in the order `build_from_row` reads them.
 pub(super) const BUILD_COLUMNS: &str = "id, job_id, status, created_at, started_at, finished_at, \
      config, config_hash, retval, exit_code, signal, timed_out, error, stderr_tail, attempt, \
-     host, pid, worker, pgid";
+     host, pid, worker, pgid, cancel_requested_at";
 
 /// Log lines per INSERT statement (5 values each).
 pub(super) const LOG_ROWS_PER_INSERT: usize = 1000;
@@ -101,6 +101,7 @@ macro_rules! impl_store {
                         .try_get::<Option<i32>, _>(18)
                         .map_err(get)?
                         .map(|p| p.max(0) as u32),
+                    cancel_requested_at: row.try_get(19).map_err(get)?,
                 })
             }
 
@@ -371,6 +372,10 @@ macro_rules! impl_store {
                     query.push(" AND job_id = ").push_bind(job.clone());
                 }
                 if let Some(status) = filter.status {
+                    if !status.is_finished() {
+                        // Lets SQLite use the partial index of open builds.
+                        query.push(" AND status IN ('created', 'running')");
+                    }
                     query.push(" AND status = ").push_bind(status.as_str());
                 }
                 query.push(" ORDER BY id DESC");
@@ -472,16 +477,23 @@ macro_rules! impl_store {
                 if let Some(after) = filter.after_id {
                     query.push(" AND id > ").push_bind(after);
                 }
-                query.push(" ORDER BY id");
-                if let Some(limit) = filter.limit {
-                    query.push(" LIMIT ").push_bind(i64::from(limit));
+                if let Some(tail) = filter.tail {
+                    query.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(tail));
+                } else {
+                    query.push(" ORDER BY id");
+                    if let Some(limit) = filter.limit {
+                        query.push(" LIMIT ").push_bind(i64::from(limit));
+                    }
                 }
                 type Row = (i64, chrono::DateTime<chrono::Utc>, i32, String, String);
-                let rows: Vec<Row> = query
+                let mut rows: Vec<Row> = query
                     .build_query_as()
                     .fetch_all(&self.pool)
                     .await
                     .map_err(|source| crate::store::StoreError::query("read a build's log", source))?;
+                if filter.tail.is_some() {
+                    rows.reverse();
+                }
                 rows.into_iter()
                     .map(|(row_id, at, level, stream, message)| {
                         Ok(crate::store::LogRow {
@@ -508,9 +520,11 @@ macro_rules! impl_store {
                     Option<i64>,
                     Option<String>,
                     Option<chrono::DateTime<chrono::Utc>>,
+                    Option<chrono::DateTime<chrono::Utc>>,
                     Option<i64>,
                     Option<chrono::DateTime<chrono::Utc>>,
                     Option<String>,
+                    i64,
                 );
                 let rows: Vec<Row> = sqlx::query_as(
                     "WITH agg AS ( \
@@ -518,10 +532,11 @@ macro_rules! impl_store {
                          MAX(CASE WHEN status IN ('successful', 'failed', 'skipped', 'cancelled') \
                              THEN id END) AS finished_id, \
                          MAX(CASE WHEN status = 'successful' THEN id END) AS success_id, \
-                         SUM(CASE WHEN status = 'running' THEN 1 ELSE 0 END) AS running \
+                         SUM(CASE WHEN status = 'running' THEN 1 ELSE 0 END) AS running, \
+                         SUM(CASE WHEN status = 'created' THEN 1 ELSE 0 END) AS queued \
                        FROM builds GROUP BY job_id) \
-                     SELECT agg.job_id, agg.running, f.id, f.status, f.finished_at, \
-                            s.id, s.finished_at, s.config_hash \
+                     SELECT agg.job_id, agg.running, f.id, f.status, f.started_at, f.finished_at, \
+                            s.id, s.finished_at, s.config_hash, agg.queued \
                      FROM agg \
                      LEFT JOIN builds f ON f.id = agg.finished_id \
                      LEFT JOIN builds s ON s.id = agg.success_id",
@@ -530,7 +545,7 @@ macro_rules! impl_store {
                 .await
                 .map_err(|source| crate::store::StoreError::query("read the jobs' latest builds", source))?;
                 rows.into_iter()
-                    .map(|(job_id, running, fid, fstatus, fat, sid, sat, shash)| {
+                    .map(|(job_id, running, fid, fstatus, fstart, fat, sid, sat, shash, queued)| {
                         let finished = match (fid, fstatus, fat) {
                             (Some(id), Some(status), Some(at)) => Some(crate::store::Finished {
                                 id: crate::store::BuildId(id),
@@ -540,6 +555,7 @@ macro_rules! impl_store {
                                         detail: status.clone(),
                                     },
                                 )?,
+                                started_at: fstart,
                                 at,
                             }),
                             _ => None,
@@ -557,6 +573,7 @@ macro_rules! impl_store {
                         Ok(crate::store::JobBuilds {
                             job_id,
                             running: running > 0,
+                            queued: queued > 0,
                             finished,
                             success,
                         })
@@ -593,6 +610,62 @@ macro_rules! impl_store {
                 Ok(done.rows_affected())
             }
 
+            async fn request_cancel(
+                &self,
+                id: crate::store::BuildId,
+                at: chrono::DateTime<chrono::Utc>,
+            ) -> crate::store::Result<bool> {
+                let done = sqlx::query(
+                    "UPDATE builds SET cancel_requested_at = COALESCE(cancel_requested_at, $2) \
+                     WHERE id = $1 AND status IN ('created', 'running')",
+                )
+                .bind(id.0)
+                .bind(at)
+                .execute(&self.pool)
+                .await
+                .map_err(|source| crate::store::StoreError::query("request a cancel", source))?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn cancel_requests(
+                &self,
+                runner: &crate::store::Runner,
+            ) -> crate::store::Result<Vec<crate::store::BuildId>> {
+                let ids: Vec<(i64,)> = sqlx::query_as(
+                    "SELECT id FROM builds WHERE status IN ('created', 'running') \
+                     AND cancel_requested_at IS NOT NULL AND host = $1 AND pid = $2 ORDER BY id",
+                )
+                .bind(&runner.host)
+                .bind(runner.pid as i32)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|source| crate::store::StoreError::query("read cancel requests", source))?;
+                Ok(ids.into_iter().map(|(id,)| crate::store::BuildId(id)).collect())
+            }
+
+            async fn running_elsewhere(
+                &self,
+                runner: &crate::store::Runner,
+            ) -> crate::store::Result<Vec<(String, u32)>> {
+                let rows: Vec<(String, i64)> = sqlx::query_as(
+                    "SELECT job_id, COUNT(*) FROM builds \
+                     WHERE status IN ('created', 'running') AND status = 'running' \
+                     AND NOT (COALESCE(host, '') = $1 AND COALESCE(pid, 0) = $2) \
+                     GROUP BY job_id",
+                )
+                .bind(&runner.host)
+                .bind(runner.pid as i32)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|source| {
+                    crate::store::StoreError::query("count the builds running elsewhere", source)
+                })?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(job, n)| (job, n.clamp(0, i64::from(u32::MAX)) as u32))
+                    .collect())
+            }
+
             async fn delete_build(&self, id: crate::store::BuildId) -> crate::store::Result<bool> {
                 let q = |source| crate::store::StoreError::query("delete a build", source);
                 let mut tx = self.begin_write().await.map_err(q)?;
@@ -627,6 +700,28 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            async fn changes(&self) -> crate::store::Result<crate::store::ChangeToken> {
+                type Row = (
+                    Option<i64>,
+                    i64,
+                    Option<i64>,
+                    Option<i64>,
+                    Option<i64>,
+                    Option<String>,
+                );
+                let row: Row = sqlx::query_as(crate::store::sql::CHANGES)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(|source| {
+                        crate::store::StoreError::query("read what changed", source)
+                    })?;
+                let (max_build, open, running, created, max_log, progress) = row;
+                Ok(crate::store::ChangeToken {
+                    builds: format!("{max_build:?} {open} {running:?} {created:?}"),
+                    activity: format!("{max_log:?} {progress:?}"),
+                })
+            }
+
             async fn schema_version(&self) -> crate::store::Result<i64> {
                 Self::applied_version(&self.pool).await.map_err(|source| {
                     crate::store::StoreError::query("read the schema version", source)
@@ -637,3 +732,20 @@ macro_rules! impl_store {
 }
 
 pub(super) use impl_store;
+
+/// What moves when anything a viewer shows changes: a build made, started or ended, a log
+/// line, a progress report of a running build. Every part is read through an index (the
+/// primary keys, the partial index `builds_running`, progress by build), so asking four
+/// times a second costs next to nothing, whatever the history's size. (SQLite uses a
+/// partial index only for a query that repeats its `IN` list: `status = 'running'` alone
+/// scans every build.)
+pub(super) const CHANGES: &str = "SELECT \
+      (SELECT MAX(id) FROM builds), \
+      open.n, open.running, open.created, \
+      (SELECT MAX(id) FROM logs), \
+      (SELECT CAST(MAX(p.updated_at) AS TEXT) FROM progress p \
+         WHERE p.build_id IN (SELECT id FROM builds WHERE status IN ('created', 'running'))) \
+    FROM (SELECT COUNT(*) AS n, \
+            CAST(SUM(CASE WHEN status = 'running' THEN id ELSE 0 END) AS BIGINT) AS running, \
+            CAST(SUM(CASE WHEN status = 'created' THEN id ELSE 0 END) AS BIGINT) AS created \
+          FROM builds WHERE status IN ('created', 'running')) open";

@@ -42,6 +42,20 @@ impl SqliteStore {
             })?;
         }
         let shown = format!("sqlite://{}", path.display());
+        // A new file: several processes may meet it at once, and the first one's switch
+        // to WAL answers the others' connections "database is locked" without waiting.
+        // The first to hold the lock creates and migrates it; the others wait, then find
+        // it ready.
+        let fresh =
+            !memory && !read_only && std::fs::metadata(&path).map_or(true, |m| m.len() == 0);
+        let early_lock = if fresh {
+            Some(lock_file(&path).await.map_err(|source| StoreError::Lock {
+                path: path.clone(),
+                source,
+            })?)
+        } else {
+            None
+        };
         let options = SqliteConnectOptions::from_str("sqlite:")
             .map_err(|source| StoreError::Connect {
                 url: shown.clone(),
@@ -63,13 +77,22 @@ impl SqliteStore {
                 source,
             })?;
         let store = SqliteStore { pool };
-        store.migrate(&shown, &path, read_only, mode).await?;
+        store
+            .migrate(&shown, &path, read_only, mode, early_lock)
+            .await?;
         Ok(store)
     }
 
     /// Applies what migrations are missing (not when only connecting); refuses a schema
     /// newer than this binary's.
-    async fn migrate(&self, url: &str, path: &Path, read_only: bool, mode: OpenMode) -> Result<()> {
+    async fn migrate(
+        &self,
+        url: &str,
+        path: &Path,
+        read_only: bool,
+        mode: OpenMode,
+        lock: Option<std::fs::File>,
+    ) -> Result<()> {
         let applied = self.applied(url).await?;
         let known = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
         if applied > known {
@@ -90,8 +113,8 @@ impl SqliteStore {
         // Several processes may meet a new database at once; sqlx takes no lock on
         // SQLite, so the first one to hold this file's lock migrates and the others find
         // the schema in place.
-        let _lock = if path.as_os_str() == ":memory:" {
-            None
+        let _lock = if lock.is_some() || path.as_os_str() == ":memory:" {
+            lock
         } else {
             Some(lock_file(path).await.map_err(|source| StoreError::Lock {
                 path: path.to_path_buf(),

@@ -131,7 +131,7 @@ impl LiveState {
             }
             BuildEvent::NotRun { .. } => self.other += 1,
             BuildEvent::Cancelling { .. } => self.cancelling = true,
-            BuildEvent::Retrying { .. } => {}
+            BuildEvent::Retrying { .. } | BuildEvent::Waiting { .. } => {}
         }
     }
 }
@@ -305,7 +305,7 @@ fn rate_text(rate: f64) -> String {
 }
 
 /// `850ms`, `12.3s`, `4m05s`, `2h03m`.
-fn elapsed(d: Duration) -> String {
+pub(crate) fn elapsed(d: Duration) -> String {
     let ms = d.as_millis();
     match ms {
         0..1000 => format!("{ms}ms"),
@@ -316,7 +316,7 @@ fn elapsed(d: Duration) -> String {
 }
 
 /// At most `width` characters; one-line (control characters shown as spaces).
-fn clip(text: &str, width: usize) -> String {
+pub(crate) fn clip(text: &str, width: usize) -> String {
     let clean = text.chars().map(|c| if c.is_control() { ' ' } else { c });
     let count = text.chars().count();
     if count <= width {
@@ -328,7 +328,7 @@ fn clip(text: &str, width: usize) -> String {
 }
 
 /// The terminal reporter: keeps a [`LiveState`], prints finished builds above the live
-/// area and redraws it each tick.
+/// area, and at each tick redraws it if it changed (a clock, a bar, a new build).
 pub struct Live<W: Write> {
     out: W,
     state: LiveState,
@@ -336,6 +336,8 @@ pub struct Live<W: Write> {
     above: Vec<String>,
     /// How many lines the last frame took.
     drawn: usize,
+    /// The last frame drawn, to skip drawing the same again.
+    last: Vec<String>,
     size: fn() -> (usize, usize),
 }
 
@@ -347,6 +349,7 @@ impl<W: Write> Live<W> {
             state: LiveState::new(planned, Instant::now()),
             above: Vec::new(),
             drawn: 0,
+            last: Vec::new(),
             size,
         }
     }
@@ -359,8 +362,12 @@ impl<W: Write> Live<W> {
             width.saturating_sub(1).max(20),
             (height / 2).max(3),
         );
+        if self.above.is_empty() && self.drawn > 0 && frame == self.last {
+            return;
+        }
         self.replace_frame(&frame.join("\n"));
         self.drawn = frame.len();
+        self.last = frame;
     }
 
     /// Moves up over the last frame, clears it, prints the lines waiting to go above,
@@ -585,5 +592,19 @@ mod tests {
             head,
             "2/6 done, 2 running, 1 failed  12.0s  cancelling (Ctrl-C again: kill)"
         );
+    }
+
+    #[test]
+    fn a_tick_draws_only_what_changed() {
+        let mut live = Live::new(Vec::new(), 3, || (80, 24));
+        live.tick();
+        let first = live.out.len();
+        assert!(first > 0, "the first tick draws");
+        // Within the same tenth of a second nothing on screen moves: nothing is written.
+        live.tick();
+        assert_eq!(live.out.len(), first);
+        live.event(&started(1, "crawl"));
+        live.tick();
+        assert!(live.out.len() > first, "a new build is drawn");
     }
 }

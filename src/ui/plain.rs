@@ -83,6 +83,14 @@ pub fn render(event: &BuildEvent, time: &str) -> Option<String> {
         BuildEvent::NotRun { job, because } => {
             format!("{time} not run {job}: {because} did not succeed")
         }
+        BuildEvent::Waiting {
+            job,
+            running,
+            concurrency,
+        } => format!(
+            "{time} wait    {job}: {running} build{} of it running elsewhere (concurrency {concurrency})",
+            if *running == 1 { "" } else { "s" }
+        ),
         BuildEvent::Cancelling { how } => match how {
             Cancel::Kill => format!("{time} killing every job"),
             _ => format!(
