@@ -74,6 +74,8 @@ pub enum CliError {
         unknown: Vec<UnknownFunction>,
         known: Vec<String>,
     },
+    #[error(transparent)]
+    Tui(#[from] crate::ui::tui::TuiError),
     #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
     #[error("cannot write output")]
@@ -133,6 +135,7 @@ impl CliError {
             | CliError::BadReport(_)
             | CliError::NothingToBuild
             | CliError::Protected(_)
+            | CliError::Tui(crate::ui::tui::TuiError::NotATerminal)
             | CliError::Channel(
                 crate::exec::channel::SendError::NoChannel
                 | crate::exec::channel::SendError::BadChannel(_),
@@ -141,7 +144,10 @@ impl CliError {
             CliError::CleanupFailed { .. }
             | CliError::CleanupSpawn { .. }
             | CliError::BuildFailed { .. } => exit::COMMAND,
-            CliError::Output(_) | CliError::Json(_) | CliError::Runtime(_) => exit::INTERNAL,
+            CliError::Output(_)
+            | CliError::Json(_)
+            | CliError::Runtime(_)
+            | CliError::Tui(crate::ui::tui::TuiError::Terminal(_)) => exit::INTERNAL,
         }
     }
 

@@ -13,6 +13,7 @@ mod logs;
 mod prune;
 mod report;
 mod show;
+mod tui;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -70,6 +71,9 @@ enum Command {
     Install(install::Args),
     /// Drop jobctl's tables and everything in them (needs --yes)
     Uninstall(install::UninstallArgs),
+    /// A live dashboard over the jobs and their builds (by any process), with keys to build
+    /// and cancel
+    Tui(tui::Args),
     /// From inside a running job: report progress, a log line, the return value, or a skip
     #[command(subcommand)]
     Report(report::Args),
@@ -118,6 +122,7 @@ fn run(cli: Cli, functions: Registry, out: &mut dyn Write) -> Result<(), CliErro
         Command::Delete(args) => ctx.block_on(delete::run(&ctx, args, out)),
         Command::Install(args) => ctx.block_on(install::install(&ctx, args, out)),
         Command::Uninstall(args) => ctx.block_on(install::uninstall(&ctx, args, out)),
+        Command::Tui(args) => ctx.block_on(tui::run(&ctx, args)),
         Command::Report(args) => report::run(args),
     }
 }

@@ -4,3 +4,4 @@
 
 pub mod live;
 pub mod plain;
+pub mod tui;

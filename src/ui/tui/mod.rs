@@ -1,0 +1,432 @@
+//! `jobctl tui`: a dashboard over the database, live.
+//!
+//! ```text
+//!   keys (crossterm) ───────────┐
+//!   250 ms: store.changes() ────┤   one select! loop       App ──draw()──► ratatui Backend
+//!   builds it started end ──────┼─► app.key() / update() ─► (pure: state + time → frame)
+//!   SIGTERM, SIGHUP, SIGINT ────┘        │ Command
+//!                                        ▼
+//!              spawn `jobctl build …` / store.request_cancel(build)
+//! ```
+//!
+//! The dashboard reads only the store, so it shows what any process records: its own
+//! builds, another `jobctl build`, workers. It asks the store for a change token four
+//! times a second (a few indexed lookups) and reads again only when the token moved; it
+//! draws only when something it shows changed (new data, a key, a resize, or the seconds
+//! of a running build's clock). The loop is generic over the ratatui backend; tests drive
+//! [`App`] with `TestBackend`.
+
+pub mod app;
+pub mod data;
+pub mod draw;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crossterm::event::{Event, EventStream};
+use futures_util::StreamExt;
+use ratatui::Terminal;
+use ratatui::backend::Backend;
+use tokio::sync::mpsc;
+
+pub use app::{App, Command};
+use data::{Snapshot, State};
+
+use crate::config::Config;
+use crate::graph::JobGraph;
+use crate::store::{AnyStore, BuildId, ChangeToken, OpenMode, Runner, Store, StoreError};
+
+/// How often the store is asked whether anything changed.
+const POLL: Duration = Duration::from_millis(250);
+/// How long the first frame waits for the database before saying it is connecting.
+const FIRST_CONNECT: Duration = Duration::from_secs(2);
+/// How often (seconds) an idle dashboard redraws, for its "… ago" times.
+const IDLE_REDRAW: i64 = 15;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TuiError {
+    #[error("`jobctl tui` needs a terminal (use `jobctl jobs`, `builds` or `logs` in scripts)")]
+    NotATerminal,
+    #[error("cannot draw on the terminal")]
+    Terminal(#[source] std::io::Error),
+}
+
+/// How to start `jobctl build` the way this dashboard was started.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    pub config: PathBuf,
+    pub vars: Vec<(String, String)>,
+}
+
+/// Runs the dashboard on this process's terminal until the user quits.
+pub async fn run(config: &'static Config, launch: Launch) -> Result<(), TuiError> {
+    if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
+        return Err(TuiError::NotATerminal);
+    }
+    let graph = JobGraph::new(config);
+    // Installs a panic hook that restores the terminal before the panic is printed.
+    let mut terminal = ratatui::try_init().map_err(TuiError::Terminal)?;
+    let outcome = event_loop(&mut terminal, config, &graph, &launch).await;
+    ratatui::restore();
+    outcome
+}
+
+/// Where the dashboard reads from, once it can.
+pub enum Source {
+    Open(AnyStore),
+    /// Not yet: the message says why.
+    Waiting(String),
+}
+
+/// Opens the config's database for reading; a SQLite file that does not exist yet is
+/// not created (the dashboard waits for a build to make it).
+pub async fn connect(config: &Config) -> Source {
+    let url = crate::store::redact_url(&config.storage);
+    if let Some(file) = crate::store::sqlite_file(&config.storage, config.dir())
+        && !file.exists()
+    {
+        return Source::Waiting(format!(
+            "No database yet at {}: nothing has been built. Press b to build the selected \
+             job, or run `jobctl build`; the dashboard picks it up.",
+            file.display()
+        ));
+    }
+    match crate::store::open(&config.storage, config.dir(), OpenMode::Use).await {
+        Ok(store) => Source::Open(store),
+        Err(StoreError::NotInstalled { .. }) => Source::Waiting(format!(
+            "No jobctl tables in {url} yet: run `jobctl install`; the dashboard picks them up."
+        )),
+        Err(err @ StoreError::SchemaOld { .. }) => {
+            Source::Waiting(format!("{err}; the dashboard picks it up."))
+        }
+        Err(err) => Source::Waiting(format!("Cannot read {url}: {}. Retrying.", chain(&err))),
+    }
+}
+
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
+/// What a build the dashboard started said when it ended.
+struct Ended {
+    what: String,
+    status: std::process::ExitStatus,
+    stderr: String,
+}
+
+async fn event_loop<B: Backend>(
+    terminal: &mut Terminal<B>,
+    config: &'static Config,
+    graph: &JobGraph,
+    launch: &Launch,
+) -> Result<(), TuiError>
+where
+    B::Error: Into<std::io::Error>,
+{
+    let mut app = App::new(config, graph, crate::store::redact_url(&config.storage));
+    // A server that does not answer must not hold the keys: connecting goes on in a
+    // task of its own after a first short wait.
+    let (connected_tx, mut connected) = mpsc::unbounded_channel::<Source>();
+    let mut connecting = false;
+    let mut source = match tokio::time::timeout(FIRST_CONNECT, connect(config)).await {
+        Ok(source) => source,
+        Err(_) => {
+            connecting = true;
+            let tx = connected_tx.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(connect(config).await);
+            });
+            Source::Waiting(format!(
+                "Connecting to {}…",
+                crate::store::redact_url(&config.storage)
+            ))
+        }
+    };
+    let mut token: Option<ChangeToken> = None;
+    let mut wanted = app.wanted();
+    refresh(&mut app, &source, &mut token, true).await;
+
+    let mut keys = EventStream::new();
+    let mut poll = tokio::time::interval(POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (ended_tx, mut ended) = mpsc::unbounded_channel::<Ended>();
+    let mut term = signal(tokio::signal::unix::SignalKind::terminate());
+    let mut hup = signal(tokio::signal::unix::SignalKind::hangup());
+    // Ctrl-C is a key in raw mode; a SIGINT sent by `kill` ends the dashboard the same way.
+    let mut int = signal(tokio::signal::unix::SignalKind::interrupt());
+    let mut drawn_second = None;
+    let mut dirty = true;
+    loop {
+        if dirty {
+            app.now = chrono::Utc::now();
+            terminal
+                .draw(|frame| draw::draw(&app, frame))
+                .map_err(|e| TuiError::Terminal(e.into()))?;
+            drawn_second = Some(app.now.timestamp());
+            dirty = false;
+        }
+        tokio::select! {
+            event = keys.next() => match event {
+                Some(Ok(Event::Key(key))) => {
+                    match app.key(key) {
+                        Some(Command::Quit) => return Ok(()),
+                        Some(command) => carry_out(&mut app, &source, command, launch, &ended_tx).await,
+                        None => {}
+                    }
+                    dirty = true;
+                }
+                Some(Ok(Event::Resize(..))) => dirty = true,
+                Some(Ok(_)) => {}
+                Some(Err(err)) => return Err(TuiError::Terminal(err)),
+                None => return Ok(()),
+            },
+            Some(now) = connected.recv() => {
+                connecting = false;
+                source = now;
+                token = None;
+                refresh(&mut app, &source, &mut token, true).await;
+                dirty = true;
+            }
+            _ = poll.tick() => {
+                if matches!(source, Source::Waiting(_)) && !connecting {
+                    connecting = true;
+                    let tx = connected_tx.clone();
+                    tokio::spawn(async move {
+                        let _ = tx.send(connect(config).await);
+                    });
+                }
+                if refresh(&mut app, &source, &mut token, false).await {
+                    dirty = true;
+                }
+                // A running build's clock moves once a second; "2m ago" now and then.
+                let second = chrono::Utc::now().timestamp();
+                let every = if running(&app) { 1 } else { IDLE_REDRAW };
+                if drawn_second.is_none_or(|at| second / every != at / every) {
+                    dirty = true;
+                }
+            }
+            Some(done) = ended.recv() => {
+                app.message = Some(if done.status.success() {
+                    format!("{}: done", done.what)
+                } else {
+                    let last = done.stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+                    format!("{}: {} {}", done.what, done.status, last.trim_start_matches("error: "))
+                });
+                dirty = true;
+            }
+            _ = recv(&mut term) => return Ok(()),
+            _ = recv(&mut hup) => return Ok(()),
+            _ = recv(&mut int) => return Ok(()),
+        }
+        // A key that opened another view wants its data now, not at the next tick.
+        if app.wanted() != wanted {
+            wanted = app.wanted();
+            refresh(&mut app, &source, &mut token, true).await;
+            dirty = true;
+        }
+    }
+}
+
+fn signal(kind: tokio::signal::unix::SignalKind) -> Option<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(kind).ok()
+}
+
+async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) {
+    match signal {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+fn running(app: &App) -> bool {
+    app.loaded().is_some_and(|l| {
+        l.jobs.iter().any(|r| r.state == State::Running)
+            || l.build
+                .as_ref()
+                .is_some_and(|b| !b.build.status.is_finished())
+    })
+}
+
+/// Reads the store again if its token moved (or `force`); true if the snapshot changed.
+async fn refresh(
+    app: &mut App<'_>,
+    source: &Source,
+    token: &mut Option<ChangeToken>,
+    force: bool,
+) -> bool {
+    let store = match source {
+        Source::Open(store) => store,
+        Source::Waiting(message) => {
+            let snapshot = Snapshot::NoDatabase {
+                message: message.clone(),
+            };
+            let changed = app.snapshot != snapshot;
+            if changed {
+                app.update(snapshot);
+            }
+            return changed;
+        }
+    };
+    read(app, store, token, force).await
+}
+
+/// Reads `store` again if its token moved since `token` (or `force`): everything when a
+/// build was made, started or ended, otherwise only what a log line or progress report
+/// changes. True if the snapshot changed.
+pub async fn read(
+    app: &mut App<'_>,
+    store: &impl Store,
+    token: &mut Option<ChangeToken>,
+    force: bool,
+) -> bool {
+    let now = match store.changes().await {
+        Ok(now) => now,
+        Err(err) => {
+            app.message = Some(format!("cannot read the database: {}", chain(&err)));
+            return true;
+        }
+    };
+    if !force && token.as_ref() == Some(&now) {
+        return match &mut app.snapshot {
+            Snapshot::Ready(loaded) => data::mark_gone(&mut loaded.jobs),
+            Snapshot::NoDatabase { .. } => false,
+        };
+    }
+    let builds_changed = token.as_ref().is_none_or(|t| t.builds != now.builds);
+    *token = Some(now);
+    let (config, graph, wanted) = (app.config, app.graph, app.wanted());
+    match data::load(store, config, graph, wanted, app.loaded(), builds_changed).await {
+        Ok(loaded) => {
+            let snapshot = Snapshot::Ready(Box::new(loaded));
+            let changed = app.snapshot != snapshot;
+            if changed {
+                app.update(snapshot);
+            }
+            changed
+        }
+        Err(err) => {
+            *token = None;
+            app.message = Some(format!("cannot read the database: {}", chain(&err)));
+            true
+        }
+    }
+}
+
+async fn carry_out(
+    app: &mut App<'_>,
+    source: &Source,
+    command: Command,
+    launch: &Launch,
+    ended: &mpsc::UnboundedSender<Ended>,
+) {
+    match command {
+        Command::Quit => {}
+        Command::Build { jobs, deps, yes } => {
+            let ids: Vec<String> = jobs
+                .iter()
+                .map(|&j| app.config.jobs[j].id.to_string())
+                .collect();
+            match start_build(&ids, deps, yes, launch, ended) {
+                Ok(()) => {}
+                Err(err) => app.message = Some(format!("cannot start jobctl build: {err}")),
+            }
+        }
+        Command::Cancel { build } => {
+            app.message = Some(match source {
+                Source::Open(store) => cancel(store, build).await,
+                Source::Waiting(_) => "no database to cancel in".to_owned(),
+            });
+        }
+    }
+}
+
+/// Starts `jobctl build` in its own process group, so that it runs on after the
+/// dashboard quits; its error output goes to a file read when it ends.
+fn start_build(
+    ids: &[String],
+    deps: bool,
+    yes: bool,
+    launch: &Launch,
+    ended: &mpsc::UnboundedSender<Ended>,
+) -> std::io::Result<()> {
+    let exe = std::env::current_exe()?;
+    let log = std::env::temp_dir().join(format!(
+        "jobctl-tui-{}-{}.stderr",
+        std::process::id(),
+        chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+    ));
+    let stderr = std::fs::File::create(&log)?;
+    let mut command = tokio::process::Command::new(exe);
+    command.arg("--config").arg(&launch.config);
+    for (name, value) in &launch.vars {
+        command.arg("--var").arg(format!("{name}={value}"));
+    }
+    command.arg("build").args(ids).args(["--progress", "plain"]);
+    if !deps {
+        command.args(["--deps", "none"]);
+    }
+    if yes {
+        command.arg("--yes");
+    }
+    command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .process_group(0);
+    let mut child = command.spawn()?;
+    let what = format!("build {}", ids.join(" "));
+    let ended = ended.clone();
+    tokio::spawn(async move {
+        let status = child.wait().await;
+        let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+        let _ = std::fs::remove_file(&log);
+        if let Ok(status) = status {
+            let _ = ended.send(Ended {
+                what,
+                status,
+                stderr,
+            });
+        }
+    });
+    Ok(())
+}
+
+/// Asks for `build` to be cancelled, through the database: the jobctl that runs it (on
+/// any machine) cancels that build alone at its next tick, and what depends on it does not
+/// run.
+async fn cancel(store: &AnyStore, id: BuildId) -> String {
+    let build = match store.build(id).await {
+        Ok(Some(build)) => build,
+        Ok(None) => return format!("build #{id} is gone"),
+        Err(err) => return format!("cannot read build #{id}: {}", chain(&err)),
+    };
+    match store.request_cancel(id, chrono::Utc::now()).await {
+        Ok(true) => {}
+        Ok(false) => return format!("build #{id} has already ended"),
+        Err(err) => return format!("cannot ask to cancel build #{id}: {}", chain(&err)),
+    }
+    let me = Runner::this_process();
+    match (build.host.as_deref(), build.pid) {
+        (Some(host), Some(pid)) if host == me.host && !crate::exec::recover::runner_alive(pid) => {
+            format!(
+                "cancel asked for #{id}, but its jobctl (pid {pid}) is gone; the next build closes it"
+            )
+        }
+        (Some(host), Some(pid)) => {
+            format!(
+                "cancelling #{id} of {}: asked jobctl (pid {pid} on {host})",
+                build.job_id
+            )
+        }
+        _ => format!("cancelling #{id} of {}", build.job_id),
+    }
+}

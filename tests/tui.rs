@@ -1,0 +1,642 @@
+//! The dashboard drawn on ratatui's TestBackend from a fixed database at a fixed time:
+//! each view, and key sequences (navigate, filter, arm a protected job).
+
+use std::path::Path;
+
+use chrono::{DateTime, TimeZone, Utc};
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use jobctl::config::Config;
+use jobctl::graph::JobGraph;
+use jobctl::store::status::config_hash;
+use jobctl::store::{
+    AnyStore, BuildId, LogLevel, LogRecord, NewBuild, OpenMode, Outcome, Pin, ProgressUpdate,
+    Runner, Store, Stream, Write,
+};
+use jobctl::ui::tui::Source;
+use jobctl::ui::tui::app::{App, Command, View};
+use jobctl::ui::tui::data::{self, Snapshot};
+use jobctl::ui::tui::draw;
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+
+const CONFIG: &str = r#"
+storage: sqlite://state.db
+jobs:
+  - id: setup
+    run: ./setup.sh
+  - id: crawl_a
+    title: Crawl site A
+    notes: |
+      Fetches every page of site A.
+      Owner: the data team.
+    run: ./crawl.sh a
+    dependencies: [setup]
+  - id: crawl_b
+    title: Crawl site B
+    run: ./crawl.sh b
+    dependencies: [setup]
+  - id: process
+    title: Process what was crawled
+    run: ./process.sh
+    kwargs:
+      pages: !retval crawl_a
+  - id: report
+    run: ./report.sh
+    dependencies: [process, crawl_b]
+  - id: deploy
+    title: Deploy the report
+    run: ./deploy.sh
+    protect: true
+    dependencies: [report]
+"#;
+
+fn t(secs: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 23, 9, 0, 0).unwrap() + chrono::Duration::seconds(secs)
+}
+
+/// The time every frame is drawn at.
+fn now() -> DateTime<Utc> {
+    t(600)
+}
+
+fn load_config(dir: &Path, text: &str) -> &'static Config {
+    let path = dir.join("jobs.yaml");
+    std::fs::write(&path, text).unwrap();
+    Box::leak(Box::new(jobctl::config::load(&path, &[]).unwrap()))
+}
+
+async fn open(config: &Config) -> AnyStore {
+    jobctl::store::open(&config.storage, config.dir(), OpenMode::Use)
+        .await
+        .unwrap()
+}
+
+async fn new_build(
+    store: &AnyStore,
+    config: &Config,
+    job: &str,
+    at: i64,
+    pins: Vec<Pin>,
+) -> BuildId {
+    let j = config.job(job).unwrap();
+    let ids = store
+        .create_builds(
+            &[NewBuild {
+                job_id: job.into(),
+                config: serde_json::to_value(j).unwrap(),
+                config_hash: config_hash(j),
+                pins,
+                attempt: 1,
+                created_at: t(at),
+            }],
+            &Runner {
+                host: "ci-host".into(),
+                pid: 4242,
+                worker: None,
+            },
+        )
+        .await
+        .unwrap();
+    ids[0]
+}
+
+async fn finished(store: &AnyStore, build: BuildId, start: i64, end: i64, outcome: Outcome) {
+    store
+        .write(&[
+            Write::Started {
+                build,
+                at: t(start),
+                pins: Vec::new(),
+                pgid: None,
+            },
+            Write::Finished {
+                build,
+                outcome,
+                at: t(end),
+            },
+        ])
+        .await
+        .unwrap();
+}
+
+fn log(build: BuildId, at: i64, level: LogLevel, message: &str) -> Write {
+    Write::Log(LogRecord {
+        build,
+        at: t(at),
+        level,
+        stream: if level >= LogLevel::Warning {
+            Stream::Stderr
+        } else {
+            Stream::Stdout
+        },
+        message: message.into(),
+    })
+}
+
+fn progress(build: BuildId, path: &[&str], current: i64, total: i64, status: &str) -> Write {
+    Write::Progress(ProgressUpdate {
+        build,
+        path: path.iter().map(|p| p.to_string()).collect(),
+        current,
+        total: Some(total),
+        status: (!status.is_empty()).then(|| status.to_owned()),
+        at: t(590),
+    })
+}
+
+/// setup and crawl_a succeeded, crawl_b failed, process runs with progress and logs,
+/// report waits, deploy (protected) was never built.
+async fn history(store: &AnyStore, config: &Config) -> BuildId {
+    let setup = new_build(store, config, "setup", 0, Vec::new()).await;
+    finished(store, setup, 1, 3, Outcome::Successful { retval: None }).await;
+    let crawl_a = new_build(store, config, "crawl_a", 10, Vec::new()).await;
+    finished(
+        store,
+        crawl_a,
+        11,
+        95,
+        Outcome::Successful {
+            retval: Some(serde_json::json!({"pages": 40, "dir": "/data/a"})),
+        },
+    )
+    .await;
+    let crawl_b = new_build(store, config, "crawl_b", 10, Vec::new()).await;
+    finished(
+        store,
+        crawl_b,
+        11,
+        14,
+        Outcome::Failed {
+            exit_code: Some(2),
+            signal: None,
+            timed_out: false,
+            error: "exit status 2".into(),
+            stderr_tail: Some(
+                "fetching http://b.example/\ncurl: (6) Could not resolve host: b.example".into(),
+            ),
+        },
+    )
+    .await;
+    // Its pins come with its start, as a runner writes them.
+    let process = new_build(store, config, "process", 100, Vec::new()).await;
+    let mut batch = vec![Write::Started {
+        build: process,
+        at: t(100),
+        pins: vec![Pin {
+            job_id: "crawl_a".into(),
+            build_id: Some(crawl_a),
+        }],
+        pgid: Some(4300),
+    }];
+    for i in 0..30 {
+        let level = match i {
+            12 => LogLevel::Warning,
+            25 => LogLevel::Error,
+            _ => LogLevel::Info,
+        };
+        batch.push(log(
+            process,
+            100 + i * 10,
+            level,
+            &format!("processed page {i}"),
+        ));
+    }
+    batch.push(progress(process, &["pages"], 30, 40, "page-30"));
+    batch.push(progress(process, &["images", "png"], 3, 4, ""));
+    batch.push(progress(process, &["images", "jpg"], 1, 4, "resizing"));
+    store.write(&batch).await.unwrap();
+    new_build(store, config, "report", 100, Vec::new()).await;
+    process
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    config: &'static Config,
+    graph: &'static JobGraph,
+    store: AnyStore,
+    process: BuildId,
+    /// The change token of the last read.
+    token: std::sync::Mutex<Option<jobctl::store::ChangeToken>>,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let config = load_config(dir.path(), CONFIG);
+    let graph: &'static JobGraph = Box::leak(Box::new(JobGraph::new(config)));
+    let store = open(config).await;
+    let process = history(&store, config).await;
+    Fixture {
+        _dir: dir,
+        config,
+        graph,
+        store,
+        process,
+        token: std::sync::Mutex::new(None),
+    }
+}
+
+impl Fixture {
+    fn app(&self) -> App<'static> {
+        let mut app = App::new(self.config, self.graph, "sqlite://state.db".into());
+        app.now = now();
+        app
+    }
+
+    /// An app that has read the database once.
+    async fn ready(&self) -> App<'static> {
+        let mut app = self.app();
+        self.refresh(&mut app).await;
+        app
+    }
+
+    /// Moves the jobs pane's selection down to `job`.
+    async fn select(&self, app: &mut App<'_>, job: &str) {
+        let job = self.config.job_index(job).unwrap();
+        while app.selected != Some(job) {
+            self.keys(app, &[KeyCode::Down]).await;
+        }
+    }
+
+    /// From the jobs pane: opens the selected job, then its latest build.
+    async fn open_latest_build(&self, app: &mut App<'_>) {
+        let keys = [KeyCode::Enter, KeyCode::Tab, KeyCode::Tab, KeyCode::Enter];
+        self.keys(app, &keys).await;
+    }
+
+    /// Reads what the app's views want, as the loop does after a key.
+    async fn refresh(&self, app: &mut App<'_>) {
+        let mut token = self.token.lock().unwrap().take();
+        jobctl::ui::tui::read(app, &self.store, &mut token, true).await;
+        assert!(app.loaded().is_some(), "read: {:?}", app.message);
+        *self.token.lock().unwrap() = token;
+    }
+
+    /// Reads again only if the database changed, as the loop does on its tick.
+    async fn tick(&self, app: &mut App<'_>) -> bool {
+        let mut token = self.token.lock().unwrap().take();
+        let changed = jobctl::ui::tui::read(app, &self.store, &mut token, false).await;
+        *self.token.lock().unwrap() = token;
+        changed
+    }
+
+    /// Presses keys one by one (reading the database after each, like the loop);
+    /// returns the commands they gave.
+    async fn keys(&self, app: &mut App<'_>, keys: &[KeyCode]) -> Vec<Command> {
+        let mut commands = Vec::new();
+        for &code in keys {
+            commands.extend(app.key(KeyEvent::new(code, KeyModifiers::NONE)));
+            self.refresh(app).await;
+        }
+        commands
+    }
+}
+
+fn frame(app: &App, width: u16, height: u16) -> String {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    terminal.draw(|f| draw::draw(app, f)).unwrap();
+    // The config's temporary folder, named in the header, is not part of the picture.
+    let dir = app.config.dir().display().to_string();
+    terminal.backend().to_string().replace(&dir, "[dir]")
+}
+
+fn chars(text: &str) -> Vec<KeyCode> {
+    text.chars().map(KeyCode::Char).collect()
+}
+
+#[tokio::test]
+async fn jobs_pane_at_80x24() {
+    let fx = fixture().await;
+    let app = fx.ready().await;
+    insta::assert_snapshot!(frame(&app, 80, 24));
+}
+
+#[tokio::test]
+async fn jobs_pane_wide_with_titles() {
+    let fx = fixture().await;
+    let app = fx.ready().await;
+    insta::assert_snapshot!(frame(&app, 120, 14));
+}
+
+#[tokio::test]
+async fn filtering_by_text_and_status_and_sorting_by_activity() {
+    let fx = fixture().await;
+    let mut app = fx.ready().await;
+    let mut keys = vec![KeyCode::Char('/')];
+    keys.extend(chars("crawl"));
+    fx.keys(&mut app, &keys).await;
+    let typing = frame(&app, 80, 12);
+    insta::assert_snapshot!("filter_typing", typing);
+    fx.keys(
+        &mut app,
+        &[KeyCode::Enter, KeyCode::Char('s'), KeyCode::Char('s')],
+    )
+    .await;
+    // "crawl" and failed: crawl_b alone.
+    assert_eq!(app.visible, vec![fx.config.job_index("crawl_b").unwrap()]);
+    fx.keys(&mut app, &[KeyCode::Esc, KeyCode::Char('o')]).await;
+    insta::assert_snapshot!("recent_order", frame(&app, 80, 12));
+}
+
+#[tokio::test]
+async fn job_detail_navigates_along_edges() {
+    let fx = fixture().await;
+    let mut app = fx.ready().await;
+    // crawl_a: down once from setup, open.
+    fx.keys(&mut app, &[KeyCode::Down, KeyCode::Enter]).await;
+    insta::assert_snapshot!("job_crawl_a", frame(&app, 80, 30));
+    // Tab to its dependants, open process.
+    fx.keys(&mut app, &[KeyCode::Tab, KeyCode::Enter]).await;
+    let View::Job(v) = app.view() else {
+        panic!("a job view is open")
+    };
+    assert_eq!(fx.config.jobs[v.job].id.as_str(), "process");
+    // Back twice: the jobs pane, still on crawl_a.
+    fx.keys(&mut app, &[KeyCode::Esc, KeyCode::Esc]).await;
+    assert_eq!(app.views, vec![View::Jobs]);
+    assert_eq!(app.selected, fx.config.job_index("crawl_a"));
+}
+
+#[tokio::test]
+async fn an_esc_read_together_with_the_next_key_counts_as_both() {
+    // A terminal sends Alt+x as ESC x: Esc then `/` typed fast (or sent by a script on a
+    // loaded machine) arrive as Alt+`/`. It must go back and open the filter, not vanish.
+    let fx = fixture().await;
+    let mut app = fx.ready().await;
+    fx.keys(&mut app, &[KeyCode::Down, KeyCode::Enter]).await;
+    assert!(matches!(app.view(), View::Job(_)));
+    app.key(KeyEvent::new(KeyCode::Char('/'), KeyModifiers::ALT));
+    fx.keys(&mut app, &chars("crawl")).await;
+    assert_eq!(app.views, vec![View::Jobs]);
+    assert_eq!(app.filter, "crawl");
+}
+
+#[tokio::test]
+async fn build_detail_with_progress_tree_and_log() {
+    let fx = fixture().await;
+    let mut app = fx.ready().await;
+    fx.select(&mut app, "process").await;
+    fx.open_latest_build(&mut app).await;
+    let View::Build(v) = app.view() else {
+        panic!("a build view is open")
+    };
+    assert_eq!(v.id, fx.process);
+    insta::assert_snapshot!("build_running", frame(&app, 80, 30));
+
+    // Only warnings and above; then a search that jumps to its line.
+    fx.keys(&mut app, &[KeyCode::Char('l'), KeyCode::Char('l')])
+        .await;
+    insta::assert_snapshot!("build_warnings", frame(&app, 80, 30));
+    let mut keys = vec![KeyCode::Char('l'), KeyCode::Char('l'), KeyCode::Char('/')];
+    keys.extend(chars("page 3"));
+    keys.push(KeyCode::Enter);
+    fx.keys(&mut app, &keys).await;
+    let View::Build(v) = app.view() else {
+        panic!("a build view is open")
+    };
+    assert_eq!(v.level, None, "the level filter cycled back to all");
+    assert!(v.log_at.is_some(), "a found line stops following");
+
+    // Nothing changed: a tick reads nothing.
+    fx.keys(&mut app, &[KeyCode::Char('f')]).await;
+    assert!(!fx.tick(&mut app).await);
+    // A new line and progress arrive: the tick shows them (only activity moved).
+    fx.store
+        .write(&[
+            log(fx.process, 500, LogLevel::Info, "a line that just arrived"),
+            progress(fx.process, &["pages"], 40, 40, "page-40"),
+        ])
+        .await
+        .unwrap();
+    assert!(fx.tick(&mut app).await);
+    let shown = frame(&app, 80, 30);
+    assert!(shown.contains("a line that just arrived"), "{shown}");
+    assert!(shown.contains("40/40  page-40"), "{shown}");
+    fx.keys(&mut app, &[KeyCode::Esc, KeyCode::Esc]).await;
+    let jobs = frame(&app, 80, 12);
+    assert!(
+        jobs.contains("92%"),
+        "the jobs pane's bar moved too:\n{jobs}"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_build_shows_its_error_and_stderr_tail() {
+    let fx = fixture().await;
+    let mut app = fx.ready().await;
+    fx.select(&mut app, "crawl_b").await;
+    fx.open_latest_build(&mut app).await;
+    insta::assert_snapshot!(frame(&app, 80, 24));
+}
+
+#[tokio::test]
+async fn a_protected_job_builds_only_when_armed() {
+    let fx = fixture().await;
+    let mut app = fx.ready().await;
+    let deploy = fx.config.job_index("deploy").unwrap();
+    fx.keys(&mut app, &[KeyCode::End]).await;
+    assert_eq!(app.selected, Some(deploy));
+    let refused = fx.keys(&mut app, &[KeyCode::Char('b')]).await;
+    assert!(
+        refused.is_empty(),
+        "an unarmed protected job does not build"
+    );
+    insta::assert_snapshot!("protected_refused", frame(&app, 80, 12));
+    let armed = fx.keys(&mut app, &[KeyCode::Char('a')]).await;
+    assert!(armed.is_empty());
+    insta::assert_snapshot!("protected_armed", frame(&app, 80, 12));
+    let built = fx.keys(&mut app, &[KeyCode::Char('b')]).await;
+    assert_eq!(
+        built,
+        vec![Command::Build {
+            jobs: vec![deploy],
+            deps: true,
+            yes: true
+        }]
+    );
+    assert_eq!(app.armed, None, "arming lasts one build");
+    // Arming, then moving to another job, disarms.
+    fx.keys(&mut app, &[KeyCode::Char('a'), KeyCode::Up]).await;
+    assert_eq!(app.armed, None);
+    // A job with a protected job nowhere near builds at once, without --yes.
+    fx.keys(&mut app, &[KeyCode::Home]).await;
+    let setup = fx.keys(&mut app, &[KeyCode::Char('B')]).await;
+    assert_eq!(
+        setup,
+        vec![Command::Build {
+            jobs: vec![fx.config.job_index("setup").unwrap()],
+            deps: false,
+            yes: false
+        }]
+    );
+}
+
+#[tokio::test]
+async fn cancel_and_rebuild_failed_name_the_right_builds() {
+    let fx = fixture().await;
+    let mut app = fx.ready().await;
+    fx.select(&mut app, "process").await;
+    let cancel = fx.keys(&mut app, &[KeyCode::Char('c')]).await;
+    assert_eq!(cancel, vec![Command::Cancel { build: fx.process }]);
+    fx.keys(&mut app, &[KeyCode::Home]).await;
+    assert!(fx.keys(&mut app, &[KeyCode::Char('c')]).await.is_empty());
+    assert_eq!(
+        app.message.as_deref(),
+        Some("nothing running to cancel here")
+    );
+    let rebuild = fx.keys(&mut app, &[KeyCode::Char('R')]).await;
+    assert_eq!(
+        rebuild,
+        vec![Command::Build {
+            jobs: vec![fx.config.job_index("crawl_b").unwrap()],
+            deps: true,
+            yes: false
+        }]
+    );
+    let quit = app.key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL));
+    assert_eq!(quit, Some(Command::Quit));
+}
+
+#[tokio::test]
+async fn help_overlay_lists_the_keys() {
+    let fx = fixture().await;
+    let mut app = fx.ready().await;
+    fx.keys(&mut app, &[KeyCode::Char('?')]).await;
+    insta::assert_snapshot!(frame(&app, 80, 24));
+    fx.keys(&mut app, &[KeyCode::Char('x')]).await;
+    assert!(!app.help, "any key closes the help");
+}
+
+#[tokio::test]
+async fn graph_of_a_job_with_fifty_dependencies() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text =
+        String::from("storage: sqlite://state.db\njobs:\n  - id: root\n    run: 'true'\n");
+    for i in 0..50 {
+        text.push_str(&format!(
+            "  - id: part_{i:02}\n    run: 'true'\n    dependencies: [root]\n"
+        ));
+    }
+    let parts: Vec<String> = (0..50).map(|i| format!("part_{i:02}")).collect();
+    text.push_str(&format!(
+        "  - id: merge\n    run: 'true'\n    dependencies: [{}]\n  - id: publish\n    run: 'true'\n    dependencies: [merge]\n",
+        parts.join(", ")
+    ));
+    let config = load_config(dir.path(), &text);
+    let graph: &'static JobGraph = Box::leak(Box::new(JobGraph::new(config)));
+    let store = open(config).await;
+    for (i, part) in parts.iter().enumerate().take(20) {
+        let id = new_build(&store, config, part, i as i64, Vec::new()).await;
+        let outcome = if i == 7 {
+            Outcome::Failed {
+                exit_code: Some(1),
+                signal: None,
+                timed_out: false,
+                error: "exit status 1".into(),
+                stderr_tail: None,
+            }
+        } else {
+            Outcome::Successful { retval: None }
+        };
+        finished(&store, id, i as i64, i as i64 + 1, outcome).await;
+    }
+    let mut app = App::new(config, graph, "sqlite://state.db".into());
+    app.now = now();
+    let loaded = data::load(&store, config, graph, app.wanted(), None, true)
+        .await
+        .unwrap();
+    app.update(Snapshot::Ready(Box::new(loaded)));
+    app.selected = config.job_index("merge");
+    app.key(KeyEvent::new(KeyCode::Char('g'), KeyModifiers::NONE));
+    insta::assert_snapshot!("graph_fifty", frame(&app, 80, 24));
+    // Into the dependencies' column and down past the fold: it scrolls.
+    for _ in 0..30 {
+        app.key(KeyEvent::new(KeyCode::Down, KeyModifiers::NONE));
+    }
+    app.key(KeyEvent::new(KeyCode::Left, KeyModifiers::NONE));
+    for _ in 0..30 {
+        app.key(KeyEvent::new(KeyCode::Down, KeyModifiers::NONE));
+    }
+    insta::assert_snapshot!("graph_fifty_scrolled", frame(&app, 80, 24));
+    // Enter centres the graph on the selected dependency.
+    app.key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE));
+    let View::Graph(v) = app.view() else {
+        panic!("the graph stays open")
+    };
+    assert_eq!(config.jobs[v.center].id.as_str(), "part_30");
+}
+
+#[tokio::test]
+async fn no_database_yet_is_said_plainly() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = load_config(dir.path(), CONFIG);
+    let graph: &'static JobGraph = Box::leak(Box::new(JobGraph::new(config)));
+    let mut app = App::new(config, graph, "sqlite://state.db".into());
+    app.now = now();
+    let Source::Waiting(message) = jobctl::ui::tui::connect(config).await else {
+        panic!("there is no database to open")
+    };
+    assert!(
+        !dir.path().join("state.db").exists(),
+        "looking creates nothing"
+    );
+    let message = message.replace(&dir.path().display().to_string(), "[dir]");
+    app.update(Snapshot::NoDatabase { message });
+    insta::assert_snapshot!(frame(&app, 80, 24));
+    // Once a build made it, it opens.
+    let store = open(config).await;
+    drop(store);
+    assert!(matches!(
+        jobctl::ui::tui::connect(config).await,
+        Source::Open(_)
+    ));
+}
+
+#[tokio::test]
+async fn a_build_whose_jobctl_died_here_says_so() {
+    let fx = fixture().await;
+    // A jobctl on this machine started `deploy`, then died (its pid is a finished `true`).
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let pid = gone.id();
+    gone.wait().unwrap();
+    let deploy = fx.config.job("deploy").unwrap();
+    let ids = fx
+        .store
+        .create_builds(
+            &[NewBuild {
+                job_id: "deploy".into(),
+                config: serde_json::to_value(deploy).unwrap(),
+                config_hash: config_hash(deploy),
+                pins: Vec::new(),
+                attempt: 1,
+                created_at: t(500),
+            }],
+            &Runner::this_process(),
+        )
+        .await
+        .unwrap();
+    fx.store
+        .start_build(
+            ids[0],
+            &Runner {
+                pid,
+                ..Runner::this_process()
+            },
+            t(500),
+        )
+        .await
+        .unwrap();
+    let mut app = fx.ready().await;
+    let jobs = frame(&app, 80, 12);
+    let line = jobs.lines().find(|l| l.contains("deploy")).unwrap();
+    assert!(
+        line.contains("running") && line.contains("runner gone"),
+        "{jobs}"
+    );
+    fx.keys(&mut app, &[KeyCode::End]).await;
+    fx.open_latest_build(&mut app).await;
+    assert!(
+        frame(&app, 80, 24).contains(&format!("jobctl pid {pid} (gone")),
+        "{}",
+        frame(&app, 80, 24)
+    );
+}
