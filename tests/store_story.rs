@@ -617,6 +617,115 @@ async fn story(store: AnyStore, dir: &Path) {
         .unwrap();
     assert!(store.cancel_requests(&runner).await.unwrap().is_empty());
 
+    // Many at once, more than one statement's rows: each id is its own job's build with
+    // its own pin, each start and end lands on its own build, and a build ended twice in
+    // one batch keeps the later end.
+    let n = 1203;
+    let many: Vec<NewBuild> = (0..n)
+        .map(|i| NewBuild {
+            job_id: format!("m{i}"),
+            pins: vec![Pin {
+                job_id: format!("p{i}"),
+                build_id: None,
+            }],
+            ..planned("m")
+        })
+        .collect();
+    let ids = store.create_builds(&many, &runner).await.unwrap();
+    assert_eq!(ids.len(), n);
+    let mut batch: Vec<Write> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, &build)| Write::Started {
+            build,
+            at: t(400 + i as i64),
+            pins: Vec::new(),
+            pgid: i.is_multiple_of(2).then_some(10_000 + i as u32),
+        })
+        .collect();
+    let failed = |i: usize| Outcome::Failed {
+        exit_code: Some((i % 200) as i32 + 1),
+        signal: None,
+        timed_out: i.is_multiple_of(3),
+        error: format!("exit status {}", i % 200 + 1),
+        stderr_tail: i.is_multiple_of(5).then(|| format!("tail {i}\n")),
+    };
+    batch.extend(ids.iter().enumerate().map(|(i, &build)| Write::Finished {
+        build,
+        outcome: if i.is_multiple_of(7) {
+            Outcome::Successful {
+                retval: Some(json!({ "i": i })),
+            }
+        } else {
+            failed(i)
+        },
+        at: t(2000 + i as i64),
+    }));
+    batch.push(Write::Finished {
+        build: ids[7],
+        outcome: failed(7),
+        at: t(5000),
+    });
+    store.write(&batch).await.unwrap();
+    for i in [0, 1, 7, 499, 500, 501, 999, 1000, 1202] {
+        let b = store.build(ids[i]).await.unwrap().unwrap();
+        assert_eq!(b.job_id, format!("m{i}"));
+        assert_eq!(
+            store.pins(ids[i]).await.unwrap(),
+            vec![Pin {
+                job_id: format!("p{i}"),
+                build_id: None
+            }]
+        );
+        assert_eq!(b.started_at, Some(t(400 + i as i64)));
+        assert_eq!(b.pgid, i.is_multiple_of(2).then_some(10_000 + i as u32));
+        let (outcome, at) = if i == 7 {
+            (failed(7), t(5000))
+        } else if i.is_multiple_of(7) {
+            (
+                Outcome::Successful {
+                    retval: Some(json!({ "i": i })),
+                },
+                t(2000 + i as i64),
+            )
+        } else {
+            (failed(i), t(2000 + i as i64))
+        };
+        assert_eq!(b.finished_at, Some(at), "build {i}");
+        let seen = match outcome {
+            Outcome::Successful { retval } => {
+                (BuildStatus::Successful, retval, None, false, None, None)
+            }
+            Outcome::Failed {
+                exit_code,
+                timed_out,
+                error,
+                stderr_tail,
+                ..
+            } => (
+                BuildStatus::Failed,
+                None,
+                exit_code,
+                timed_out,
+                Some(error),
+                stderr_tail,
+            ),
+            other => panic!("not made here: {other:?}"),
+        };
+        assert_eq!(
+            (
+                b.status,
+                b.retval,
+                b.exit_code,
+                b.timed_out,
+                b.error,
+                b.stderr_tail
+            ),
+            seen,
+            "build {i}"
+        );
+    }
+
     store.uninstall().await.unwrap();
     assert_eq!(store.schema_version().await.unwrap(), 0);
 }

@@ -14,6 +14,17 @@ pub(super) const LOG_ROWS_PER_INSERT: usize = 1000;
 /// Progress rows per upsert statement (7 values each).
 pub(super) const PROGRESS_ROWS_PER_INSERT: usize = 500;
 
+/// Build rows per INSERT statement (9 values each).
+pub(super) const BUILD_ROWS_PER_INSERT: usize = 500;
+
+/// Pin rows per INSERT statement (3 values each).
+pub(super) const PIN_ROWS_PER_INSERT: usize = 1000;
+
+/// Builds per batched UPDATE or DELETE (at most 9 values each). Every statement of a
+/// batch is a round trip to the database (another thread for SQLite), so a batch writes
+/// rows many at a time.
+pub(super) const UPDATE_ROWS_PER_STATEMENT: usize = 500;
+
 /// The columns a finished build sets: retval, exit code, signal, timed out, error, stderr
 /// tail.
 pub(super) type OutcomeColumns<'a> = (
@@ -48,11 +59,6 @@ pub(super) fn outcome_columns(outcome: &crate::store::Outcome) -> OutcomeColumns
         }
     }
 }
-
-/// How a build's end is written (`finish_build` and a batch's `Finished`).
-pub(super) const FINISH_BUILD: &str = "UPDATE builds SET status = $2, finished_at = $3, \
-     retval = $4, exit_code = $5, signal = $6, timed_out = $7, error = $8, stderr_tail = $9, \
-     started_at = COALESCE(started_at, $3) WHERE id = $1";
 
 macro_rules! impl_store {
     ($store:ty, $db:ty) => {
@@ -106,50 +112,112 @@ macro_rules! impl_store {
             }
 
             /// Inserts `builds` (status `created`, run by `runner` if given) with their
-            /// pins, in the transaction `tx`.
+            /// pins, in the transaction `tx`, a few hundred rows per statement.
             async fn insert_builds(
                 tx: &mut sqlx::Transaction<'static, $db>,
                 builds: &[crate::store::NewBuild],
                 runner: Option<&crate::store::Runner>,
             ) -> Result<Vec<crate::store::BuildId>, sqlx::Error> {
                 let mut ids = Vec::with_capacity(builds.len());
-                for build in builds {
-                    let id: i64 = sqlx::query_scalar(
+                for chunk in builds.chunks(crate::store::sql::BUILD_ROWS_PER_INSERT) {
+                    let mut insert: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
                         "INSERT INTO builds (job_id, status, created_at, config, config_hash, \
-                         attempt, host, pid, worker) \
-                         VALUES ($1, 'created', $2, $3, $4, $5, $6, $7, $8) RETURNING id",
-                    )
-                    .bind(&build.job_id)
-                    .bind(build.created_at)
-                    .bind(sqlx::types::Json(&build.config))
-                    .bind(&build.config_hash)
-                    .bind(build.attempt as i32)
-                    .bind(runner.map(|r| r.host.as_str()))
-                    .bind(runner.map(|r| r.pid as i32))
-                    .bind(runner.and_then(|r| r.worker.as_deref()))
-                    .fetch_one(&mut **tx)
-                    .await?;
-                    Self::insert_pins(tx, id, &build.pins).await?;
-                    ids.push(crate::store::BuildId(id));
+                         attempt, host, pid, worker) ",
+                    );
+                    insert.push_values(chunk, |mut row, build| {
+                        row.push_bind(build.job_id.as_str())
+                            .push_bind("created")
+                            .push_bind(build.created_at)
+                            .push_bind(sqlx::types::Json(&build.config))
+                            .push_bind(build.config_hash.as_str())
+                            .push_bind(build.attempt as i32)
+                            .push_bind(runner.map(|r| r.host.as_str()))
+                            .push_bind(runner.map(|r| r.pid as i32))
+                            .push_bind(runner.and_then(|r| r.worker.as_deref()));
+                    });
+                    insert.push(" RETURNING id");
+                    // One statement numbers its rows in order: sorted, the ids follow the
+                    // rows (RETURNING itself promises no order).
+                    let mut new: Vec<i64> = insert.build_query_scalar().fetch_all(&mut **tx).await?;
+                    new.sort_unstable();
+                    ids.extend(new.into_iter().map(crate::store::BuildId));
                 }
+                let pins: Vec<(i64, &crate::store::Pin)> = builds
+                    .iter()
+                    .zip(&ids)
+                    .flat_map(|(b, id)| b.pins.iter().map(move |p| (id.0, p)))
+                    .collect();
+                Self::insert_pins(tx, &pins).await?;
                 Ok(ids)
             }
 
+            /// Inserts pins, `(build, pin)`, many rows per statement.
             async fn insert_pins(
                 tx: &mut sqlx::Transaction<'static, $db>,
-                id: i64,
-                pins: &[crate::store::Pin],
+                pins: &[(i64, &crate::store::Pin)],
             ) -> Result<(), sqlx::Error> {
-                for pin in pins {
-                    sqlx::query(
-                        "INSERT INTO build_pins (build_id, dep_job_id, dep_build_id) \
-                         VALUES ($1, $2, $3)",
-                    )
-                    .bind(id)
-                    .bind(&pin.job_id)
-                    .bind(pin.build_id.map(|b| b.0))
-                    .execute(&mut **tx)
-                    .await?;
+                for chunk in pins.chunks(crate::store::sql::PIN_ROWS_PER_INSERT) {
+                    let mut insert: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
+                        "INSERT INTO build_pins (build_id, dep_job_id, dep_build_id) ",
+                    );
+                    insert.push_values(chunk, |mut row, (build, pin)| {
+                        row.push_bind(*build)
+                            .push_bind(pin.job_id.as_str())
+                            .push_bind(pin.build_id.map(|b| b.0));
+                    });
+                    insert.build().execute(&mut **tx).await?;
+                }
+                Ok(())
+            }
+
+            /// Marks builds running, `(build, at, process group)`, many per statement.
+            async fn start_builds(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                starts: &[(i64, chrono::DateTime<chrono::Utc>, Option<u32>)],
+            ) -> Result<(), sqlx::Error> {
+                for chunk in starts.chunks(crate::store::sql::UPDATE_ROWS_PER_STATEMENT) {
+                    let mut update: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
+                        "UPDATE builds SET status = 'running', started_at = v.column2, \
+                         pgid = COALESCE(v.column3, builds.pgid) FROM (",
+                    );
+                    update.push_values(chunk, |mut row, (build, at, pgid)| {
+                        row.push_bind(*build)
+                            .push_bind(*at)
+                            .push_bind(pgid.map(|p| p as i32));
+                    });
+                    update.push(") AS v WHERE builds.id = v.column1");
+                    update.build().execute(&mut **tx).await?;
+                }
+                Ok(())
+            }
+
+            /// Records how builds ended, `(build, outcome, at)`, many per statement.
+            async fn finish_builds(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                ends: &[(i64, &crate::store::Outcome, chrono::DateTime<chrono::Utc>)],
+            ) -> Result<(), sqlx::Error> {
+                for chunk in ends.chunks(crate::store::sql::UPDATE_ROWS_PER_STATEMENT) {
+                    let mut update: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
+                        "UPDATE builds SET status = v.column2, finished_at = v.column3, \
+                         retval = v.column4, exit_code = v.column5, signal = v.column6, \
+                         timed_out = v.column7, error = v.column8, stderr_tail = v.column9, \
+                         started_at = COALESCE(builds.started_at, v.column3) FROM (",
+                    );
+                    update.push_values(chunk, |mut row, (build, outcome, at)| {
+                        let (retval, exit_code, signal, timed_out, error, stderr_tail) =
+                            crate::store::sql::outcome_columns(outcome);
+                        row.push_bind(*build)
+                            .push_bind(outcome.status().as_str())
+                            .push_bind(*at)
+                            .push_bind(retval.map(sqlx::types::Json))
+                            .push_bind(exit_code)
+                            .push_bind(signal)
+                            .push_bind(timed_out)
+                            .push_bind(error)
+                            .push_bind(stderr_tail);
+                    });
+                    update.push(") AS v WHERE builds.id = v.column1");
+                    update.build().execute(&mut **tx).await?;
                 }
                 Ok(())
             }
@@ -208,21 +276,10 @@ macro_rules! impl_store {
                 outcome: &crate::store::Outcome,
                 at: chrono::DateTime<chrono::Utc>,
             ) -> crate::store::Result<()> {
-                let (retval, exit_code, signal, timed_out, error, stderr_tail) =
-                    crate::store::sql::outcome_columns(outcome);
-                sqlx::query(crate::store::sql::FINISH_BUILD)
-                .bind(id.0)
-                .bind(outcome.status().as_str())
-                .bind(at)
-                .bind(retval.map(sqlx::types::Json))
-                .bind(exit_code)
-                .bind(signal)
-                .bind(timed_out)
-                .bind(error)
-                .bind(stderr_tail)
-                .execute(&self.pool)
-                .await
-                .map_err(|source| crate::store::StoreError::query("record how a build ended", source))?;
+                let q = |source| crate::store::StoreError::query("record how a build ended", source);
+                let mut tx = self.begin_write().await.map_err(q)?;
+                Self::finish_builds(&mut tx, &[(id.0, outcome, at)]).await.map_err(q)?;
+                tx.commit().await.map_err(q)?;
                 Ok(())
             }
 
@@ -235,35 +292,24 @@ macro_rules! impl_store {
                 let mut tx = self.begin_write().await.map_err(q)?;
                 // Builds start (and learn their process group) before their lines are
                 // written, and end after.
+                let mut starts = Vec::new();
+                let mut pins = Vec::new();
                 for w in batch {
-                    match w {
-                        Write::Started {
-                            build,
-                            at,
-                            pins,
-                            pgid,
-                        } => {
-                            sqlx::query(
-                                "UPDATE builds SET status = 'running', started_at = $2, \
-                                 pgid = COALESCE($3, pgid) WHERE id = $1",
-                            )
+                    if let Write::Started { build, at, pins: p, pgid } = w {
+                        starts.push((build.0, *at, *pgid));
+                        pins.extend(p.iter().map(|pin| (build.0, pin)));
+                    }
+                }
+                Self::start_builds(&mut tx, &starts).await.map_err(q)?;
+                Self::insert_pins(&mut tx, &pins).await.map_err(q)?;
+                for w in batch {
+                    if let Write::ProcessGroup { build, pgid } = w {
+                        sqlx::query("UPDATE builds SET pgid = $2 WHERE id = $1")
                             .bind(build.0)
-                            .bind(*at)
-                            .bind(pgid.map(|p| p as i32))
+                            .bind(*pgid as i32)
                             .execute(&mut *tx)
                             .await
                             .map_err(q)?;
-                            Self::insert_pins(&mut tx, build.0, pins).await.map_err(q)?;
-                        }
-                        Write::ProcessGroup { build, pgid } => {
-                            sqlx::query("UPDATE builds SET pgid = $2 WHERE id = $1")
-                                .bind(build.0)
-                                .bind(*pgid as i32)
-                                .execute(&mut *tx)
-                                .await
-                                .map_err(q)?;
-                        }
-                        _ => {}
                     }
                 }
                 let logs: Vec<&crate::store::LogRecord> = batch
@@ -327,34 +373,38 @@ macro_rules! impl_store {
                     );
                     upsert.build().execute(&mut *tx).await.map_err(q)?;
                 }
+                // One statement cannot update a row twice: a build's last end counts.
+                let mut ends: Vec<(i64, &crate::store::Outcome, chrono::DateTime<chrono::Utc>)> =
+                    Vec::new();
+                let mut end_of: std::collections::HashMap<i64, usize> =
+                    std::collections::HashMap::new();
+                let mut discards = Vec::new();
                 for w in batch {
                     match w {
-                        Write::Finished { build, outcome, at } => {
-                            let (retval, exit_code, signal, timed_out, error, stderr_tail) =
-                                crate::store::sql::outcome_columns(outcome);
-                            sqlx::query(crate::store::sql::FINISH_BUILD)
-                                .bind(build.0)
-                                .bind(outcome.status().as_str())
-                                .bind(*at)
-                                .bind(retval.map(sqlx::types::Json))
-                                .bind(exit_code)
-                                .bind(signal)
-                                .bind(timed_out)
-                                .bind(error)
-                                .bind(stderr_tail)
-                                .execute(&mut *tx)
-                                .await
-                                .map_err(q)?;
-                        }
-                        Write::Discard { build } => {
-                            sqlx::query("DELETE FROM builds WHERE id = $1 AND status = 'created'")
-                                .bind(build.0)
-                                .execute(&mut *tx)
-                                .await
-                                .map_err(q)?;
-                        }
+                        Write::Finished { build, outcome, at } => match end_of.entry(build.0) {
+                            std::collections::hash_map::Entry::Occupied(e) => {
+                                ends[*e.get()] = (build.0, outcome, *at)
+                            }
+                            std::collections::hash_map::Entry::Vacant(e) => {
+                                e.insert(ends.len());
+                                ends.push((build.0, outcome, *at));
+                            }
+                        },
+                        Write::Discard { build } => discards.push(build.0),
                         _ => {}
                     }
+                }
+                Self::finish_builds(&mut tx, &ends).await.map_err(q)?;
+                for chunk in discards.chunks(crate::store::sql::UPDATE_ROWS_PER_STATEMENT) {
+                    let mut delete: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
+                        "DELETE FROM builds WHERE status = 'created' AND id IN (",
+                    );
+                    let mut ids = delete.separated(", ");
+                    for id in chunk {
+                        ids.push_bind(*id);
+                    }
+                    delete.push(")");
+                    delete.build().execute(&mut *tx).await.map_err(q)?;
                 }
                 tx.commit().await.map_err(q)?;
                 Ok(())
