@@ -10,7 +10,7 @@
 //!
 //! The child is waited for through a pidfd, so no SIGCHLD handler is involved.
 
-use std::ffi::{CString, OsStr};
+use std::ffi::{CStr, CString, OsStr};
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -103,10 +103,10 @@ pub fn spawn(spec: &Spawn<'_>) -> io::Result<Spawned> {
     for arg in spec.args {
         argv.push(cstring(arg.as_bytes())?);
     }
-    let envp = environment(spec.env)?;
+    let envp = Environment::with(spec.env)?;
     let workdir = cstring(spec.workdir.as_os_str().as_bytes())?;
     let argv_ptrs = null_terminated(&argv);
-    let envp_ptrs = null_terminated(&envp);
+    let envp_ptrs = envp.pointers();
 
     let mut actions = FileActions::new()?;
     check(unsafe {
@@ -231,31 +231,68 @@ fn cstring(bytes: &[u8]) -> io::Result<CString> {
     })
 }
 
-/// jobctl's environment (read once: jobctl never changes it) with `extra` added or
-/// replacing; each name once.
-fn environment(extra: &[(&OsStr, &OsStr)]) -> io::Result<Vec<CString>> {
-    static OWN: std::sync::OnceLock<Vec<(std::ffi::OsString, std::ffi::OsString)>> =
-        std::sync::OnceLock::new();
-    let own = OWN.get_or_init(|| std::env::vars_os().collect());
-    let entry = |k: &OsStr, v: &OsStr| {
-        let mut entry = Vec::with_capacity(k.len() + v.len() + 1);
-        entry.extend_from_slice(k.as_bytes());
-        entry.push(b'=');
-        entry.extend_from_slice(v.as_bytes());
-        cstring(&entry)
-    };
-    own.iter()
-        .filter(|(k, _)| !extra.iter().any(|(e, _)| *e == k.as_os_str()))
-        .map(|(k, v)| entry(k, v))
+/// A job's environment: jobctl's own (read once: jobctl never changes it) with the
+/// job's entries added or replacing; each name once.
+struct Environment {
+    /// jobctl's entries that stay, made once for every job.
+    own: Vec<&'static CStr>,
+    /// The job's entries.
+    extra: Vec<CString>,
+}
+
+impl Environment {
+    fn with(extra: &[(&OsStr, &OsStr)]) -> io::Result<Environment> {
+        static OWN: std::sync::OnceLock<Vec<(std::ffi::OsString, CString)>> =
+            std::sync::OnceLock::new();
+        let own = OWN.get_or_init(|| {
+            std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.clone(), entry(&k, &v).ok()?)))
+                .collect()
+        });
+        let own = own
+            .iter()
+            .filter(|(k, _)| !extra.iter().any(|(e, _)| *e == k.as_os_str()))
+            .map(|(_, e)| e.as_c_str())
+            .collect();
         // Of a name given twice, the later value wins (as with `Command::env`).
-        .chain(
-            extra
-                .iter()
-                .enumerate()
-                .filter(|(i, (k, _))| !extra[i + 1..].iter().any(|(later, _)| later == k))
-                .map(|(_, (k, v))| entry(k, v)),
-        )
-        .collect()
+        let extra = extra
+            .iter()
+            .enumerate()
+            .filter(|(i, (k, _))| !extra[i + 1..].iter().any(|(later, _)| later == k))
+            .map(|(_, (k, v))| entry(k, v))
+            .collect::<io::Result<_>>()?;
+        Ok(Environment { own, extra })
+    }
+
+    /// `envp` for posix_spawn, valid while `self` is.
+    fn pointers(&self) -> Vec<*mut libc::c_char> {
+        self.own
+            .iter()
+            .copied()
+            .chain(self.extra.iter().map(CString::as_c_str))
+            .map(|s| s.as_ptr().cast_mut())
+            .chain(std::iter::once(std::ptr::null_mut()))
+            .collect()
+    }
+
+    #[cfg(test)]
+    fn entries(&self) -> Vec<String> {
+        self.own
+            .iter()
+            .copied()
+            .chain(self.extra.iter().map(CString::as_c_str))
+            .map(|e| e.to_string_lossy().into_owned())
+            .collect()
+    }
+}
+
+/// `NAME=value`.
+fn entry(k: &OsStr, v: &OsStr) -> io::Result<CString> {
+    let mut entry = Vec::with_capacity(k.len() + v.len() + 1);
+    entry.extend_from_slice(k.as_bytes());
+    entry.push(b'=');
+    entry.extend_from_slice(v.as_bytes());
+    cstring(&entry)
 }
 
 fn null_terminated(strings: &[CString]) -> Vec<*mut libc::c_char> {
@@ -316,15 +353,15 @@ mod tests {
 
     #[test]
     fn each_name_is_passed_once_and_the_later_value_wins() {
-        let env = environment(&[
+        let env = Environment::with(&[
             (OsStr::new("JOBCTL_T1"), OsStr::new("a")),
             (OsStr::new("PATH"), OsStr::new("/x")),
             (OsStr::new("JOBCTL_T1"), OsStr::new("b")),
         ])
-        .unwrap();
-        let of = |name: &str| -> Vec<String> {
+        .unwrap()
+        .entries();
+        let of = |name: &str| -> Vec<&String> {
             env.iter()
-                .map(|e| e.to_string_lossy().into_owned())
                 .filter(|e| e.starts_with(&format!("{name}=")))
                 .collect()
         };

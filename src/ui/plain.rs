@@ -11,11 +11,27 @@ use crate::store::Outcome;
 /// Prints build events as lines to a writer.
 pub struct Plain<W: Write> {
     out: W,
+    /// The clock as printed, and the second it was printed for: a run of many short jobs
+    /// would otherwise look up the local time zone for every line.
+    clock: (u64, String),
 }
 
 impl<W: Write> Plain<W> {
     pub fn new(out: W) -> Self {
-        Plain { out }
+        Plain {
+            out,
+            clock: (0, String::new()),
+        }
+    }
+
+    fn clock(&mut self) -> &str {
+        let second = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if second != self.clock.0 || self.clock.1.is_empty() {
+            self.clock = (second, chrono::Local::now().format("%H:%M:%S").to_string());
+        }
+        &self.clock.1
     }
 
     pub fn summary(&mut self, summary: &Summary) {
@@ -26,8 +42,7 @@ impl<W: Write> Plain<W> {
 
 impl<W: Write> Reporter for Plain<W> {
     fn event(&mut self, event: &BuildEvent) {
-        let now = chrono::Local::now().format("%H:%M:%S").to_string();
-        if let Some(line) = render(event, &now) {
+        if let Some(line) = render(event, self.clock()) {
             let _ = writeln!(self.out, "{line}");
             let _ = self.out.flush();
         }
