@@ -6,13 +6,14 @@
 #
 #   bash bench/progress.sh                # 100k a second for 2 s, 3 runs each
 #   RATE=200000 SECS=3 RUNS=5 bash bench/progress.sh
+#   BIN=/tmp/jobctl-before bash bench/progress.sh   # another build, for an A/B
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RATE=${RATE:-100000}
 SECS=${SECS:-2}
 RUNS=${RUNS:-3}
 cargo build --release --quiet
-bin=$PWD/target/release/jobctl
+bin=${BIN:-$PWD/target/release/jobctl}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cat > "$work/emit.py" <<'PY'

@@ -21,6 +21,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::unix::pipe::Receiver;
 use tokio::sync::{mpsc, watch};
 
@@ -303,14 +304,16 @@ pub async fn run(
     let mut child = spawned.child;
     let group = Some(child.pid() as i32);
     let _ = out.send(Output::Spawned { pgid: child.pid() });
-    let stdout = Receiver::from_owned_fd(spawned.stdout)?;
-    let stderr = Receiver::from_owned_fd(spawned.stderr)?;
-    let channel = Receiver::from_owned_fd(spawned.channel)?;
+    let mut stdout = Receiver::from_owned_fd(spawned.stdout)?;
+    let mut stderr = Receiver::from_owned_fd(spawned.stderr)?;
+    let mut channel = Receiver::from_owned_fd(spawned.channel)?;
 
     let mut state = Reader::new(job, out);
-    // One buffer for the three streams, filled without being zeroed first: most jobs
-    // print little, and a job start should not cost a page-clearing.
-    let mut buf = Vec::with_capacity(64 * 1024);
+    let mut bufs = [
+        vec![0u8; 64 * 1024],
+        vec![0u8; 64 * 1024],
+        vec![0u8; 16 * 1024],
+    ];
     let mut open = [true, true, true];
     let mut status = None;
     let mut exit = Exit::default();
@@ -320,18 +323,16 @@ pub async fn run(
     let mut killing = false;
 
     while status.is_none() || open.iter().any(|o| *o) {
+        let [out_buf, err_buf, chan_buf] = &mut bufs;
         tokio::select! {
-            ready = stdout.readable(), if open[0] => {
-                ready?;
-                open[0] = read(&stdout, &mut buf, Stream::Stdout, &mut state)?;
+            n = read(&mut stdout, out_buf), if open[0] => {
+                open[0] = state.feed(Stream::Stdout, &out_buf[..n?]);
             }
-            ready = stderr.readable(), if open[1] => {
-                ready?;
-                open[1] = read(&stderr, &mut buf, Stream::Stderr, &mut state)?;
+            n = read(&mut stderr, err_buf), if open[1] => {
+                open[1] = state.feed(Stream::Stderr, &err_buf[..n?]);
             }
-            ready = channel.readable(), if open[2] => {
-                ready?;
-                open[2] = read(&channel, &mut buf, Stream::Channel, &mut state)?;
+            n = read(&mut channel, chan_buf), if open[2] => {
+                open[2] = state.feed(Stream::Channel, &chan_buf[..n?]);
             }
             waited = child.wait(), if status.is_none() => {
                 status = Some(waited?);
@@ -377,21 +378,8 @@ pub async fn run(
     Ok(exit)
 }
 
-/// Reads what `pipe` has (it said it is readable) into `state`; returns whether the
-/// stream is still open.
-fn read(
-    pipe: &Receiver,
-    buf: &mut Vec<u8>,
-    stream: Stream,
-    state: &mut Reader<'_>,
-) -> std::io::Result<bool> {
-    buf.clear();
-    match pipe.try_read_buf(buf) {
-        Ok(_) => Ok(state.feed(stream, buf)),
-        // Readiness can be stale; the next `readable` waits again.
-        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => Ok(true),
-        Err(err) => Err(err),
-    }
+async fn read<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
+    reader.read(buf).await
 }
 
 async fn sleep_until(at: Option<tokio::time::Instant>) {
