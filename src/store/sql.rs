@@ -140,7 +140,11 @@ macro_rules! impl_store {
                     insert.push(" RETURNING id");
                     // One statement numbers its rows in order: sorted, the ids follow the
                     // rows (RETURNING itself promises no order).
-                    let mut new: Vec<i64> = insert.build_query_scalar().persistent(false).fetch_all(&mut **tx).await?;
+                    let mut new: Vec<i64> = insert
+                        .build_query_scalar()
+                        .persistent(false)
+                        .fetch_all(&mut **tx)
+                        .await?;
                     new.sort_unstable();
                     ids.extend(new.into_iter().map(crate::store::BuildId));
                 }
