@@ -105,8 +105,8 @@ pub fn spawn(spec: &Spawn<'_>) -> io::Result<Spawned> {
     }
     let envp = Environment::with(spec.env)?;
     let workdir = cstring(spec.workdir.as_os_str().as_bytes())?;
-    let argv_ptrs = null_terminated(&argv);
-    let envp_ptrs = envp.pointers();
+    let argv_ptrs = null_terminated(argv.iter().map(CString::as_c_str));
+    let envp_ptrs = null_terminated(envp.entries());
 
     let mut actions = FileActions::new()?;
     check(unsafe {
@@ -264,25 +264,12 @@ impl Environment {
         Ok(Environment { own, extra })
     }
 
-    /// `envp` for posix_spawn, valid while `self` is.
-    fn pointers(&self) -> Vec<*mut libc::c_char> {
+    /// Every `NAME=value`, jobctl's first.
+    fn entries(&self) -> impl Iterator<Item = &CStr> {
         self.own
             .iter()
             .copied()
             .chain(self.extra.iter().map(CString::as_c_str))
-            .map(|s| s.as_ptr().cast_mut())
-            .chain(std::iter::once(std::ptr::null_mut()))
-            .collect()
-    }
-
-    #[cfg(test)]
-    fn entries(&self) -> Vec<String> {
-        self.own
-            .iter()
-            .copied()
-            .chain(self.extra.iter().map(CString::as_c_str))
-            .map(|e| e.to_string_lossy().into_owned())
-            .collect()
     }
 }
 
@@ -295,9 +282,9 @@ fn entry(k: &OsStr, v: &OsStr) -> io::Result<CString> {
     cstring(&entry)
 }
 
-fn null_terminated(strings: &[CString]) -> Vec<*mut libc::c_char> {
+/// The pointers posix_spawn takes for `argv` and `envp`, valid while the strings are.
+fn null_terminated<'a>(strings: impl Iterator<Item = &'a CStr>) -> Vec<*mut libc::c_char> {
     strings
-        .iter()
         .map(|s| s.as_ptr().cast_mut())
         .chain(std::iter::once(std::ptr::null_mut()))
         .collect()
@@ -358,8 +345,11 @@ mod tests {
             (OsStr::new("PATH"), OsStr::new("/x")),
             (OsStr::new("JOBCTL_T1"), OsStr::new("b")),
         ])
-        .unwrap()
-        .entries();
+        .unwrap();
+        let env: Vec<String> = env
+            .entries()
+            .map(|e| e.to_string_lossy().into_owned())
+            .collect();
         let of = |name: &str| -> Vec<&String> {
             env.iter()
                 .filter(|e| e.starts_with(&format!("{name}=")))
