@@ -82,7 +82,7 @@ async fn statuses(store: &AnyStore, config: &Config) -> Vec<String> {
 }
 
 async fn story(store: AnyStore, dir: &Path) {
-    assert_eq!(store.schema_version().await.unwrap(), 2);
+    assert_eq!(store.schema_version().await.unwrap(), 3);
     let mut token = store.changes().await.unwrap();
     assert_eq!(store.changes().await.unwrap(), token, "nothing happened");
     // Asserts that a part of the token moved since the last call (a log line or progress
@@ -784,7 +784,7 @@ async fn postgres_needs_install_and_refuses_a_newer_schema() {
         .unwrap();
     assert!(
         err.to_string()
-            .ends_with("has schema version 99, newer than this jobctl knows (2): upgrade jobctl"),
+            .ends_with("has schema version 99, newer than this jobctl knows (3): upgrade jobctl"),
         "{err}"
     );
 }
@@ -792,8 +792,9 @@ async fn postgres_needs_install_and_refuses_a_newer_schema() {
 /// Makes a database look as schema version 1 left it (no cancel requests).
 async fn downgrade_to_v1<C: sqlx::Executor<'static>>(conn: C) {
     sqlx::raw_sql(
-        "ALTER TABLE builds DROP COLUMN cancel_requested_at; \
-         DELETE FROM _sqlx_migrations WHERE version = 2;",
+        "DROP INDEX builds_cancel_requested; \
+         ALTER TABLE builds DROP COLUMN cancel_requested_at; \
+         DELETE FROM _sqlx_migrations WHERE version >= 2;",
     )
     .execute(conn)
     .await
@@ -823,7 +824,7 @@ async fn sqlite_upgrades_a_version_1_database_by_itself() {
         pool.close().await;
     }
     let store = common::sqlite_store(dir.path()).await;
-    assert_eq!(store.schema_version().await.unwrap(), 2);
+    assert_eq!(store.schema_version().await.unwrap(), 3);
     let build = store.build(kept).await.unwrap().unwrap();
     assert_eq!(build.cancel_requested_at, None, "old builds are kept");
 }
@@ -848,12 +849,24 @@ async fn postgres_asks_for_install_to_upgrade_a_version_1_schema() {
         .unwrap();
     assert!(
         err.to_string().ends_with(
-            "has schema version 1, older than this jobctl's (2): run `jobctl install` to upgrade it"
+            "has schema version 1, older than this jobctl's (3): run `jobctl install` to upgrade it"
         ),
         "{err}"
     );
     let store = jobctl::store::open(&db.url, dir.path(), OpenMode::Install)
         .await
         .unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 2);
+    assert_eq!(store.schema_version().await.unwrap(), 3);
+}
+
+/// A job's config hash is what its recorded builds are compared with: it must not change
+/// from one jobctl to the next, or every job would look outdated after an upgrade.
+#[test]
+fn a_config_hash_stays_what_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = load(dir.path(), "jobs:\n  - {id: j0, run: 'true'}\n");
+    assert_eq!(
+        config_hash(&config.jobs[0]),
+        "73443be80d88c1a136fc2b657c1fb1601f6295b9a99d910b757cdebce279fcf2"
+    );
 }

@@ -27,6 +27,16 @@ pub(super) const PIN_ROWS_PER_INSERT: usize = 1000;
 /// hundred of them held ~10 MB at 10k jobs.
 pub(super) const UPDATE_ROWS_PER_STATEMENT: usize = 500;
 
+/// How a build ended, as written: with its start when that is written in the same batch
+/// (one row update instead of two for a build that starts and ends within a batch).
+pub(super) struct End<'a> {
+    pub build: i64,
+    pub outcome: &'a crate::store::Outcome,
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub started_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub pgid: Option<u32>,
+}
+
 /// The columns a finished build sets: retval, exit code, signal, timed out, error, stderr
 /// tail.
 pub(super) type OutcomeColumns<'a> = (
@@ -197,30 +207,34 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            /// Records how builds ended, `(build, outcome, at)`, many per statement.
+            /// Records how builds ended (and where the end carries it, their start), many
+            /// per statement. A build never started gets its end time as start time.
             async fn finish_builds(
                 tx: &mut sqlx::Transaction<'static, $db>,
-                ends: &[(i64, &crate::store::Outcome, chrono::DateTime<chrono::Utc>)],
+                ends: &[crate::store::sql::End<'_>],
             ) -> Result<(), sqlx::Error> {
                 for chunk in ends.chunks(crate::store::sql::UPDATE_ROWS_PER_STATEMENT) {
                     let mut update: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
                         "UPDATE builds SET status = v.column2, finished_at = v.column3, \
                          retval = v.column4, exit_code = v.column5, signal = v.column6, \
                          timed_out = v.column7, error = v.column8, stderr_tail = v.column9, \
-                         started_at = COALESCE(builds.started_at, v.column3) FROM (",
+                         started_at = COALESCE(v.column10, builds.started_at, v.column3), \
+                         pgid = COALESCE(v.column11, builds.pgid) FROM (",
                     );
-                    update.push_values(chunk, |mut row, (build, outcome, at)| {
+                    update.push_values(chunk, |mut row, end| {
                         let (retval, exit_code, signal, timed_out, error, stderr_tail) =
-                            crate::store::sql::outcome_columns(outcome);
-                        row.push_bind(*build)
-                            .push_bind(outcome.status().as_str())
-                            .push_bind(*at)
+                            crate::store::sql::outcome_columns(end.outcome);
+                        row.push_bind(end.build)
+                            .push_bind(end.outcome.status().as_str())
+                            .push_bind(end.at)
                             .push_bind(retval.map(sqlx::types::Json))
                             .push_bind(exit_code)
                             .push_bind(signal)
                             .push_bind(timed_out)
                             .push_bind(error)
-                            .push_bind(stderr_tail);
+                            .push_bind(stderr_tail)
+                            .push_bind(end.started_at)
+                            .push_bind(end.pgid.map(|p| p as i32));
                     });
                     update.push(") AS v WHERE builds.id = v.column1");
                     update.build().persistent(false).execute(&mut **tx).await?;
@@ -284,7 +298,8 @@ macro_rules! impl_store {
             ) -> crate::store::Result<()> {
                 let q = |source| crate::store::StoreError::query("record how a build ended", source);
                 let mut tx = self.begin_write().await.map_err(q)?;
-                Self::finish_builds(&mut tx, &[(id.0, outcome, at)]).await.map_err(q)?;
+                let end = crate::store::sql::End { build: id.0, outcome, at, started_at: None, pgid: None };
+                Self::finish_builds(&mut tx, &[end]).await.map_err(q)?;
                 tx.commit().await.map_err(q)?;
                 Ok(())
             }
@@ -297,12 +312,25 @@ macro_rules! impl_store {
                 let q = |source| crate::store::StoreError::query("write builds, logs and progress", source);
                 let mut tx = self.begin_write().await.map_err(q)?;
                 // Builds start (and learn their process group) before their lines are
-                // written, and end after.
+                // written, and end after. A build that also ends in this batch starts
+                // with its end: one row update.
+                let ending: std::collections::HashSet<i64> = batch
+                    .iter()
+                    .filter_map(|w| match w {
+                        Write::Finished { build, .. } => Some(build.0),
+                        _ => None,
+                    })
+                    .collect();
                 let mut starts = Vec::new();
+                let mut start_of = std::collections::HashMap::new();
                 let mut pins = Vec::new();
                 for w in batch {
                     if let Write::Started { build, at, pins: p, pgid } = w {
-                        starts.push((build.0, *at, *pgid));
+                        if ending.contains(&build.0) {
+                            start_of.insert(build.0, (*at, *pgid));
+                        } else {
+                            starts.push((build.0, *at, *pgid));
+                        }
                         pins.extend(p.iter().map(|pin| (build.0, pin)));
                     }
                 }
@@ -380,22 +408,26 @@ macro_rules! impl_store {
                     upsert.build().persistent(false).execute(&mut *tx).await.map_err(q)?;
                 }
                 // One statement cannot update a row twice: a build's last end counts.
-                let mut ends: Vec<(i64, &crate::store::Outcome, chrono::DateTime<chrono::Utc>)> =
-                    Vec::new();
+                let mut ends: Vec<crate::store::sql::End<'_>> = Vec::new();
                 let mut end_of: std::collections::HashMap<i64, usize> =
                     std::collections::HashMap::new();
                 let mut discards = Vec::new();
                 for w in batch {
                     match w {
-                        Write::Finished { build, outcome, at } => match end_of.entry(build.0) {
-                            std::collections::hash_map::Entry::Occupied(e) => {
-                                ends[*e.get()] = (build.0, outcome, *at)
+                        Write::Finished { build, outcome, at } => {
+                            let (started_at, pgid) = match start_of.get(&build.0) {
+                                Some(&(started_at, pgid)) => (Some(started_at), pgid),
+                                None => (None, None),
+                            };
+                            let end = crate::store::sql::End { build: build.0, outcome, at: *at, started_at, pgid };
+                            match end_of.entry(build.0) {
+                                std::collections::hash_map::Entry::Occupied(e) => ends[*e.get()] = end,
+                                std::collections::hash_map::Entry::Vacant(e) => {
+                                    e.insert(ends.len());
+                                    ends.push(end);
+                                }
                             }
-                            std::collections::hash_map::Entry::Vacant(e) => {
-                                e.insert(ends.len());
-                                ends.push((build.0, outcome, *at));
-                            }
-                        },
+                        }
                         Write::Discard { build } => discards.push(build.0),
                         _ => {}
                     }
@@ -688,8 +720,8 @@ macro_rules! impl_store {
                 runner: &crate::store::Runner,
             ) -> crate::store::Result<Vec<crate::store::BuildId>> {
                 let ids: Vec<(i64,)> = sqlx::query_as(
-                    "SELECT id FROM builds WHERE status IN ('created', 'running') \
-                     AND cancel_requested_at IS NOT NULL AND host = $1 AND pid = $2 ORDER BY id",
+                    "SELECT id FROM builds WHERE cancel_requested_at IS NOT NULL \
+                     AND host = $1 AND pid = $2 AND status IN ('created', 'running') ORDER BY id",
                 )
                 .bind(&runner.host)
                 .bind(runner.pid as i32)

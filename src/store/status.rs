@@ -70,7 +70,13 @@ pub fn config_hash(job: &Job) -> String {
     };
     let json = serde_json::to_vec(&hashed).expect("a config serializes");
     let digest = Sha256::digest(&json);
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = String::with_capacity(2 * digest.len());
+    for b in digest {
+        hex.push(HEX[usize::from(b >> 4)] as char);
+        hex.push(HEX[usize::from(b & 0xf)] as char);
+    }
+    hex
 }
 
 /// The status of every job of `config` (by index), from the rows of `job_builds`.
