@@ -123,6 +123,56 @@ fn a_failure_stops_its_dependants_and_nothing_else() {
     assert_eq!(bad["stderr_tail"], "doomed\n");
 }
 
+/// More steps than are recorded before the first starts: the others are recorded while
+/// jobs run, and those that will not run are removed whether or not they were recorded
+/// yet when their dependency failed.
+#[test]
+fn a_long_plan_records_each_build_once_and_removes_what_did_not_run() {
+    let mut config = String::from("jobs:\n  - {id: bad, run: 'exit 3'}\n");
+    for i in 0..150 {
+        config.push_str(&format!("  - {{id: ok{i}, run: 'true'}}\n"));
+    }
+    for i in 0..150 {
+        config.push_str(&format!(
+            "  - {{id: after{i}, run: 'true', dependencies: [bad]}}\n"
+        ));
+    }
+    for i in 0..50 {
+        config.push_str(&format!("  - {{id: late{i}, run: 'true'}}\n"));
+    }
+    let dir = setup(&config);
+    let d = dir.path();
+    let (code, out, err) = run(d, &["build", "--all", "-j", "2"]);
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(
+        out.contains("200 succeeded, 1 failed, 150 not run\n"),
+        "{out}"
+    );
+
+    let (code, all, err) = run(d, &["builds", "--json", "--limit", "1000"]);
+    assert_eq!(code, 0, "{err}");
+    let all: Vec<Value> = serde_json::from_str(&all).unwrap();
+    assert_eq!(all.len(), 201, "one build per job that ran, nothing else");
+    let mut jobs: Vec<&str> = all.iter().map(|b| b["job_id"].as_str().unwrap()).collect();
+    jobs.sort_unstable();
+    jobs.dedup();
+    assert_eq!(jobs.len(), 201);
+    assert!(!jobs.iter().any(|j| j.starts_with("after")));
+    for b in &all {
+        let expected = if b["job_id"] == "bad" {
+            "failed"
+        } else {
+            "successful"
+        };
+        assert_eq!(b["status"], expected, "{b}");
+        // Started and ended within one batch: both times and the process group kept.
+        let (started, finished) = (b["started_at"].as_str(), b["finished_at"].as_str());
+        assert!(started.is_some() && finished.is_some(), "{b}");
+        assert!(started <= finished, "{b}");
+        assert!(b["pgid"].as_i64().is_some_and(|p| p > 1), "{b}");
+    }
+}
+
 #[test]
 fn return_values_flow_to_dependants() {
     let dir = setup(

@@ -125,6 +125,8 @@ enum State {
     Running,
     Succeeded,
     Unsuccessful,
+    /// Will not run: something it waits for did not succeed. Its planned build is removed.
+    NotRun,
 }
 
 /// What a job task tells the loop.
@@ -142,7 +144,13 @@ struct Shared {
     options: Options,
     runner: Runner,
     events: mpsc::UnboundedSender<(usize, TaskEvent)>,
+    /// Held while this run writes to the database: its writers take turns here rather
+    /// than in SQLite's busy wait.
+    writing: WriteTurn,
 }
+
+/// The turn to write to the database, shared by a run's writers.
+type WriteTurn = Arc<tokio::sync::Mutex<()>>;
 
 type TaskResult = (usize, Result<(BuildId, u32, Outcome, Duration), StoreError>);
 
@@ -161,15 +169,26 @@ pub async fn run(
 ) -> Result<Summary, StoreError> {
     let runner = Runner::this_process();
     let now = Utc::now();
-    // In chunks: 10k config snapshots at once would double the peak memory of a run.
+    let writing = WriteTurn::default();
+    // The first planned builds are recorded before anything starts, the others while
+    // the first run (a step starts once its build is recorded).
+    let jobs: Vec<usize> = steps.iter().map(|s| s.job).collect();
+    let first = jobs.len().min(FIRST_PLANNED);
     let mut build_ids = Vec::with_capacity(steps.len());
-    for chunk in steps.chunks(500) {
-        let planned: Vec<NewBuild> = chunk
-            .iter()
-            .map(|s| new_build(&config.jobs[s.job], 1, now))
-            .collect();
-        build_ids.extend(store.create_builds(&planned, &runner).await?);
-    }
+    build_ids.extend(create_planned(config, store, &jobs[..first], &runner, now).await?);
+    let (planned_tx, mut planned_rx) = mpsc::unbounded_channel();
+    let stop_planning = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    tokio::spawn(plan_rest(
+        config,
+        store.clone(),
+        jobs[first..].to_vec(),
+        runner.clone(),
+        now,
+        writing.clone(),
+        stop_planning.clone(),
+        planned_tx,
+    ));
+    let mut planning = jobs.len() > first;
 
     let mut state: Vec<State> = vec![State::Waiting; steps.len()];
     // The latest successful build of each job, with its return value, as far as known.
@@ -185,10 +204,11 @@ pub async fn run(
         options: options.clone(),
         runner,
         events: task_tx,
+        writing: writing.clone(),
     });
     let mut running = FuturesUnordered::new();
     let mut summary = Summary::default();
-    let mut sink = Sink::default();
+    let mut sink = Sink::new(writing);
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut stopping = false;
     let mut interrupts = signal(SignalKind::interrupt()).ok();
@@ -235,6 +255,11 @@ pub async fn run(
                 // Cancelled on request before it started.
                 continue;
             }
+            if i >= build_ids.len() {
+                // Its build is still being recorded; so are those of later steps.
+                ready.push(Reverse(i));
+                break;
+            }
             let job = steps[i].job;
             let spec = &config.jobs[job];
             let busy = elsewhere.get(spec.id.as_str()).copied().unwrap_or(0);
@@ -260,15 +285,19 @@ pub async fn run(
                 };
             pins_of.insert(job, pins);
             state[i] = State::Running;
-            running.push(tokio::spawn(run_job(
+            // Boxed: the job's future is several kB, and a task's future is moved a few
+            // times on its way in; a box is moved instead.
+            running.push(tokio::spawn(Box::pin(run_job(
                 shared.clone(),
                 job,
                 build_ids[i],
                 retvals,
                 cancels.add(job),
-            )));
+            ))));
         }
-        if running.is_empty() && (held.is_empty() || stopping) {
+        // Nothing runs and nothing can start: held steps wait for a tick, ready ones
+        // for their builds to be recorded.
+        if running.is_empty() && (stopping || held.is_empty() && ready.is_empty()) {
             break;
         }
         tokio::select! {
@@ -332,6 +361,19 @@ pub async fn run(
                     sink.flush(store).await;
                 }
             }
+            created = planned_rx.recv(), if planning => match created {
+                Some(Ok(ids)) => {
+                    let from = build_ids.len();
+                    build_ids.extend(ids);
+                    for k in from..build_ids.len() {
+                        if state[k] == State::NotRun {
+                            sink.push(Write::Discard { build: build_ids[k] });
+                        }
+                    }
+                }
+                Some(Err(err)) => sink.fail(err),
+                None => planning = false,
+            },
             Some((job, event)) = task_rx.recv() => {
                 on_task_event(config, &mut sink, &pins_of, &mut cancels, reporter, job, event);
                 if sink.len() >= FLUSH_AT {
@@ -374,17 +416,31 @@ pub async fn run(
             }
         }
     }
-    // What never got to start did not happen.
-    for (i, s) in state.iter_mut().enumerate() {
-        if *s == State::Waiting {
-            *s = State::Unsuccessful;
-            summary.not_run += 1;
-            sink.push(Write::Discard {
-                build: build_ids[i],
-            });
+    // What never got to start did not happen: its planned build goes, once recorded.
+    stop_planning.store(true, std::sync::atomic::Ordering::Relaxed);
+    let recorded = build_ids.len();
+    while let Some(created) = planned_rx.recv().await {
+        match created {
+            Ok(ids) => build_ids.extend(ids),
+            Err(err) => sink.fail(err),
         }
     }
-    sink.flush(store).await;
+    for (i, s) in state.iter_mut().enumerate() {
+        let discard = match s {
+            State::Waiting => {
+                *s = State::NotRun;
+                summary.not_run += 1;
+                true
+            }
+            // Those recorded before were removed then.
+            State::NotRun => i >= recorded,
+            _ => false,
+        };
+        if discard && let Some(&build) = build_ids.get(i) {
+            sink.push(Write::Discard { build });
+        }
+    }
+    sink.finish(store).await;
     match sink.failure {
         Some(err) => Err(err),
         None => Ok(summary),
@@ -479,11 +535,12 @@ impl Run<'_> {
                 if let Some(&k) = self.index.get(&d)
                     && self.state[k] == State::Waiting
                 {
-                    self.state[k] = State::Unsuccessful;
+                    self.state[k] = State::NotRun;
                     summary.not_run += 1;
-                    sink.push(Write::Discard {
-                        build: self.build_ids[k],
-                    });
+                    // A build still being recorded goes when it is.
+                    if let Some(&build) = self.build_ids.get(k) {
+                        sink.push(Write::Discard { build });
+                    }
                     reporter.event(&BuildEvent::NotRun {
                         job: self.config.jobs[d].id.clone(),
                         because: self.config.jobs[failed].id.clone(),
@@ -538,6 +595,54 @@ impl Run<'_> {
 
 /// Writes are sent when this many wait, even before the tick.
 const FLUSH_AT: usize = 5000;
+
+/// Planned builds recorded before the first job starts; the others follow while it runs.
+const FIRST_PLANNED: usize = 100;
+
+/// Planned builds recorded in one transaction: 10k config snapshots at once would double
+/// the peak memory of a run.
+const PLANNED_PER_TRANSACTION: usize = 500;
+
+/// Records the planned builds of `jobs`, one each, `created`.
+async fn create_planned(
+    config: &Config,
+    store: &AnyStore,
+    jobs: &[usize],
+    runner: &Runner,
+    at: chrono::DateTime<Utc>,
+) -> Result<Vec<BuildId>, StoreError> {
+    let planned: Vec<NewBuild> = jobs
+        .iter()
+        .map(|&job| new_build(&config.jobs[job], 1, at))
+        .collect();
+    store.create_builds(&planned, runner).await
+}
+
+/// Records the planned builds of `jobs` a transaction at a time, sending their ids in
+/// order; stops early when `stop` is raised (the run ended without them).
+#[allow(clippy::too_many_arguments)]
+async fn plan_rest(
+    config: &'static Config,
+    store: Arc<AnyStore>,
+    jobs: Vec<usize>,
+    runner: Runner,
+    at: chrono::DateTime<Utc>,
+    turn: WriteTurn,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    ids: mpsc::UnboundedSender<Result<Vec<BuildId>, StoreError>>,
+) {
+    for chunk in jobs.chunks(PLANNED_PER_TRANSACTION) {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let _turn = turn.lock().await;
+        let created = create_planned(config, &store, chunk, &runner, at).await;
+        let failed = created.is_err();
+        if ids.send(created).is_err() || failed {
+            return;
+        }
+    }
+}
 
 async fn next_signal(signal: &mut Option<Signal>) -> Option<()> {
     match signal {
@@ -694,6 +799,7 @@ async fn run_job(
                 _ = cancel.changed() => return Ok((build, attempt - 1, outcome, started.elapsed())),
             }
             delay = delay.saturating_mul(2);
+            let _turn = shared.writing.lock().await;
             build = shared
                 .store
                 .create_builds(&[new_build(spec, attempt, Utc::now())], &shared.runner)
@@ -947,16 +1053,30 @@ pub fn with_args(command: &str, has_args: bool) -> String {
 }
 
 /// The database sink: builds' changes, log lines and progress waiting to be written in
-/// one transaction; progress keeps only the latest value per build and group. After a
-/// failed write it keeps the error and drops what comes.
-#[derive(Default)]
+/// one transaction; progress keeps only the latest value per build and group. A batch is
+/// written by a task of its own, so the loop goes on starting jobs meanwhile; one batch
+/// at a time, so they land in order. After a failed write it keeps the error and drops
+/// what comes.
 struct Sink {
     writes: Vec<Write>,
     progress_at: HashMap<(BuildId, Vec<String>), usize>,
     failure: Option<StoreError>,
+    turn: WriteTurn,
+    /// The batch being written.
+    writing: Option<tokio::task::JoinHandle<Result<(), StoreError>>>,
 }
 
 impl Sink {
+    fn new(turn: WriteTurn) -> Sink {
+        Sink {
+            writes: Vec::new(),
+            progress_at: HashMap::new(),
+            failure: None,
+            turn,
+            writing: None,
+        }
+    }
+
     fn len(&self) -> usize {
         self.writes.len()
     }
@@ -1056,15 +1176,46 @@ impl Sink {
         }
     }
 
-    async fn flush(&mut self, store: &AnyStore) {
-        if self.writes.is_empty() {
+    /// Hands what waits to a writing task. While the batch before is still being
+    /// written, what waits stays and gathers more (up to [`FLUSH_AT`] writes; then the
+    /// loop waits for the batch before).
+    async fn flush(&mut self, store: &Arc<AnyStore>) {
+        if let Some(writing) = &self.writing
+            && !writing.is_finished()
+            && self.writes.len() < FLUSH_AT
+        {
+            return;
+        }
+        self.settle().await;
+        if self.writes.is_empty() || self.failure.is_some() {
             return;
         }
         let writes = std::mem::take(&mut self.writes);
         self.progress_at.clear();
-        if let Err(err) = store.write(&writes).await {
-            self.fail(err);
+        let store = store.clone();
+        let turn = self.turn.clone();
+        self.writing = Some(tokio::spawn(async move {
+            let _turn = turn.lock().await;
+            store.write(&writes).await
+        }));
+    }
+
+    /// Waits for the batch being written, if any.
+    async fn settle(&mut self) {
+        if let Some(writing) = self.writing.take() {
+            match writing.await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => self.fail(err),
+                Err(panic) => std::panic::resume_unwind(panic.into_panic()),
+            }
         }
+    }
+
+    /// Writes everything that waits and waits for it.
+    async fn finish(&mut self, store: &Arc<AnyStore>) {
+        self.settle().await;
+        self.flush(store).await;
+        self.settle().await;
     }
 }
 
