@@ -22,7 +22,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::net::unix::pipe::Receiver;
 use tokio::sync::{mpsc, watch};
 
 use super::channel::{BadLine, CHANNEL_ENV, Message};
@@ -304,15 +303,14 @@ pub async fn run(
     let mut child = spawned.child;
     let group = Some(child.pid() as i32);
     let _ = out.send(Output::Spawned { pgid: child.pid() });
-    let mut stdout = Receiver::from_owned_fd(spawned.stdout)?;
-    let mut stderr = Receiver::from_owned_fd(spawned.stderr)?;
-    let mut channel = Receiver::from_owned_fd(spawned.channel)?;
+    let (mut stdout, mut stderr, mut channel) = (spawned.stdout, spawned.stderr, spawned.channel);
 
     let mut state = Reader::new(job, out);
+    // Read into spare capacity: nothing is zeroed first (most jobs print little).
     let mut bufs = [
-        vec![0u8; 64 * 1024],
-        vec![0u8; 64 * 1024],
-        vec![0u8; 16 * 1024],
+        Vec::with_capacity(64 * 1024),
+        Vec::with_capacity(64 * 1024),
+        Vec::with_capacity(16 * 1024),
     ];
     let mut open = [true, true, true];
     let mut status = None;
@@ -378,8 +376,10 @@ pub async fn run(
     Ok(exit)
 }
 
-async fn read<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
-    reader.read(buf).await
+/// Reads what is there into `buf`'s spare capacity (emptied first): 0 at the end.
+async fn read<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    buf.clear();
+    reader.read_buf(buf).await
 }
 
 async fn sleep_until(at: Option<tokio::time::Instant>) {

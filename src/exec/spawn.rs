@@ -20,6 +20,7 @@ use std::path::Path;
 use std::process::ExitStatus;
 
 use tokio::io::unix::AsyncFd;
+use tokio::net::unix::pipe::Receiver;
 
 /// The descriptor a job finds its channel on.
 pub const CHANNEL_FD: RawFd = 3;
@@ -36,9 +37,9 @@ pub struct Spawn<'a> {
 /// A started child: the read ends of its output pipes and a handle to wait on.
 pub struct Spawned {
     pub child: Child,
-    pub stdout: OwnedFd,
-    pub stderr: OwnedFd,
-    pub channel: OwnedFd,
+    pub stdout: Receiver,
+    pub stderr: Receiver,
+    pub channel: Receiver,
 }
 
 /// A child in a process group of its own (group id = its pid). Dropped before it was
@@ -92,32 +93,42 @@ impl Drop for Child {
     }
 }
 
-/// Starts `spec`.
+/// Starts `spec` (inside a tokio runtime: the pipes and the pidfd are registered with it).
 pub fn spawn(spec: &Spawn<'_>) -> io::Result<Spawned> {
-    let (out_r, out_w) = pipe()?;
-    let (err_r, err_w) = pipe()?;
-    let (chan_r, chan_w) = pipe()?;
-
-    let program = CString::new(spec.program)?;
-    let mut argv: Vec<CString> = vec![program.clone()];
+    let mut argv: Vec<CString> = vec![CString::new(spec.program)?];
     for arg in spec.args {
         argv.push(cstring(arg.as_bytes())?);
     }
     let envp = Environment::with(spec.env)?;
     let workdir = cstring(spec.workdir.as_os_str().as_bytes())?;
+    start(&argv, &envp, &workdir)
+}
+
+/// posix_spawn with the pipes, then the pidfd; `argv` starts with the program.
+fn start(argv: &[CString], envp: &Environment, workdir: &CStr) -> io::Result<Spawned> {
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let (chan_r, chan_w) = pipe()?;
     let argv_ptrs = null_terminated(argv.iter().map(CString::as_c_str));
     let envp_ptrs = null_terminated(envp.entries());
 
     let mut actions = FileActions::new()?;
-    check(unsafe {
-        libc::posix_spawn_file_actions_addopen(
-            &mut actions.0,
-            0,
-            c"/dev/null".as_ptr(),
-            libc::O_RDONLY,
-            0,
-        )
-    })?;
+    match dev_null() {
+        // SAFETY: a valid descriptor and an initialised actions object.
+        Some(null) => {
+            check(unsafe { libc::posix_spawn_file_actions_adddup2(&mut actions.0, null, 0) })?
+        }
+        // SAFETY: a NUL-terminated path and an initialised actions object.
+        None => check(unsafe {
+            libc::posix_spawn_file_actions_addopen(
+                &mut actions.0,
+                0,
+                c"/dev/null".as_ptr(),
+                libc::O_RDONLY,
+                0,
+            )
+        })?,
+    }
     for (fd, target) in [
         (out_w.as_raw_fd(), 1),
         (err_w.as_raw_fd(), 2),
@@ -154,7 +165,7 @@ pub fn spawn(spec: &Spawn<'_>) -> io::Result<Spawned> {
     let rc = unsafe {
         libc::posix_spawn(
             &mut pid,
-            program.as_ptr(),
+            argv[0].as_ptr(),
             &actions.0,
             &attr.0,
             argv_ptrs.as_ptr(),
@@ -165,42 +176,46 @@ pub fn spawn(spec: &Spawn<'_>) -> io::Result<Spawned> {
         return Err(io::Error::from_raw_os_error(rc));
     }
     drop((out_w, err_w, chan_w));
-    // SAFETY: pidfd_open on our own, not yet reaped, child.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if pidfd < 0 {
-        let err = io::Error::last_os_error();
-        // SAFETY: our own child.
+    let kill = |err: io::Error| {
+        // SAFETY: our own child, not yet waited for.
         unsafe {
             libc::killpg(pid, libc::SIGKILL);
             libc::waitpid(pid, std::ptr::null_mut(), 0);
         }
-        return Err(err);
+        err
+    };
+    // SAFETY: pidfd_open on our own, not yet reaped, child.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if pidfd < 0 {
+        return Err(kill(io::Error::last_os_error()));
     }
     // SAFETY: a new descriptor that nothing else owns.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
     // SAFETY: the OwnedFd is owned by the AsyncFd from here on, unchanged.
-    let pidfd =
-        match unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) } {
-            Ok(pidfd) => pidfd,
-            Err(err) => {
-                // SAFETY: our own child.
-                unsafe {
-                    libc::killpg(pid, libc::SIGKILL);
-                    libc::waitpid(pid, std::ptr::null_mut(), 0);
-                }
-                return Err(err.into_parts().1);
-            }
-        };
+    let pidfd = unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
+        .map_err(|err| kill(err.into_parts().1))?;
+    let child = Child {
+        pid,
+        pidfd,
+        reaped: false,
+    };
+    // The read ends were made non-blocking with the pipes; from here on dropping `child`
+    // kills and reaps the process.
     Ok(Spawned {
-        child: Child {
-            pid,
-            pidfd,
-            reaped: false,
-        },
-        stdout: out_r,
-        stderr: err_r,
-        channel: chan_r,
+        stdout: Receiver::from_owned_fd_unchecked(out_r)?,
+        stderr: Receiver::from_owned_fd_unchecked(err_r)?,
+        channel: Receiver::from_owned_fd_unchecked(chan_r)?,
+        child,
     })
+}
+
+/// `/dev/null` for the jobs' stdin, opened once (close-on-exec; the child's dup2 clears
+/// that on its fd 0). `None` if it cannot be opened here: each child then opens it.
+fn dev_null() -> Option<RawFd> {
+    static NULL: std::sync::OnceLock<Option<OwnedFd>> = std::sync::OnceLock::new();
+    NULL.get_or_init(|| std::fs::File::open("/dev/null").ok().map(OwnedFd::from))
+        .as_ref()
+        .map(AsRawFd::as_raw_fd)
 }
 
 /// A posix_spawn function's result: 0 or an error number.
@@ -212,14 +227,21 @@ fn check(rc: libc::c_int) -> io::Result<()> {
     }
 }
 
+/// A pipe whose read end (jobctl's) does not block and whose write end (the job's)
+/// does: each end is an open file of its own, with its own status flags.
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: pipe2 fills the two-element array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } == -1 {
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } == -1 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: two new descriptors that nothing else owns.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: F_SETFL on our own descriptor; 0 clears O_NONBLOCK.
+    if unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETFL, 0) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((read, write))
 }
 
 fn cstring(bytes: &[u8]) -> io::Result<CString> {
