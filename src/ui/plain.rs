@@ -8,9 +8,13 @@ use crate::exec::dispatcher::{BuildEvent, Reporter, Summary};
 use crate::exec::process::Cancel;
 use crate::store::Outcome;
 
-/// Prints build events as lines to a writer.
+/// Prints build events as lines to a writer: the lines of one turn of the run's loop
+/// together, when it is about to wait (one write instead of one a line, and none between a
+/// job's end and the start of the next).
 pub struct Plain<W: Write> {
     out: W,
+    /// Lines not written yet.
+    pending: String,
     /// The clock as printed, and the second it was printed for: a run of many short jobs
     /// would otherwise look up the local time zone for every line.
     clock: (u64, String),
@@ -20,6 +24,7 @@ impl<W: Write> Plain<W> {
     pub fn new(out: W) -> Self {
         Plain {
             out,
+            pending: String::new(),
             clock: (0, String::new()),
         }
     }
@@ -35,17 +40,32 @@ impl<W: Write> Plain<W> {
     }
 
     pub fn summary(&mut self, summary: &Summary) {
-        let _ = self.out.write_all(render_summary(summary).as_bytes());
-        let _ = self.out.flush();
+        self.pending.push_str(&render_summary(summary));
+        self.idle();
     }
 }
 
 impl<W: Write> Reporter for Plain<W> {
     fn event(&mut self, event: &BuildEvent) {
         if let Some(line) = render(event, self.clock()) {
-            let _ = writeln!(self.out, "{line}");
-            let _ = self.out.flush();
+            self.pending.push_str(&line);
+            self.pending.push('\n');
         }
+    }
+
+    fn idle(&mut self) {
+        if !self.pending.is_empty() {
+            let _ = self.out.write_all(self.pending.as_bytes());
+            let _ = self.out.flush();
+            self.pending.clear();
+        }
+    }
+}
+
+impl<W: Write> Drop for Plain<W> {
+    /// A run that ends in an error still shows what happened before it.
+    fn drop(&mut self) {
+        self.idle();
     }
 }
 
