@@ -173,6 +173,48 @@ fn a_long_plan_records_each_build_once_and_removes_what_did_not_run() {
     }
 }
 
+/// A job runs in the config's folder (or its `workdir` below it), wherever jobctl was
+/// started from.
+#[test]
+fn jobs_run_in_their_folder_from_anywhere() {
+    let dir = setup(
+        "jobs:
+  - {id: here, run: pwd -P > here.txt}
+  - {id: below, run: pwd -P > ../below.txt, workdir: sub}
+",
+    );
+    let d = dir.path();
+    std::fs::create_dir(d.join("sub")).unwrap();
+    let real = d.canonicalize().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let config = d.join("jobs.yaml.j2");
+    for (from, args) in [
+        (d, vec!["build", "--all", "--force"]),
+        (
+            elsewhere.path(),
+            vec![
+                "--config",
+                config.to_str().unwrap(),
+                "build",
+                "--all",
+                "--force",
+            ],
+        ),
+    ] {
+        std::fs::remove_file(d.join("here.txt")).ok();
+        std::fs::remove_file(d.join("below.txt")).ok();
+        let (code, out, err) = run(from, &args);
+        assert_eq!(code, 0, "{out}{err}");
+        let read = |f: &str| std::fs::read_to_string(d.join(f)).unwrap();
+        assert_eq!(read("here.txt").trim_end(), real.to_str().unwrap());
+        assert_eq!(
+            read("below.txt").trim_end(),
+            real.join("sub").to_str().unwrap()
+        );
+    }
+    assert!(!elsewhere.path().join("here.txt").exists());
+}
+
 #[test]
 fn return_values_flow_to_dependants() {
     let dir = setup(

@@ -100,12 +100,17 @@ pub fn spawn(spec: &Spawn<'_>) -> io::Result<Spawned> {
         argv.push(cstring(arg.as_bytes())?);
     }
     let envp = Environment::with(spec.env)?;
-    let workdir = cstring(spec.workdir.as_os_str().as_bytes())?;
-    start(&argv, &envp, &workdir)
+    // The child starts where jobctl is unless told otherwise: a chdir in the child holds
+    // jobctl (posix_spawn returns once the child has exec'd), so none when it is the same.
+    let workdir = match is_current_dir(spec.workdir) {
+        true => None,
+        false => Some(cstring(spec.workdir.as_os_str().as_bytes())?),
+    };
+    start(&argv, &envp, workdir.as_deref())
 }
 
 /// posix_spawn with the pipes, then the pidfd; `argv` starts with the program.
-fn start(argv: &[CString], envp: &Environment, workdir: &CStr) -> io::Result<Spawned> {
+fn start(argv: &[CString], envp: &Environment, workdir: Option<&CStr>) -> io::Result<Spawned> {
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
     let (chan_r, chan_w) = pipe()?;
@@ -137,8 +142,12 @@ fn start(argv: &[CString], envp: &Environment, workdir: &CStr) -> io::Result<Spa
         // SAFETY: valid descriptors and an initialised actions object.
         check(unsafe { libc::posix_spawn_file_actions_adddup2(&mut actions.0, fd, target) })?;
     }
-    // SAFETY: a NUL-terminated path that outlives the spawn.
-    check(unsafe { libc::posix_spawn_file_actions_addchdir_np(&mut actions.0, workdir.as_ptr()) })?;
+    if let Some(workdir) = workdir {
+        // SAFETY: a NUL-terminated path that outlives the spawn.
+        check(unsafe {
+            libc::posix_spawn_file_actions_addchdir_np(&mut actions.0, workdir.as_ptr())
+        })?;
+    }
 
     let mut attr = Attr::new()?;
     // SAFETY: the sigset functions fill the sets they are given; the attr is initialised.
@@ -207,6 +216,17 @@ fn start(argv: &[CString], envp: &Environment, workdir: &CStr) -> io::Result<Spa
         channel: Receiver::from_owned_fd_unchecked(chan_r)?,
         child,
     })
+}
+
+/// Whether `dir` is jobctl's working directory (read once: jobctl never changes it).
+fn is_current_dir(dir: &Path) -> bool {
+    static CWD: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    let here = || dir.components().all(|c| c == std::path::Component::CurDir);
+    here()
+        || CWD
+            .get_or_init(|| std::env::current_dir().ok())
+            .as_deref()
+            .is_some_and(|cwd| cwd == dir)
 }
 
 /// `/dev/null` for the jobs' stdin, opened once (close-on-exec; the child's dup2 clears
@@ -359,6 +379,16 @@ impl Drop for Attr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_jobctls_own_directory_skips_the_chdir() {
+        let cwd = std::env::current_dir().unwrap();
+        assert!(is_current_dir(&cwd));
+        assert!(is_current_dir(&cwd.join(".")));
+        assert!(is_current_dir(Path::new("")) && is_current_dir(Path::new(".")));
+        assert!(!is_current_dir(&cwd.join("sub")));
+        assert!(!is_current_dir(Path::new("sub")));
+    }
 
     #[test]
     fn each_name_is_passed_once_and_the_later_value_wins() {
