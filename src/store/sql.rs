@@ -8,24 +8,27 @@ pub(super) const BUILD_COLUMNS: &str = "id, job_id, status, created_at, started_
      config, config_hash, retval, exit_code, signal, timed_out, error, stderr_tail, attempt, \
      host, pid, worker, pgid, cancel_requested_at";
 
-/// Log lines per INSERT statement (5 values each).
-pub(super) const LOG_ROWS_PER_INSERT: usize = 1000;
+/// The row counts many-row statements are written with. Every statement of a batch is a
+/// round trip to the database (another thread for SQLite), so rows go many at a time; and
+/// a statement's text depends only on its row count, so with these few counts each text
+/// is prepared once and kept in sqlx's cache. (Parsing a new 500-row text each time was a
+/// third of SQLite's work in a run of `true` jobs; a cache of texts of every count held
+/// ~10 MB at 10k jobs.) At most 256 rows of at most 11 values: within both databases'
+/// limits on parameters.
+const STATEMENT_ROWS: [usize; 5] = [256, 64, 16, 4, 1];
 
-/// Progress rows per upsert statement (7 values each).
-pub(super) const PROGRESS_ROWS_PER_INSERT: usize = 500;
-
-/// Build rows per INSERT statement (9 values each).
-pub(super) const BUILD_ROWS_PER_INSERT: usize = 500;
-
-/// Pin rows per INSERT statement (3 values each).
-pub(super) const PIN_ROWS_PER_INSERT: usize = 1000;
-
-/// Builds per batched UPDATE or DELETE (at most 9 values each). Every statement of a
-/// batch is a round trip to the database (another thread for SQLite), so a batch writes
-/// rows many at a time. These many-row statements are not kept prepared
-/// (`persistent(false)`): their text changes with their row count, and a cache of a
-/// hundred of them held ~10 MB at 10k jobs.
-pub(super) const UPDATE_ROWS_PER_STATEMENT: usize = 500;
+/// `rows` in pieces of [`STATEMENT_ROWS`] sizes, largest first: the fewest statements.
+pub(super) fn pieces<T>(rows: &[T]) -> impl Iterator<Item = &[T]> {
+    let mut rest = rows;
+    std::iter::from_fn(move || {
+        let size = STATEMENT_ROWS
+            .into_iter()
+            .find(|&size| size <= rest.len())?;
+        let (piece, after) = rest.split_at(size);
+        rest = after;
+        Some(piece)
+    })
+}
 
 /// How a build ended, as written: with its start when that is written in the same batch
 /// (one row update instead of two for a build that starts and ends within a batch).
@@ -131,7 +134,7 @@ macro_rules! impl_store {
                 runner: Option<&crate::store::Runner>,
             ) -> Result<Vec<crate::store::BuildId>, sqlx::Error> {
                 let mut ids = Vec::with_capacity(builds.len());
-                for chunk in builds.chunks(crate::store::sql::BUILD_ROWS_PER_INSERT) {
+                for chunk in crate::store::sql::pieces(&builds) {
                     let mut insert: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
                         "INSERT INTO builds (job_id, status, created_at, config, config_hash, \
                          attempt, host, pid, worker) ",
@@ -152,7 +155,7 @@ macro_rules! impl_store {
                     // rows (RETURNING itself promises no order).
                     let mut new: Vec<i64> = insert
                         .build_query_scalar()
-                        .persistent(false)
+
                         .fetch_all(&mut **tx)
                         .await?;
                     new.sort_unstable();
@@ -172,7 +175,7 @@ macro_rules! impl_store {
                 tx: &mut sqlx::Transaction<'static, $db>,
                 pins: &[(i64, &crate::store::Pin)],
             ) -> Result<(), sqlx::Error> {
-                for chunk in pins.chunks(crate::store::sql::PIN_ROWS_PER_INSERT) {
+                for chunk in crate::store::sql::pieces(&pins) {
                     let mut insert: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
                         "INSERT INTO build_pins (build_id, dep_job_id, dep_build_id) ",
                     );
@@ -181,7 +184,7 @@ macro_rules! impl_store {
                             .push_bind(pin.job_id.as_str())
                             .push_bind(pin.build_id.map(|b| b.0));
                     });
-                    insert.build().persistent(false).execute(&mut **tx).await?;
+                    insert.build().execute(&mut **tx).await?;
                 }
                 Ok(())
             }
@@ -191,7 +194,7 @@ macro_rules! impl_store {
                 tx: &mut sqlx::Transaction<'static, $db>,
                 starts: &[(i64, chrono::DateTime<chrono::Utc>, Option<u32>)],
             ) -> Result<(), sqlx::Error> {
-                for chunk in starts.chunks(crate::store::sql::UPDATE_ROWS_PER_STATEMENT) {
+                for chunk in crate::store::sql::pieces(&starts) {
                     let mut update: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
                         "UPDATE builds SET status = 'running', started_at = v.column2, \
                          pgid = COALESCE(v.column3, builds.pgid) FROM (",
@@ -202,7 +205,7 @@ macro_rules! impl_store {
                             .push_bind(pgid.map(|p| p as i32));
                     });
                     update.push(") AS v WHERE builds.id = v.column1");
-                    update.build().persistent(false).execute(&mut **tx).await?;
+                    update.build().execute(&mut **tx).await?;
                 }
                 Ok(())
             }
@@ -213,7 +216,7 @@ macro_rules! impl_store {
                 tx: &mut sqlx::Transaction<'static, $db>,
                 ends: &[crate::store::sql::End<'_>],
             ) -> Result<(), sqlx::Error> {
-                for chunk in ends.chunks(crate::store::sql::UPDATE_ROWS_PER_STATEMENT) {
+                for chunk in crate::store::sql::pieces(&ends) {
                     let mut update: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
                         "UPDATE builds SET status = v.column2, finished_at = v.column3, \
                          retval = v.column4, exit_code = v.column5, signal = v.column6, \
@@ -237,7 +240,7 @@ macro_rules! impl_store {
                             .push_bind(end.pgid.map(|p| p as i32));
                     });
                     update.push(") AS v WHERE builds.id = v.column1");
-                    update.build().persistent(false).execute(&mut **tx).await?;
+                    update.build().execute(&mut **tx).await?;
                 }
                 Ok(())
             }
@@ -353,7 +356,7 @@ macro_rules! impl_store {
                         _ => None,
                     })
                     .collect();
-                for chunk in logs.chunks(crate::store::sql::LOG_ROWS_PER_INSERT) {
+                for chunk in crate::store::sql::pieces(&logs) {
                     let mut insert: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
                         "INSERT INTO logs (build_id, at, level, stream, message) ",
                     );
@@ -364,7 +367,7 @@ macro_rules! impl_store {
                             .push_bind(log.stream.as_str())
                             .push_bind(log.message.clone());
                     });
-                    insert.build().persistent(false).execute(&mut *tx).await.map_err(q)?;
+                    insert.build().execute(&mut *tx).await.map_err(q)?;
                 }
                 // The latest update per (build, group), in first-reported order: one
                 // statement cannot update a row twice.
@@ -381,7 +384,7 @@ macro_rules! impl_store {
                         }
                     }
                 }
-                for chunk in latest.chunks(crate::store::sql::PROGRESS_ROWS_PER_INSERT) {
+                for chunk in crate::store::sql::pieces(&latest) {
                     let mut upsert: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
                         "INSERT INTO progress (build_id, path, seq, current, total, status_line, updated_at) ",
                     );
@@ -405,7 +408,7 @@ macro_rules! impl_store {
                          total = excluded.total, status_line = excluded.status_line, \
                          updated_at = excluded.updated_at",
                     );
-                    upsert.build().persistent(false).execute(&mut *tx).await.map_err(q)?;
+                    upsert.build().execute(&mut *tx).await.map_err(q)?;
                 }
                 // One statement cannot update a row twice: a build's last end counts.
                 let mut ends: Vec<crate::store::sql::End<'_>> = Vec::new();
@@ -433,7 +436,7 @@ macro_rules! impl_store {
                     }
                 }
                 Self::finish_builds(&mut tx, &ends).await.map_err(q)?;
-                for chunk in discards.chunks(crate::store::sql::UPDATE_ROWS_PER_STATEMENT) {
+                for chunk in crate::store::sql::pieces(&discards) {
                     let mut delete: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
                         "DELETE FROM builds WHERE status = 'created' AND id IN (",
                     );
@@ -442,7 +445,7 @@ macro_rules! impl_store {
                         ids.push_bind(*id);
                     }
                     delete.push(")");
-                    delete.build().persistent(false).execute(&mut *tx).await.map_err(q)?;
+                    delete.build().execute(&mut *tx).await.map_err(q)?;
                 }
                 tx.commit().await.map_err(q)?;
                 Ok(())
@@ -837,3 +840,23 @@ pub(super) const CHANGES: &str = "SELECT \
             CAST(SUM(CASE WHEN status = 'running' THEN id ELSE 0 END) AS BIGINT) AS running, \
             CAST(SUM(CASE WHEN status = 'created' THEN id ELSE 0 END) AS BIGINT) AS created \
           FROM builds WHERE status IN ('created', 'running')) open";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_go_in_few_pieces_of_few_sizes_in_order() {
+        let sizes = |n: usize| -> Vec<usize> {
+            let rows: Vec<usize> = (0..n).collect();
+            let pieces: Vec<&[usize]> = pieces(&rows).collect();
+            assert_eq!(pieces.concat(), rows, "every row once, in order");
+            pieces.iter().map(|p| p.len()).collect()
+        };
+        assert_eq!(sizes(0), Vec::<usize>::new());
+        assert_eq!(sizes(1), [1]);
+        assert_eq!(sizes(21), [16, 4, 1]);
+        assert_eq!(sizes(300), [256, 16, 16, 4, 4, 4]);
+        assert_eq!(sizes(1203).len(), 4 + 2 + 3 + 3);
+    }
+}
