@@ -126,11 +126,10 @@ fn a_failure_stops_its_dependants_and_nothing_else() {
 /// More steps than are recorded before the first starts: the others are recorded while
 /// jobs run, and those that will not run are removed whether or not they were recorded
 /// yet when their dependency failed.
-#[test]
-fn a_long_plan_records_each_build_once_and_removes_what_did_not_run() {
-    let mut config = String::from("jobs:\n  - {id: bad, run: 'exit 3'}\n");
+fn long_plan(storage: &str) -> tempfile::TempDir {
+    let mut config = format!("{storage}jobs:\n  - {{id: bad, run: 'exit 3'}}\n");
     for i in 0..150 {
-        config.push_str(&format!("  - {{id: ok{i}, run: 'true'}}\n"));
+        config.push_str(&format!("  - {{id: ok{i}, run: 'echo {i}'}}\n"));
     }
     for i in 0..150 {
         config.push_str(&format!(
@@ -138,10 +137,16 @@ fn a_long_plan_records_each_build_once_and_removes_what_did_not_run() {
         ));
     }
     for i in 0..50 {
-        config.push_str(&format!("  - {{id: late{i}, run: 'true'}}\n"));
+        config.push_str(&format!(
+            "  - {{id: late{i}, run: 'true', dependencies: [ok{i}]}}\n"
+        ));
     }
     let dir = setup(&config);
     let d = dir.path();
+    if !storage.is_empty() {
+        let (code, out, err) = run(d, &["install"]);
+        assert_eq!(code, 0, "{out}{err}");
+    }
     let (code, out, err) = run(d, &["build", "--all", "-j", "2"]);
     assert_eq!(code, 4, "{out}{err}");
     assert!(
@@ -166,11 +171,41 @@ fn a_long_plan_records_each_build_once_and_removes_what_did_not_run() {
         };
         assert_eq!(b["status"], expected, "{b}");
         // Started and ended within one batch: both times and the process group kept.
-        let (started, finished) = (b["started_at"].as_str(), b["finished_at"].as_str());
-        assert!(started.is_some() && finished.is_some(), "{b}");
-        assert!(started <= finished, "{b}");
+        let time = |key: &str| {
+            chrono::DateTime::parse_from_rfc3339(b[key].as_str().unwrap_or_else(|| panic!("{b}")))
+                .unwrap()
+        };
+        assert!(time("started_at") <= time("finished_at"), "{b}");
         assert!(b["pgid"].as_i64().is_some_and(|p| p > 1), "{b}");
     }
+    let late = build_of(&all, "late7")["id"].to_string();
+    let (_, shown, _) = run(d, &["show", &late, "--json"]);
+    let shown: Value = serde_json::from_str(&shown).unwrap();
+    let ok7 = build_of(&all, "ok7")["id"].as_i64().unwrap();
+    assert_eq!(shown["pins"], json!([{"job_id": "ok7", "build_id": ok7}]));
+    let ok7 = ok7.to_string();
+    let (code, log, err) = run(d, &["logs", &ok7]);
+    assert_eq!(code, 0, "{err}");
+    assert!(log.trim_end().ends_with(" 7"), "{log}");
+    dir
+}
+
+#[test]
+fn a_long_plan_records_each_build_once_and_removes_what_did_not_run() {
+    long_plan("");
+}
+
+/// The same run recording into PostgreSQL (batches are written from another thread,
+/// whose database I/O goes through the run's own).
+#[tokio::test]
+async fn a_long_plan_records_into_postgres() {
+    let Some(db) = common::PgDatabase::create("long_plan").await else {
+        return;
+    };
+    let storage = format!("storage: {}\n", db.url);
+    tokio::task::spawn_blocking(move || long_plan(&storage))
+        .await
+        .unwrap();
 }
 
 /// A job runs in the config's folder (or its `workdir` below it), wherever jobctl was

@@ -179,19 +179,6 @@ pub async fn run(
     let first = jobs.len().min(FIRST_PLANNED);
     let mut build_ids = Vec::with_capacity(steps.len());
     build_ids.extend(create_planned(config, store, &jobs[..first], &runner, now).await?);
-    let (planned_tx, mut planned_rx) = mpsc::unbounded_channel();
-    let stop_planning = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    off_loop(plan_rest(
-        config,
-        store.clone(),
-        jobs[first..].to_vec(),
-        runner.clone(),
-        now,
-        writing.clone(),
-        stop_planning.clone(),
-        planned_tx,
-    ));
-    let mut planning = jobs.len() > first;
 
     let mut state: Vec<State> = vec![State::Waiting; steps.len()];
     // The latest successful build of each job, with its return value, as far as known.
@@ -211,7 +198,7 @@ pub async fn run(
     });
     let mut running = FuturesUnordered::new();
     let mut summary = Summary::default();
-    let mut sink = Sink::new(writing);
+    let mut sink = Sink::new(writing.clone());
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut stopping = false;
     let mut interrupts = signal(SignalKind::interrupt()).ok();
@@ -245,6 +232,20 @@ pub async fn run(
     // by a task of its own: the loop does not wait on it.
     let mut looking: Option<tokio::task::JoinHandle<Looked>> = None;
     let mut told_waiting: std::collections::HashSet<usize> = std::collections::HashSet::new();
+    // From here on the run ends only through the loop, which waits for this.
+    let (planned_tx, mut planned_rx) = mpsc::unbounded_channel();
+    let stop_planning = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    off_loop(plan_rest(
+        config,
+        store.clone(),
+        jobs[first..].to_vec(),
+        shared.runner.clone(),
+        now,
+        writing,
+        stop_planning.clone(),
+        planned_tx,
+    ));
+    let mut planning = jobs.len() > first;
 
     loop {
         if sink.failure.is_some() && !stopping {
