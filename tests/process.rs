@@ -150,6 +150,56 @@ async fn failures_keep_the_status_and_the_stderr_tail() {
     assert_eq!(exit.stderr_tail.last().unwrap(), "err 30");
 }
 
+/// The `SigBlk:` / `SigIgn:` mask of a `/proc/…/status` text.
+fn signal_mask(status: &str, field: &str) -> u64 {
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .unwrap_or_else(|| panic!("no {field} in {status}"));
+    u64::from_str_radix(line.trim(), 16).unwrap()
+}
+
+#[tokio::test]
+async fn a_job_starts_in_its_own_group_with_no_signal_blocked_and_sigpipe_not_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+    let j = job(
+        // Read by the shell itself: a command it forks could catch it with every signal
+        // blocked, as dash blocks them around each fork.
+        "while IFS= read -r l; do echo \"$l\"; done < /proc/$$/status
+         echo \"pid $$ pgid $(ps -o pgid= $$)\"; yes | head -n 1",
+        dir.path(),
+    );
+    let (exit, outputs) = run_job(&j).await;
+    assert!(exit.success(), "{exit:?} {outputs:?}");
+    let out = lines(&outputs, Stream::Stdout).join("\n");
+    assert_eq!(signal_mask(&out, "SigBlk:"), 0, "{out}");
+    // jobctl (Rust) ignores SIGPIPE; an ignored signal stays ignored across exec.
+    let sigpipe = 1u64 << (libc::SIGPIPE - 1);
+    assert_eq!(signal_mask(&out, "SigIgn:") & sigpipe, 0, "{out}");
+    let ids = out.lines().find_map(|l| l.strip_prefix("pid ")).unwrap();
+    let (pid, pgid) = ids.split_once(" pgid ").unwrap();
+    assert_eq!(pid.trim(), pgid.trim(), "the job leads a group of its own");
+    assert!(out.ends_with("\ny"), "`yes | head` ends as usual: {out}");
+    // The thread that started the job blocks every signal while it does; it gets its
+    // own mask back.
+    let after = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+    assert_eq!(
+        signal_mask(&after, "SigBlk:"),
+        signal_mask(&before, "SigBlk:")
+    );
+}
+
+#[tokio::test]
+async fn a_job_that_cannot_start_is_an_error_not_a_build_of_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = job("echo never", &dir.path().join("no such folder"));
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let (_cancel_tx, cancel) = watch::channel(Cancel::No);
+    let err = run(&j, &tx, cancel).await.unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::NotFound, "{err}");
+}
+
 #[tokio::test]
 async fn a_timeout_ends_the_whole_group_even_when_it_ignores_term() {
     let dir = tempfile::tempdir().unwrap();

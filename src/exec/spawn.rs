@@ -1,18 +1,18 @@
-//! Starting a job's `sh` with posix_spawn: its own process group, stdin from /dev/null,
-//! stdout and stderr into pipes, the job channel on fd 3, and no other descriptor of
-//! jobctl's.
+//! Starting a job's `sh`: its own process group, stdin from /dev/null, stdout and stderr
+//! into pipes, the job channel on fd 3, and no other descriptor of jobctl's.
 //!
 //! Why not `std::process::Command`: giving the child fd 3 takes a `pre_exec` closure,
 //! and with one std forks, copying jobctl's page tables: ~1 ms a job, more than `sh`
-//! itself costs. posix_spawn (a vfork) with a dup2 file action does the same without the
-//! copy. The channel must be fd 3, a single digit: dash, Debian's `sh`, cannot redirect
-//! to a descriptor above 9 (`>&"$JOBCTL_CHANNEL"`).
+//! itself costs. A vfork-style clone (the child borrows jobctl's memory until its exec)
+//! does the same without the copy; it is posix_spawn's way, done here without the work
+//! posix_spawn adds to every child (see [`start`]). The channel must be fd 3, a single
+//! digit: dash, Debian's `sh`, cannot redirect to a descriptor above 9
+//! (`>&"$JOBCTL_CHANNEL"`).
 //!
 //! The child is waited for through a pidfd, so no SIGCHLD handler is involved.
 
 use std::ffi::{CStr, CString, OsStr};
 use std::io;
-use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
@@ -101,7 +101,7 @@ pub fn spawn(spec: &Spawn<'_>) -> io::Result<Spawned> {
     }
     let envp = Environment::with(spec.env)?;
     // The child starts where jobctl is unless told otherwise: a chdir in the child holds
-    // jobctl (posix_spawn returns once the child has exec'd), so none when it is the same.
+    // jobctl (the start returns once the child has exec'd), so none when it is the same.
     let workdir = match is_current_dir(spec.workdir) {
         true => None,
         false => Some(cstring(spec.workdir.as_os_str().as_bytes())?),
@@ -109,100 +109,49 @@ pub fn spawn(spec: &Spawn<'_>) -> io::Result<Spawned> {
     start(&argv, &envp, workdir.as_deref())
 }
 
-/// posix_spawn with the pipes, then the pidfd; `argv` starts with the program.
+/// Starts the child with the pipes; `argv` starts with the program.
+///
+/// A `clone` with `CLONE_VM | CLONE_VFORK`, as posix_spawn does, but with what posix_spawn
+/// pays for every child left out: it maps a new stack and unmaps it (the unmap interrupts
+/// jobctl's other threads' cores), asks for the stack limit, and the child resets all 64
+/// signals one by one; a pidfd takes a syscall of its own. Here the stack is the thread's
+/// own and kept, the pidfd comes with the clone (`CLONE_PIDFD`), and the child resets only
+/// the signals jobctl handles. The calling thread waits (vfork) until the child has
+/// exec'd or failed to.
 fn start(argv: &[CString], envp: &Environment, workdir: Option<&CStr>) -> io::Result<Spawned> {
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
     let (chan_r, chan_w) = pipe()?;
     let argv_ptrs = null_terminated(argv.iter().map(CString::as_c_str));
     let envp_ptrs = null_terminated(envp.entries());
-
-    let mut actions = FileActions::new()?;
-    match dev_null() {
-        // SAFETY: a valid descriptor and an initialised actions object.
-        Some(null) => {
-            check(unsafe { libc::posix_spawn_file_actions_adddup2(&mut actions.0, null, 0) })?
-        }
-        // SAFETY: a NUL-terminated path and an initialised actions object.
-        None => check(unsafe {
-            libc::posix_spawn_file_actions_addopen(
-                &mut actions.0,
-                0,
-                c"/dev/null".as_ptr(),
-                libc::O_RDONLY,
-                0,
-            )
-        })?,
-    }
-    for (fd, target) in [
-        (out_w.as_raw_fd(), 1),
-        (err_w.as_raw_fd(), 2),
-        (chan_w.as_raw_fd(), CHANNEL_FD),
-    ] {
-        // SAFETY: valid descriptors and an initialised actions object.
-        check(unsafe { libc::posix_spawn_file_actions_adddup2(&mut actions.0, fd, target) })?;
-    }
-    if let Some(workdir) = workdir {
-        // SAFETY: a NUL-terminated path that outlives the spawn.
-        check(unsafe {
-            libc::posix_spawn_file_actions_addchdir_np(&mut actions.0, workdir.as_ptr())
-        })?;
-    }
-
-    let mut attr = Attr::new()?;
-    // SAFETY: the sigset functions fill the sets they are given; the attr is initialised.
-    unsafe {
-        let mut default: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut default);
-        // Rust ignores SIGPIPE; a job's `yes | head` must not see it ignored.
-        libc::sigaddset(&mut default, libc::SIGPIPE);
-        check(libc::posix_spawnattr_setsigdefault(&mut attr.0, &default))?;
-        let mut mask: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut mask);
-        check(libc::posix_spawnattr_setsigmask(&mut attr.0, &mask))?;
-        check(libc::posix_spawnattr_setpgroup(&mut attr.0, 0))?;
-        check(libc::posix_spawnattr_setflags(
-            &mut attr.0,
-            (libc::POSIX_SPAWN_SETPGROUP
-                | libc::POSIX_SPAWN_SETSIGDEF
-                | libc::POSIX_SPAWN_SETSIGMASK) as libc::c_short,
-        ))?;
-    }
-
-    let mut pid = 0;
-    // SAFETY: every pointer is valid and NUL-terminated for the call's duration.
-    let rc = unsafe {
-        libc::posix_spawn(
-            &mut pid,
-            argv[0].as_ptr(),
-            &actions.0,
-            &attr.0,
-            argv_ptrs.as_ptr(),
-            envp_ptrs.as_ptr(),
-        )
+    let mut setup = ChildSetup {
+        program: argv[0].as_ptr(),
+        argv: argv_ptrs.as_ptr(),
+        envp: envp_ptrs.as_ptr(),
+        stdin: dev_null(),
+        dups: [
+            (out_w.as_raw_fd(), 1),
+            (err_w.as_raw_fd(), 2),
+            (chan_w.as_raw_fd(), CHANNEL_FD),
+        ],
+        workdir: workdir.map_or(std::ptr::null(), CStr::as_ptr),
+        defaults: signals_to_default(),
+        error: 0,
     };
-    if rc != 0 {
-        return Err(io::Error::from_raw_os_error(rc));
-    }
+    let (pid, pidfd) = CHILD_STACK.with(|stack| clone_child(&mut setup, stack))?;
     drop((out_w, err_w, chan_w));
-    let kill = |err: io::Error| {
-        // SAFETY: our own child, not yet waited for.
-        unsafe {
-            libc::killpg(pid, libc::SIGKILL);
-            libc::waitpid(pid, std::ptr::null_mut(), 0);
-        }
-        err
-    };
-    // SAFETY: pidfd_open on our own, not yet reaped, child.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if pidfd < 0 {
-        return Err(kill(io::Error::last_os_error()));
-    }
     // SAFETY: a new descriptor that nothing else owns.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     // SAFETY: the OwnedFd is owned by the AsyncFd from here on, unchanged.
     let pidfd = unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
-        .map_err(|err| kill(err.into_parts().1))?;
+        .map_err(|err| {
+            // SAFETY: our own child, not yet waited for.
+            unsafe {
+                libc::killpg(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+            err.into_parts().1
+        })?;
     let child = Child {
         pid,
         pidfd,
@@ -215,6 +164,176 @@ fn start(argv: &[CString], envp: &Environment, workdir: Option<&CStr>) -> io::Re
         stderr: Receiver::from_owned_fd_unchecked(err_r)?,
         channel: Receiver::from_owned_fd_unchecked(chan_r)?,
         child,
+    })
+}
+
+/// Everything the child needs, made before the clone: between the clone and the exec
+/// the child shares jobctl's memory, so it only makes system calls (no allocation, no
+/// lock another thread may hold).
+struct ChildSetup {
+    program: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    /// `/dev/null`, open; `None`: the child opens it.
+    stdin: Option<RawFd>,
+    /// Each descriptor and the number it becomes in the child.
+    dups: [(RawFd, RawFd); 3],
+    /// Null: stay in jobctl's directory.
+    workdir: *const libc::c_char,
+    /// Signals set back to their default action.
+    defaults: &'static [libc::c_int],
+    /// Written by the child when it cannot exec: the error number.
+    error: libc::c_int,
+}
+
+/// The child's stack, one per thread that starts jobs: the thread waits while its child
+/// runs on it (vfork), so no two children share one. Kept, so its pages are touched once.
+const CHILD_STACK_SIZE: usize = 64 * 1024;
+
+thread_local! {
+    static CHILD_STACK: std::cell::RefCell<Vec<u128>> =
+        std::cell::RefCell::new(vec![0; CHILD_STACK_SIZE / 16]);
+}
+
+/// Clones the child onto `stack`; its pid and pidfd once it has exec'd.
+fn clone_child(
+    setup: &mut ChildSetup,
+    stack: &std::cell::RefCell<Vec<u128>>,
+) -> io::Result<(libc::pid_t, RawFd)> {
+    let mut stack = stack.borrow_mut();
+    // The stack grows down from its end (16-byte aligned: the elements are u128).
+    let top = stack.as_mut_ptr_range().end.cast::<libc::c_void>();
+    let mut pidfd: libc::c_int = -1;
+    // SAFETY: the sets are filled by sigfillset/pthread_sigmask before being read; the
+    // child runs `child_main` on its own stack with `setup`, both alive until the clone
+    // returns (the calling thread waits for the exec); pidfd is written by the kernel.
+    let (pid, error) = unsafe {
+        // Every signal stays blocked in the child until its handlers are reset: a
+        // jobctl handler must never run on the child's stack, in jobctl's memory.
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let pid = libc::clone(
+            child_main,
+            top,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD,
+            std::ptr::from_mut(setup).cast(),
+            &mut pidfd as *mut libc::c_int,
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::null_mut::<libc::c_int>(),
+        );
+        let error = (pid == -1).then(io::Error::last_os_error);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        (pid, error)
+    };
+    if let Some(error) = error {
+        return Err(error);
+    }
+    // SAFETY: the child has exec'd or exited; what it wrote is in our memory.
+    let failed = unsafe { std::ptr::read_volatile(&setup.error) };
+    if failed != 0 {
+        // SAFETY: our own child, which has exited (127), and its pidfd.
+        unsafe {
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+            libc::close(pidfd);
+        }
+        return Err(io::Error::from_raw_os_error(failed));
+    }
+    Ok((pid, pidfd))
+}
+
+/// The child, from the clone to the exec; it returns only to exit when the exec failed.
+extern "C" fn child_main(setup: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `setup` is the parent's ChildSetup, alive while the parent waits.
+    let setup = unsafe { &mut *setup.cast::<ChildSetup>() };
+    // SAFETY: system calls on the child's own descriptors and signal state.
+    let error = unsafe { exec_child(setup) };
+    // SAFETY: the parent reads this after the clone returns.
+    unsafe {
+        std::ptr::write_volatile(&mut setup.error, error);
+        libc::_exit(127)
+    }
+}
+
+/// Its own process group, default signal actions, the descriptors, the folder, no
+/// blocked signal, the exec; the error number of the step that failed.
+unsafe fn exec_child(setup: &ChildSetup) -> libc::c_int {
+    // SAFETY: only system calls on the child's own state, with valid pointers.
+    unsafe {
+        let errno = || *libc::__errno_location();
+        if libc::setpgid(0, 0) == -1 {
+            return errno();
+        }
+        let mut default: libc::sigaction = std::mem::zeroed();
+        default.sa_sigaction = libc::SIG_DFL;
+        for &signal in setup.defaults {
+            libc::sigaction(signal, &default, std::ptr::null_mut());
+        }
+        match setup.stdin {
+            Some(null) => {
+                if libc::dup2(null, 0) == -1 {
+                    return errno();
+                }
+            }
+            None => {
+                let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
+                if null == -1 {
+                    return errno();
+                }
+                if null != 0 {
+                    libc::dup2(null, 0);
+                    libc::close(null);
+                }
+            }
+        }
+        for &(fd, target) in &setup.dups {
+            // A descriptor already on its number keeps it, without close-on-exec.
+            let done = match fd == target {
+                true => libc::fcntl(fd, libc::F_SETFD, 0),
+                false => libc::dup2(fd, target),
+            };
+            if done == -1 {
+                return errno();
+            }
+        }
+        if !setup.workdir.is_null() && libc::chdir(setup.workdir) == -1 {
+            return errno();
+        }
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        libc::execve(setup.program, setup.argv, setup.envp);
+        errno()
+    }
+}
+
+/// The signals a child sets back to their default action: those jobctl handles (Rust's
+/// stack-overflow handlers, tokio's Ctrl-C and TERM), read once, at the first start (the
+/// run has registered its handlers by then), and SIGPIPE, which Rust ignores and which a
+/// job's `yes | head` must not find ignored. Other ignored signals stay ignored, as
+/// posix_spawn leaves them. An exec resets handled signals anyway: this is for a signal
+/// that reaches the child between unblocking and exec.
+fn signals_to_default() -> &'static [libc::c_int] {
+    static SIGNALS: std::sync::OnceLock<Vec<libc::c_int>> = std::sync::OnceLock::new();
+    SIGNALS.get_or_init(|| {
+        let mut signals = vec![libc::SIGPIPE];
+        for signal in 1..=libc::SIGRTMAX() {
+            if matches!(signal, libc::SIGKILL | libc::SIGSTOP | libc::SIGPIPE) {
+                continue;
+            }
+            // SAFETY: reads the action into a zeroed struct; changes nothing.
+            let handled = unsafe {
+                let mut action: libc::sigaction = std::mem::zeroed();
+                libc::sigaction(signal, std::ptr::null(), &mut action) == 0
+                    && action.sa_sigaction != libc::SIG_DFL
+                    && action.sa_sigaction != libc::SIG_IGN
+            };
+            if handled {
+                signals.push(signal);
+            }
+        }
+        signals
     })
 }
 
@@ -236,15 +355,6 @@ fn dev_null() -> Option<RawFd> {
     NULL.get_or_init(|| std::fs::File::open("/dev/null").ok().map(OwnedFd::from))
         .as_ref()
         .map(AsRawFd::as_raw_fd)
-}
-
-/// A posix_spawn function's result: 0 or an error number.
-fn check(rc: libc::c_int) -> io::Result<()> {
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::from_raw_os_error(rc))
-    }
 }
 
 /// A pipe whose read end (jobctl's) does not block and whose write end (the job's)
@@ -324,56 +434,12 @@ fn entry(k: &OsStr, v: &OsStr) -> io::Result<CString> {
     cstring(&entry)
 }
 
-/// The pointers posix_spawn takes for `argv` and `envp`, valid while the strings are.
-fn null_terminated<'a>(strings: impl Iterator<Item = &'a CStr>) -> Vec<*mut libc::c_char> {
+/// The pointers execve takes for `argv` and `envp`, valid while the strings are.
+fn null_terminated<'a>(strings: impl Iterator<Item = &'a CStr>) -> Vec<*const libc::c_char> {
     strings
-        .map(|s| s.as_ptr().cast_mut())
-        .chain(std::iter::once(std::ptr::null_mut()))
+        .map(CStr::as_ptr)
+        .chain(std::iter::once(std::ptr::null()))
         .collect()
-}
-
-struct FileActions(libc::posix_spawn_file_actions_t);
-
-impl FileActions {
-    fn new() -> io::Result<FileActions> {
-        let mut raw = MaybeUninit::uninit();
-        // SAFETY: init fills the object.
-        let rc = unsafe { libc::posix_spawn_file_actions_init(raw.as_mut_ptr()) };
-        if rc != 0 {
-            return Err(io::Error::from_raw_os_error(rc));
-        }
-        // SAFETY: initialised above.
-        Ok(FileActions(unsafe { raw.assume_init() }))
-    }
-}
-
-impl Drop for FileActions {
-    fn drop(&mut self) {
-        // SAFETY: initialised in `new`.
-        unsafe { libc::posix_spawn_file_actions_destroy(&mut self.0) };
-    }
-}
-
-struct Attr(libc::posix_spawnattr_t);
-
-impl Attr {
-    fn new() -> io::Result<Attr> {
-        let mut raw = MaybeUninit::uninit();
-        // SAFETY: init fills the object.
-        let rc = unsafe { libc::posix_spawnattr_init(raw.as_mut_ptr()) };
-        if rc != 0 {
-            return Err(io::Error::from_raw_os_error(rc));
-        }
-        // SAFETY: initialised above.
-        Ok(Attr(unsafe { raw.assume_init() }))
-    }
-}
-
-impl Drop for Attr {
-    fn drop(&mut self) {
-        // SAFETY: initialised in `new`.
-        unsafe { libc::posix_spawnattr_destroy(&mut self.0) };
-    }
 }
 
 #[cfg(test)]
