@@ -427,7 +427,8 @@ impl Environment {
 
 /// `NAME=value`.
 fn entry(k: &OsStr, v: &OsStr) -> io::Result<CString> {
-    let mut entry = Vec::with_capacity(k.len() + v.len() + 1);
+    // Room for the `=` and for the NUL CString adds.
+    let mut entry = Vec::with_capacity(k.len() + v.len() + 2);
     entry.extend_from_slice(k.as_bytes());
     entry.push(b'=');
     entry.extend_from_slice(v.as_bytes());
