@@ -365,7 +365,7 @@ pub async fn run(
                     outcome,
                     took,
                 });
-                if sink.len() >= FLUSH_AT {
+                if sink.len() >= WRITE_AT {
                     sink.flush(store).await;
                 }
             }
@@ -384,7 +384,7 @@ pub async fn run(
             },
             Some((job, event)) = task_rx.recv() => {
                 on_task_event(config, &mut sink, &pins_of, &mut cancels, reporter, job, event);
-                if sink.len() >= FLUSH_AT {
+                if sink.len() >= WRITE_AT {
                     sink.flush(store).await;
                 }
             }
@@ -621,14 +621,20 @@ fn off_loop<T: Send + 'static>(
     tokio::task::spawn_blocking(move || runtime.block_on(work))
 }
 
-/// Writes are sent when this many wait, even before the tick.
+/// Writes are handed to the writer when this many wait and it is free, even before the
+/// tick: the batch written when the run ends (with nothing else left to do) stays small.
+const WRITE_AT: usize = 256;
+
+/// While the writer is busy, writes gather up to this many; then the loop waits for it.
 const FLUSH_AT: usize = 5000;
 
-/// Planned builds recorded before the first job starts; the others follow while it runs.
-const FIRST_PLANNED: usize = 100;
+/// Planned builds recorded before the first job starts; the others follow while it runs,
+/// in transactions twice as large each time (a job can start once its build is
+/// recorded, and the first are needed first), up to [`PLANNED_PER_TRANSACTION`].
+const FIRST_PLANNED: usize = 16;
 
-/// Planned builds recorded in one transaction: 10k config snapshots at once would double
-/// the peak memory of a run.
+/// Planned builds recorded in one transaction at most: 10k config snapshots at once would
+/// double the peak memory of a run.
 const PLANNED_PER_TRANSACTION: usize = 500;
 
 /// Records the planned builds of `jobs`, one each, `created`.
@@ -659,10 +665,15 @@ async fn plan_rest(
     stop: Arc<std::sync::atomic::AtomicBool>,
     ids: mpsc::UnboundedSender<Result<Vec<BuildId>, StoreError>>,
 ) {
-    for chunk in jobs.chunks(PLANNED_PER_TRANSACTION) {
+    let mut rest = &jobs[..];
+    let mut size = FIRST_PLANNED;
+    while !rest.is_empty() {
         if stop.load(std::sync::atomic::Ordering::Relaxed) {
             return;
         }
+        size = (size * 2).min(PLANNED_PER_TRANSACTION);
+        let (chunk, after) = rest.split_at(size.min(rest.len()));
+        rest = after;
         let _turn = turn.lock().await;
         let created = create_planned(config, &store, chunk, &runner, at).await;
         let failed = created.is_err();
