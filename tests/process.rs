@@ -201,6 +201,31 @@ async fn a_job_that_cannot_start_is_an_error_not_a_build_of_nothing() {
 }
 
 #[tokio::test]
+async fn a_job_that_ends_at_once_is_read_whole_and_one_that_fills_a_pipe_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    // Ends before its pipes are watched: all it wrote is read at the end, in order.
+    let j = job(
+        r#"seq 1 2000; echo oops >&2; echo '{"type": "retval", "value": [1, 2]}' >&3"#,
+        dir.path(),
+    );
+    let (exit, outputs) = run_job(&j).await;
+    assert!(exit.success(), "{exit:?}");
+    let numbers = |n: usize| -> Vec<String> { (1..=n).map(|i| i.to_string()).collect() };
+    assert_eq!(lines(&outputs, Stream::Stdout), numbers(2000));
+    assert_eq!(lines(&outputs, Stream::Stderr), ["oops"]);
+    assert!(outputs.contains(&Output::Message(Message::Retval {
+        value: json!([1, 2])
+    })));
+    // Writes more than a pipe holds (576 KiB) at once: it waits for its pipes to be
+    // watched, then goes on to its end.
+    let j = job("seq 1 100000; echo end >&2", dir.path());
+    let (exit, outputs) = run_job(&j).await;
+    assert!(exit.success(), "{exit:?}");
+    assert_eq!(lines(&outputs, Stream::Stdout), numbers(100000));
+    assert_eq!(lines(&outputs, Stream::Stderr), ["end"]);
+}
+
+#[tokio::test]
 async fn a_timeout_ends_the_whole_group_even_when_it_ignores_term() {
     let dir = tempfile::tempdir().unwrap();
     let mut j = job(

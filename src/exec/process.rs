@@ -14,6 +14,10 @@
 //!
 //! Output is bounded: past `head` bytes, lines go to a ring of `tail` bytes and only the
 //! last lines (where the error usually is) are kept, with a count of what was dropped.
+//!
+//! The pipes are watched through the runtime only from [`QUIET`] after the start: a job
+//! that ends sooner (most jobs of a long plan) has its output read at its end, without
+//! three epoll registrations.
 
 use std::collections::VecDeque;
 use std::ffi::OsStr;
@@ -21,7 +25,10 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt};
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use tokio::io::AsyncReadExt;
+use tokio::net::unix::pipe::Receiver;
 use tokio::sync::{mpsc, watch};
 
 use super::channel::{BadLine, CHANNEL_ENV, Message};
@@ -303,7 +310,12 @@ pub async fn run(
     let mut child = spawned.child;
     let group = Some(child.pid() as i32);
     let _ = out.send(Output::Spawned { pgid: child.pid() });
-    let (mut stdout, mut stderr, mut channel) = (spawned.stdout, spawned.stderr, spawned.channel);
+    // The pipes are read through the runtime only once the job has run for a moment: most
+    // jobs of a long plan end before that, and their output is then read at once, at the
+    // end, without registering (and removing) three descriptors with epoll.
+    let mut quiet = Some([spawned.stdout, spawned.stderr, spawned.channel]);
+    let quiet_until = tokio::time::Instant::now() + QUIET;
+    let mut watched: [Option<Receiver>; 3] = [None, None, None];
 
     let mut state = Reader::new(job, out);
     // Read into spare capacity: nothing is zeroed first (most jobs print little).
@@ -322,21 +334,36 @@ pub async fn run(
 
     while status.is_none() || open.iter().any(|o| *o) {
         let [out_buf, err_buf, chan_buf] = &mut bufs;
+        let [out_pipe, err_pipe, chan_pipe] = &mut watched;
         tokio::select! {
-            n = read(&mut stdout, out_buf), if open[0] => {
+            n = read(out_pipe.as_mut(), out_buf), if open[0] && out_pipe.is_some() => {
                 open[0] = state.feed(Stream::Stdout, &out_buf[..n?]);
             }
-            n = read(&mut stderr, err_buf), if open[1] => {
+            n = read(err_pipe.as_mut(), err_buf), if open[1] && err_pipe.is_some() => {
                 open[1] = state.feed(Stream::Stderr, &err_buf[..n?]);
             }
-            n = read(&mut channel, chan_buf), if open[2] => {
+            n = read(chan_pipe.as_mut(), chan_buf), if open[2] && chan_pipe.is_some() => {
                 open[2] = state.feed(Stream::Channel, &chan_buf[..n?]);
+            }
+            _ = sleep_until(Some(quiet_until)), if quiet.is_some() && status.is_none() => {
+                watch(&mut quiet, &mut watched, &open)?;
             }
             waited = child.wait(), if status.is_none() => {
                 status = Some(waited?);
                 // What the job left running in its group ends with it, so that no
                 // orphan holds the pipes open or outlives the build.
                 signal_group(group, libc::SIGKILL);
+                // Ended before its pipes were watched: what it wrote is in them.
+                if let Some(pipes) = &quiet {
+                    for (k, pipe) in pipes.iter().enumerate() {
+                        if open[k] {
+                            open[k] = drain(pipe, &mut bufs[k], STREAMS[k], &mut state)?;
+                        }
+                    }
+                    // A pipe still open is held by what is left of the group until the
+                    // KILL lands: waited for through the runtime.
+                    watch(&mut quiet, &mut watched, &open)?;
+                }
             }
             _ = sleep_until(deadline), if status.is_none() && terminating.is_none() => {
                 exit.timed_out = true;
@@ -376,10 +403,68 @@ pub async fn run(
     Ok(exit)
 }
 
-/// Reads what is there into `buf`'s spare capacity (emptied first): 0 at the end.
-async fn read<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut Vec<u8>) -> std::io::Result<usize> {
-    buf.clear();
-    reader.read_buf(buf).await
+/// How long a job runs before its pipes are watched through the runtime. A job that
+/// fills a pipe (64 KiB) sooner waits for the rest of this once.
+const QUIET: Duration = Duration::from_millis(2);
+
+const STREAMS: [Stream; 3] = [Stream::Stdout, Stream::Stderr, Stream::Channel];
+
+/// Reads what is there into `buf`'s spare capacity (emptied first): 0 at the end. Never
+/// ready for a pipe not watched.
+async fn read(pipe: Option<&mut Receiver>, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    match pipe {
+        Some(pipe) => {
+            buf.clear();
+            pipe.read_buf(buf).await
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Watches the still open pipes of `quiet` through the runtime from now on.
+fn watch(
+    quiet: &mut Option<[OwnedFd; 3]>,
+    watched: &mut [Option<Receiver>; 3],
+    open: &[bool; 3],
+) -> std::io::Result<()> {
+    if let Some(pipes) = quiet.take() {
+        for ((pipe, slot), open) in pipes.into_iter().zip(watched.iter_mut()).zip(open) {
+            if *open {
+                // The read ends were made non-blocking with the pipes.
+                *slot = Some(Receiver::from_owned_fd_unchecked(pipe)?);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads a pipe not watched until it is empty, feeding `state`: false at its end (no
+/// writer left), true while a writer may still write.
+fn drain(
+    pipe: &OwnedFd,
+    buf: &mut Vec<u8>,
+    stream: Stream,
+    state: &mut Reader<'_>,
+) -> std::io::Result<bool> {
+    loop {
+        buf.clear();
+        let spare = buf.spare_capacity_mut();
+        // SAFETY: reads at most `spare.len()` bytes into the vector's spare capacity.
+        let n = unsafe { libc::read(pipe.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
+        if n < 0 {
+            let err = std::io::Error::last_os_error();
+            match err.kind() {
+                std::io::ErrorKind::WouldBlock => return Ok(true),
+                std::io::ErrorKind::Interrupted => continue,
+                _ => return Err(err),
+            }
+        }
+        // SAFETY: the kernel wrote `n` bytes.
+        unsafe { buf.set_len(n as usize) };
+        if !state.feed(stream, buf) {
+            return Ok(false);
+        }
+    }
 }
 
 async fn sleep_until(at: Option<tokio::time::Instant>) {

@@ -20,7 +20,6 @@ use std::path::Path;
 use std::process::ExitStatus;
 
 use tokio::io::unix::AsyncFd;
-use tokio::net::unix::pipe::Receiver;
 
 /// The descriptor a job finds its channel on.
 pub const CHANNEL_FD: RawFd = 3;
@@ -34,12 +33,13 @@ pub struct Spawn<'a> {
     pub workdir: &'a Path,
 }
 
-/// A started child: the read ends of its output pipes and a handle to wait on.
+/// A started child: the read ends of its output pipes (non-blocking, not registered with
+/// the runtime: the reader decides when) and a handle to wait on.
 pub struct Spawned {
     pub child: Child,
-    pub stdout: Receiver,
-    pub stderr: Receiver,
-    pub channel: Receiver,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+    pub channel: OwnedFd,
 }
 
 /// A child in a process group of its own (group id = its pid). Dropped before it was
@@ -157,12 +157,11 @@ fn start(argv: &[CString], envp: &Environment, workdir: Option<&CStr>) -> io::Re
         pidfd,
         reaped: false,
     };
-    // The read ends were made non-blocking with the pipes; from here on dropping `child`
-    // kills and reaps the process.
+    // From here on dropping `child` kills and reaps the process.
     Ok(Spawned {
-        stdout: Receiver::from_owned_fd_unchecked(out_r)?,
-        stderr: Receiver::from_owned_fd_unchecked(err_r)?,
-        channel: Receiver::from_owned_fd_unchecked(chan_r)?,
+        stdout: out_r,
+        stderr: err_r,
+        channel: chan_r,
         child,
     })
 }
