@@ -123,6 +123,34 @@ fn a_failure_stops_its_dependants_and_nothing_else() {
     assert_eq!(bad["stderr_tail"], "doomed\n");
 }
 
+/// A job whose `sh` cannot start (its folder is not there) fails with the reason, its
+/// build is recorded failed, and the run goes on with what does not depend on it.
+#[test]
+fn a_job_that_cannot_start_fails_with_the_reason() {
+    let dir = setup(
+        "jobs:
+  - {id: nowhere, run: touch never, workdir: /nonexistent-jobctl-folder}
+  - {id: after, run: touch after, dependencies: [nowhere]}
+  - {id: fine, run: touch fine}
+",
+    );
+    let d = dir.path();
+    let (code, out, err) = run(d, &["build", "--all", "-j", "1"]);
+    assert_eq!(code, 4, "{out}{err}");
+    let reason = "cannot start `sh` in /nonexistent-jobctl-folder: No such file or directory \
+                  (os error 2)";
+    assert!(
+        out.ends_with(&format!(
+            "1 succeeded, 1 failed, 1 not run\nfailed: nowhere (build 1): {reason}\n"
+        )),
+        "{out}"
+    );
+    assert!(d.join("fine").exists() && !d.join("after").exists());
+    let nowhere = build_of(&builds(d), "nowhere").clone();
+    assert_eq!(nowhere["status"], "failed");
+    assert_eq!(nowhere["error"], reason);
+}
+
 /// More steps than are recorded before the first starts: the others are recorded while
 /// jobs run, and those that will not run are removed whether or not they were recorded
 /// yet when their dependency failed.
