@@ -21,11 +21,10 @@
 
 use std::collections::VecDeque;
 use std::ffi::OsStr;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-use std::os::fd::{AsRawFd, OwnedFd};
 
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe::Receiver;
@@ -310,9 +309,7 @@ pub async fn run(
     let mut child = spawned.child;
     let group = Some(child.pid() as i32);
     let _ = out.send(Output::Spawned { pgid: child.pid() });
-    // The pipes are read through the runtime only once the job has run for a moment: most
-    // jobs of a long plan end before that, and their output is then read at once, at the
-    // end, without registering (and removing) three descriptors with epoll.
+    // Not watched through the runtime until QUIET has passed (see the module's note).
     let mut quiet = Some([spawned.stdout, spawned.stderr, spawned.channel]);
     let quiet_until = tokio::time::Instant::now() + QUIET;
     let mut watched: [Option<Receiver>; 3] = [None, None, None];
