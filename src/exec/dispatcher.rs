@@ -384,6 +384,10 @@ pub async fn run(
             },
             Some((job, event)) = task_rx.recv() => {
                 on_task_event(config, &mut sink, &pins_of, &mut cancels, reporter, job, event);
+                // What else the tasks have said, in the same turn.
+                while let Ok((job, event)) = task_rx.try_recv() {
+                    on_task_event(config, &mut sink, &pins_of, &mut cancels, reporter, job, event);
+                }
                 if sink.len() >= WRITE_AT {
                     sink.flush(store).await;
                 }
