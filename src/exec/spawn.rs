@@ -213,11 +213,11 @@ fn clone_child(
         // another job's end during the clone was queued for the process and woke one of
         // jobctl's idle threads (database, blocking pool) just to drop it, at ~30% of all
         // job ends; unblocked, the kernel drops it unsent (its action is the default).
-        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut blocked: libc::sigset_t = std::mem::zeroed();
         let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::sigdelset(&mut all, libc::SIGCHLD);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        libc::sigfillset(&mut blocked);
+        libc::sigdelset(&mut blocked, libc::SIGCHLD);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &blocked, &mut old);
         let pid = libc::clone(
             child_main,
             top,
