@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, watch};
 fn job(command: &str, dir: &std::path::Path) -> ShellJob {
     ShellJob {
         name: "test_job".into(),
+        build: 0,
         command: command.into(),
         args: Vec::new(),
         env: Vec::new(),

@@ -117,6 +117,8 @@ pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), C
         limits: OutputLimits::default(),
         functions: ctx.functions.clone(),
     };
+    // What the jobs start stays below this process, to be killed when their build ends.
+    crate::exec::reaper::become_subreaper();
     let store = std::sync::Arc::new(store);
     let tree = match args.progress {
         Progress::Tree => true,

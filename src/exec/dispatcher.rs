@@ -203,6 +203,7 @@ pub async fn run(
     let mut stopping = false;
     let mut interrupts = signal(SignalKind::interrupt()).ok();
     let mut terminations = signal(SignalKind::terminate()).ok();
+    let mut hangups = signal(SignalKind::hangup()).ok();
     // Which step each planned job is, how many planned dependencies each still waits for,
     // and the steps free to start (smallest first: plan order).
     let index: HashMap<usize, usize> = steps.iter().enumerate().map(|(i, s)| (s.job, i)).collect();
@@ -250,6 +251,7 @@ pub async fn run(
     loop {
         if sink.failure.is_some() && !stopping {
             stopping = true;
+            cancels.why.get_or_insert("the run could not be recorded");
             cancels.all(Cancel::Term);
             reporter.event(&BuildEvent::Cancelling { how: Cancel::Term });
         }
@@ -394,6 +396,10 @@ pub async fn run(
             }
             _ = tick.tick() => {
                 sink.flush(store).await;
+                // What ended jobs left behind outside their process groups.
+                if super::reaper::dirty() {
+                    super::reaper::sweep();
+                }
                 if !stopping && looking.is_none() {
                     let (store, runner) = (store.clone(), shared.runner.clone());
                     looking = Some(tokio::spawn(async move {
@@ -426,18 +432,29 @@ pub async fn run(
             Some(()) = next_signal(&mut interrupts) => {
                 let how = if stopping { Cancel::Kill } else { Cancel::Term };
                 stopping = true;
+                cancels.why.get_or_insert("Ctrl-C");
                 if cancels.level < how {
                     cancels.all(how);
                     reporter.event(&BuildEvent::Cancelling { how });
                 }
             }
-            Some(()) = next_signal(&mut terminations), if !stopping => {
+            // A closed terminal or a dropped SSH session, and a polite kill: as the first
+            // Ctrl-C (a second Ctrl-C still kills at once).
+            Some(name) = async {
+                tokio::select! {
+                    Some(()) = next_signal(&mut terminations) => Some("SIGTERM"),
+                    Some(()) = next_signal(&mut hangups) => Some("SIGHUP"),
+                }
+            }, if !stopping => {
                 stopping = true;
+                cancels.why.get_or_insert(name);
                 cancels.all(Cancel::Term);
                 reporter.event(&BuildEvent::Cancelling { how: Cancel::Term });
             }
         }
     }
+    // Whatever the jobs left behind goes with the run.
+    super::reaper::sweep_all(Duration::from_secs(2)).await;
     // What never got to start did not happen: its planned build goes, once recorded.
     stop_planning.store(true, std::sync::atomic::Ordering::Relaxed);
     let recorded = build_ids.len();
@@ -474,6 +491,8 @@ pub async fn run(
 struct Cancels {
     /// How far the whole run is cancelled.
     level: Cancel,
+    /// What cancelled the whole run: `Ctrl-C`, `SIGTERM`, `SIGHUP`.
+    why: Option<&'static str>,
     by_job: HashMap<usize, watch::Sender<Cancel>>,
     /// The build each running job's current attempt is.
     attempts: HashMap<BuildId, usize>,
@@ -518,12 +537,15 @@ impl Cancels {
         true
     }
 
-    /// A build cancelled on request says so (not "Ctrl-C").
+    /// A cancelled build says what cancelled it: a request, or the signal that stopped
+    /// the run.
     fn explain(&self, build: BuildId, outcome: &mut Outcome) {
-        if let Outcome::Cancelled { reason } = outcome
-            && self.requested.contains(&build)
-        {
-            *reason = REQUESTED.to_owned();
+        if let Outcome::Cancelled { reason } = outcome {
+            if self.requested.contains(&build) {
+                *reason = REQUESTED.to_owned();
+            } else if let Some(why) = self.why {
+                *reason = format!("cancelled ({why})");
+            }
         }
     }
 }
@@ -1076,6 +1098,7 @@ fn shell_job(
     }
     ShellJob {
         name: spec.id.to_string(),
+        build: build.0,
         command: with_args(command, !args.is_empty()),
         args: args.iter().map(to_arg).collect(),
         env,

@@ -14,6 +14,7 @@ pub mod dispatcher;
 pub mod function;
 pub mod plan;
 pub mod process;
+pub mod reaper;
 pub mod recover;
 pub mod spawn;
 pub mod values;

@@ -50,6 +50,9 @@ const STDERR_TAIL_LINES: usize = 20;
 pub struct ShellJob {
     /// The job's id, `$0` of the shell.
     pub name: String,
+    /// The build this attempt records (`$JOBCTL_BUILD_ID`): what it leaves behind is
+    /// found by it.
+    pub build: i64,
     pub command: String,
     /// Positional parameters: `"$1"`, `"$@"`.
     pub args: Vec<String>,
@@ -285,18 +288,23 @@ pub async fn run(
         Some(p) => (&p.command, &p.args, &p.env),
         None => (&job.command, &job.args, &job.env),
     };
-    let mut args: Vec<&OsStr> = vec![OsStr::new("-c"), command.as_ref(), job.name.as_ref()];
+    let command = in_workdir(command, &job.workdir)?;
+    let mut args: Vec<&OsStr> = vec![
+        OsStr::new("-c"),
+        OsStr::new(command.as_ref()),
+        job.name.as_ref(),
+    ];
     args.extend(job_args.iter().map(OsStr::new));
     let mut env: Vec<(&OsStr, &OsStr)> = job_env
         .iter()
         .map(|(k, v)| (OsStr::new(k), OsStr::new(v)))
         .collect();
     env.push((OsStr::new(CHANNEL_ENV), OsStr::new(&channel_fd)));
+    let _running = super::reaper::running_build(job.build);
     let spawned = spawn(&Spawn {
         program: "/bin/sh",
         args: &args,
         env: &env,
-        workdir: &job.workdir,
     })
     .map_err(|err| match err.raw_os_error() {
         Some(libc::E2BIG) => std::io::Error::new(
@@ -328,6 +336,10 @@ pub async fn run(
     let mut terminating: Option<tokio::time::Instant> = None;
     // KILL was sent (or no more cancels can come): stop watching.
     let mut killing = false;
+    // Once the job's process has ended: when what is left holding its pipes is killed,
+    // then when they are no longer read.
+    let mut leftovers: Option<tokio::time::Instant> = None;
+    let mut last_read: Option<tokio::time::Instant> = None;
 
     while status.is_none() || open.iter().any(|o| *o) {
         let [out_buf, err_buf, chan_buf] = &mut bufs;
@@ -360,6 +372,22 @@ pub async fn run(
                     // A pipe still open is held by what is left of the group until the
                     // KILL lands: waited for through the runtime.
                     watch(&mut quiet, &mut watched, &open)?;
+                }
+                leftovers = Some(tokio::time::Instant::now() + LEFTOVER_GRACE);
+            }
+            _ = sleep_until(leftovers), if leftovers.is_some() => {
+                // Something that left the job's group still holds a pipe: the build
+                // ended with its process, and what it left is killed.
+                super::reaper::kill_build_leftovers(job.build);
+                leftovers = None;
+                last_read = Some(tokio::time::Instant::now() + LEFTOVER_GRACE);
+            }
+            _ = sleep_until(last_read), if last_read.is_some() => {
+                // Still held (by a process jobctl cannot see, off Linux): stop listening.
+                for (k, open) in open.iter_mut().enumerate() {
+                    if *open {
+                        *open = state.feed(STREAMS[k], &[]);
+                    }
                 }
             }
             _ = sleep_until(deadline), if status.is_none() && terminating.is_none() => {
@@ -398,6 +426,41 @@ pub async fn run(
     exit.signal = status.signal();
     exit.stderr_tail = state.stderr_tail.into_iter().collect();
     Ok(exit)
+}
+
+/// After a job's process has ended, how long what is already in its pipes is read before
+/// what still holds them is killed, and again after that before they are let go.
+const LEFTOVER_GRACE: Duration = Duration::from_millis(100);
+
+/// `sh -c` text that runs `command` in `dir`. posix_spawn has no portable way to start a
+/// child in another folder (`addchdir_np` is glibc's and Apple's), so the shell does it:
+/// on the command's first line, so that the shell's line numbers stay the command's.
+fn in_workdir<'c>(
+    command: &'c str,
+    dir: &Path,
+) -> std::io::Result<std::borrow::Cow<'c, str>> {
+    if is_current_dir(dir) {
+        return Ok(command.into());
+    }
+    // Checked here, so that a missing folder fails the start with the reason, as a
+    // failed chdir would.
+    let dir = std::path::absolute(dir)?;
+    if !std::fs::metadata(&dir)?.is_dir() {
+        return Err(std::io::Error::from_raw_os_error(libc::ENOTDIR));
+    }
+    let dir = dir.display().to_string();
+    Ok(format!("cd -P -- {} || exit 126; {command}", shell_quote(&dir)).into())
+}
+
+/// Whether `dir` is jobctl's working directory (read once: jobctl never changes it).
+fn is_current_dir(dir: &Path) -> bool {
+    static CWD: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    let here = || dir.components().all(|c| c == std::path::Component::CurDir);
+    here()
+        || CWD
+            .get_or_init(|| std::env::current_dir().ok())
+            .as_deref()
+            .is_some_and(|cwd| cwd == dir)
 }
 
 /// How long a job runs before its pipes are watched through the runtime. A job that
@@ -640,9 +703,29 @@ mod tests {
         assert_eq!((lines, bytes), (6, 42));
     }
 
+    #[test]
+    fn only_jobctls_own_directory_skips_the_cd() {
+        let cwd = std::env::current_dir().unwrap();
+        assert!(is_current_dir(&cwd));
+        assert!(is_current_dir(&cwd.join(".")));
+        assert!(is_current_dir(Path::new("")) && is_current_dir(Path::new(".")));
+        assert!(!is_current_dir(&cwd.join("sub")));
+        assert!(!is_current_dir(Path::new("sub")));
+        assert_eq!(in_workdir("x", &cwd).unwrap(), "x");
+        let tmp = std::env::temp_dir();
+        let text = in_workdir("echo hi", &tmp).unwrap();
+        assert_eq!(
+            text,
+            format!("cd -P -- '{}' || exit 126; echo hi", tmp.display())
+        );
+        let missing = in_workdir("x", Path::new("/nonexistent-jobctl")).unwrap_err();
+        assert_eq!(missing.kind(), std::io::ErrorKind::NotFound);
+    }
+
     fn job(args: Vec<String>, env: Vec<(&str, String)>) -> ShellJob {
         ShellJob {
             name: "j".into(),
+            build: 0,
             command: "cmd \"$@\"".into(),
             args,
             env: env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),

@@ -1,28 +1,44 @@
 //! Starting a job's `sh`: its own process group, stdin from /dev/null, stdout and stderr
 //! into pipes, the job channel on fd 3, and no other descriptor of jobctl's.
 //!
-//! Why not `std::process::Command`: giving the child fd 3 takes a `pre_exec` closure,
-//! and with one std forks, copying jobctl's page tables: ~1 ms a job, more than `sh`
-//! itself costs. A vfork-style clone (the child borrows jobctl's memory until its exec)
-//! does the same without the copy; it is posix_spawn's way, done here without the work
-//! posix_spawn adds to every child (see [`start`]). The channel must be fd 3, a single
-//! digit: dash, Debian's `sh`, cannot redirect to a descriptor above 9
+//! ```text
+//!   posix_spawn(/bin/sh)      file actions: /dev/null → 0, pipes → 1 2, channel → 3
+//!        │                    attributes:   own process group, no blocked signal,
+//!        │                                  SIGPIPE back to its default
+//!        ▼
+//!   Child ── wait: a pidfd in the runtime (Linux), or SIGCHLD + waitpid (any Unix)
+//! ```
+//!
+//! Why posix_spawn: giving the child fd 3 through `std::process::Command` takes a
+//! `pre_exec` closure, and with one std forks, copying jobctl's page tables (~1 ms a job).
+//! posix_spawn is the platform's own vfork-style start, documented and kept by the libc
+//! (glibc blocks even its internal signals around the clone, which no caller can), on
+//! Linux, macOS and the BSDs alike. nix wraps it safely. The channel must be fd 3, a
+//! single digit: dash, Debian's `sh`, cannot redirect to a descriptor above 9
 //! (`>&"$JOBCTL_CHANNEL"`).
 //!
-//! The child is waited for through a pidfd, so no SIGCHLD handler is involved.
+//! Every job process jobctl starts is in [`LIVE`] until it is reaped, so the reaper
+//! (`super::reaper`), which collects what jobs leave behind, never takes one of them.
 
+use std::collections::HashSet;
 use std::ffi::{CStr, CString, OsStr};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
 use std::process::ExitStatus;
+use std::sync::{Mutex, MutexGuard};
 
-use tokio::io::unix::AsyncFd;
+use nix::spawn::{PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags, posix_spawn};
+use nix::sys::signal::{SigSet, Signal};
+use nix::unistd::Pid;
 
 /// The descriptor a job finds its channel on.
 pub const CHANNEL_FD: RawFd = 3;
+
+/// Set to `sigchld`, jobs are waited for through SIGCHLD and `waitpid` even where pidfds
+/// exist: the portable path, so that the same tests run both.
+pub const WAIT_ENV: &str = "JOBCTL_WAIT";
 
 /// What to start.
 pub struct Spawn<'a> {
@@ -30,7 +46,6 @@ pub struct Spawn<'a> {
     pub args: &'a [&'a OsStr],
     /// Added to (or replacing in) jobctl's own environment.
     pub env: &'a [(&'a OsStr, &'a OsStr)],
-    pub workdir: &'a Path,
 }
 
 /// A started child: the read ends of its output pipes (non-blocking, not registered with
@@ -42,12 +57,31 @@ pub struct Spawned {
     pub channel: OwnedFd,
 }
 
+/// The job processes started and not yet reaped. Held while a job starts, so that the
+/// reaper never sees a child of jobctl's that is not listed yet.
+static LIVE: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
+
+/// The live job processes, locked.
+pub(crate) fn live() -> MutexGuard<'static, Option<HashSet<i32>>> {
+    LIVE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// A child in a process group of its own (group id = its pid). Dropped before it was
 /// waited for, its whole group is killed.
 pub struct Child {
     pid: i32,
-    pidfd: AsyncFd<OwnedFd>,
+    waiter: Waiter,
     reaped: bool,
+}
+
+/// How the end of a child is noticed.
+enum Waiter {
+    /// Its pidfd turns readable (Linux 5.3 and later).
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    Pidfd(tokio::io::unix::AsyncFd<OwnedFd>),
+    /// Any child's end raises SIGCHLD; then `waitpid(pid, WNOHANG)` says whether it was
+    /// this one.
+    Sigchld(tokio::signal::unix::Signal),
 }
 
 impl Child {
@@ -58,19 +92,39 @@ impl Child {
     /// Waits for the child to end (what it started may live on).
     pub async fn wait(&mut self) -> io::Result<ExitStatus> {
         loop {
-            let mut guard = self.pidfd.readable().await?;
-            let mut status = 0;
-            // SAFETY: waitpid on our own child; `status` is a valid out pointer.
-            let r = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) };
-            if r == self.pid {
-                self.reaped = true;
-                return Ok(ExitStatus::from_raw(status));
+            // Checked after the waiter is armed (it was armed at the start), so an end
+            // between the check and the wait is not missed.
+            if let Some(status) = self.try_wait()? {
+                return Ok(status);
             }
-            if r == -1 {
-                return Err(io::Error::last_os_error());
+            match &mut self.waiter {
+                #[cfg(any(target_os = "linux", target_os = "android"))]
+                Waiter::Pidfd(fd) => fd.readable().await?.clear_ready(),
+                Waiter::Sigchld(signal) => {
+                    signal.recv().await;
+                }
             }
-            guard.clear_ready();
         }
+    }
+
+    fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        let mut status = 0;
+        // SAFETY: waitpid on our own child; `status` is a valid out pointer.
+        let r = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) };
+        if r == self.pid {
+            self.reaped = true;
+            if let Some(live) = live().as_mut() {
+                live.remove(&self.pid);
+            }
+            return Ok(Some(ExitStatus::from_raw(status)));
+        }
+        if r == -1 {
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        }
+        Ok(None)
     }
 }
 
@@ -80,280 +134,141 @@ impl Drop for Child {
             return;
         }
         let pid = self.pid;
-        // SAFETY: signals and waits on our own child's group; no memory is shared.
+        // SAFETY: signals our own child's group; no memory is shared.
         unsafe {
             libc::killpg(pid, libc::SIGKILL);
         }
         // Reap it off the async threads; KILL makes this quick.
         std::thread::spawn(move || {
             let mut status = 0;
-            // SAFETY: as above.
+            // SAFETY: waits for our own child; `status` is a valid out pointer.
             unsafe { libc::waitpid(pid, &mut status, 0) };
+            if let Some(live) = live().as_mut() {
+                live.remove(&pid);
+            }
         });
     }
 }
 
-/// Starts `spec` (inside a tokio runtime: the pipes and the pidfd are registered with it).
+/// Starts `spec` (inside a tokio runtime: the child's end is watched through it).
 pub fn spawn(spec: &Spawn<'_>) -> io::Result<Spawned> {
-    let mut argv: Vec<CString> = vec![CString::new(spec.program)?];
+    let program = CString::new(spec.program)?;
+    let mut argv: Vec<CString> = vec![program.clone()];
     for arg in spec.args {
         argv.push(cstring(arg.as_bytes())?);
     }
     let envp = Environment::with(spec.env)?;
-    // The child starts where jobctl is unless told otherwise: a chdir in the child holds
-    // jobctl (the start returns once the child has exec'd), so none when it is the same.
-    let workdir = match is_current_dir(spec.workdir) {
-        true => None,
-        false => Some(cstring(spec.workdir.as_os_str().as_bytes())?),
-    };
-    start(&argv, &envp, workdir.as_deref())
-}
-
-/// Starts the child with the pipes; `argv` starts with the program.
-///
-/// A `clone` with `CLONE_VM | CLONE_VFORK`, as posix_spawn does, but with what posix_spawn
-/// pays for every child left out: it maps a new stack and unmaps it (the unmap interrupts
-/// jobctl's other threads' cores), asks for the stack limit, and the child resets all 64
-/// signals one by one; a pidfd takes a syscall of its own. Here the stack is the thread's
-/// own and kept, the pidfd comes with the clone (`CLONE_PIDFD`), and the child resets only
-/// the signals jobctl handles. The calling thread waits (vfork) until the child has
-/// exec'd or failed to.
-fn start(argv: &[CString], envp: &Environment, workdir: Option<&CStr>) -> io::Result<Spawned> {
+    // Held from the pipes to the start: where a pipe cannot be made close-on-exec at
+    // once, no other job may start in between and inherit it.
+    let mut started = live();
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
     let (chan_r, chan_w) = pipe()?;
-    let argv_ptrs = null_terminated(argv.iter().map(CString::as_c_str));
-    let envp_ptrs = null_terminated(envp.entries());
-    let mut setup = ChildSetup {
-        program: argv[0].as_ptr(),
-        argv: argv_ptrs.as_ptr(),
-        envp: envp_ptrs.as_ptr(),
-        stdin: dev_null(),
-        dups: [
-            (out_w.as_raw_fd(), 1),
-            (err_w.as_raw_fd(), 2),
-            (chan_w.as_raw_fd(), CHANNEL_FD),
-        ],
-        workdir: workdir.map_or(std::ptr::null(), CStr::as_ptr),
-        defaults: signals_to_default(),
-        error: 0,
+    let mut actions = PosixSpawnFileActions::init()?;
+    let null = dev_null().ok_or_else(|| io::Error::other("cannot open /dev/null"))?;
+    actions.add_dup2(null, 0)?;
+    // dup2 leaves the new descriptor open across the exec; the originals are
+    // close-on-exec, so the child keeps only 0-3.
+    actions.add_dup2(out_w.as_raw_fd(), 1)?;
+    actions.add_dup2(err_w.as_raw_fd(), 2)?;
+    actions.add_dup2(chan_w.as_raw_fd(), CHANNEL_FD)?;
+    let attr = attributes()?;
+    let wait_by_pidfd = std::env::var_os(WAIT_ENV).is_none_or(|v| v != "sigchld");
+    // The portable waiter listens before the child exists, so its end cannot be missed.
+    let sigchld = match wait_by_pidfd && cfg!(any(target_os = "linux", target_os = "android")) {
+        true => None,
+        false => Some(tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::child(),
+        )?),
     };
-    let (pid, pidfd) = CHILD_STACK.with(|stack| clone_child(&mut setup, stack))?;
+    let pid = posix_spawn(
+        program.as_c_str(),
+        &actions,
+        &attr,
+        &argv,
+        &envp.entries(),
+    )?
+    .as_raw();
+    started.get_or_insert_with(HashSet::new).insert(pid);
+    drop(started);
     drop((out_w, err_w, chan_w));
-    // SAFETY: a new descriptor that nothing else owns.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
-    // SAFETY: the OwnedFd is owned by the AsyncFd from here on, unchanged.
-    let pidfd = unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
-        .map_err(|err| {
-            // SAFETY: our own child, not yet waited for.
-            unsafe {
-                libc::killpg(pid, libc::SIGKILL);
-                libc::waitpid(pid, std::ptr::null_mut(), 0);
+    let waiter = match sigchld {
+        Some(signal) => Waiter::Sigchld(signal),
+        None => match pidfd_waiter(pid) {
+            Ok(waiter) => waiter,
+            Err(err) => {
+                // SAFETY: our own child, not yet waited for: killed and reaped here.
+                unsafe {
+                    libc::killpg(pid, libc::SIGKILL);
+                    libc::waitpid(pid, std::ptr::null_mut(), 0);
+                }
+                if let Some(live) = live().as_mut() {
+                    live.remove(&pid);
+                }
+                return Err(err);
             }
-            err.into_parts().1
-        })?;
-    let child = Child {
-        pid,
-        pidfd,
-        reaped: false,
+        },
     };
-    // From here on dropping `child` kills and reaps the process.
     Ok(Spawned {
         stdout: out_r,
         stderr: err_r,
         channel: chan_r,
-        child,
+        child: Child {
+            pid,
+            waiter,
+            reaped: false,
+        },
     })
 }
 
-/// Everything the child needs, made before the clone: between the clone and the exec
-/// the child shares jobctl's memory, so it only makes system calls (no allocation, no
-/// lock another thread may hold).
-struct ChildSetup {
-    program: *const libc::c_char,
-    argv: *const *const libc::c_char,
-    envp: *const *const libc::c_char,
-    /// `/dev/null`, open; `None`: the child opens it.
-    stdin: Option<RawFd>,
-    /// Each descriptor and the number it becomes in the child.
-    dups: [(RawFd, RawFd); 3],
-    /// Null: stay in jobctl's directory.
-    workdir: *const libc::c_char,
-    /// Signals set back to their default action.
-    defaults: &'static [libc::c_int],
-    /// Written by the child when it cannot exec: the error number.
-    error: libc::c_int,
-}
-
-/// The child's stack, one per thread that starts jobs: the thread waits while its child
-/// runs on it (vfork), so no two children share one. Kept, so its pages are touched once.
-const CHILD_STACK_SIZE: usize = 64 * 1024;
-
-thread_local! {
-    static CHILD_STACK: std::cell::RefCell<Vec<u128>> =
-        std::cell::RefCell::new(vec![0; CHILD_STACK_SIZE / 16]);
-}
-
-/// Clones the child onto `stack`; its pid and pidfd once it has exec'd.
-fn clone_child(
-    setup: &mut ChildSetup,
-    stack: &std::cell::RefCell<Vec<u128>>,
-) -> io::Result<(libc::pid_t, RawFd)> {
-    let mut stack = stack.borrow_mut();
-    // The stack grows down from its end (16-byte aligned: the elements are u128).
-    let top = stack.as_mut_ptr_range().end.cast::<libc::c_void>();
-    let mut pidfd: libc::c_int = -1;
-    // SAFETY: the sets are filled by sigfillset/pthread_sigmask before being read; the
-    // child runs `child_main` on its own stack with `setup`, both alive until the clone
-    // returns (the calling thread waits for the exec); pidfd is written by the kernel.
-    let (pid, error) = unsafe {
-        // Every signal stays blocked in the child until its handlers are reset: a
-        // jobctl handler must never run on the child's stack, in jobctl's memory. All
-        // but SIGCHLD, which the child, having no children, is not sent: blocked here,
-        // another job's end during the clone was queued for the process and woke one of
-        // jobctl's idle threads (database, blocking pool) just to drop it, at ~30% of all
-        // job ends; unblocked, the kernel drops it unsent (its action is the default).
-        let mut blocked: libc::sigset_t = std::mem::zeroed();
-        let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut blocked);
-        libc::sigdelset(&mut blocked, libc::SIGCHLD);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &blocked, &mut old);
-        let pid = libc::clone(
-            child_main,
-            top,
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD,
-            std::ptr::from_mut(setup).cast(),
-            &mut pidfd as *mut libc::c_int,
-            std::ptr::null_mut::<libc::c_void>(),
-            std::ptr::null_mut::<libc::c_int>(),
-        );
-        let error = (pid == -1).then(io::Error::last_os_error);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-        (pid, error)
-    };
-    if let Some(error) = error {
-        return Err(error);
+/// A pidfd for `pid`, watched by the runtime; SIGCHLD where the kernel has none.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn pidfd_waiter(pid: i32) -> io::Result<Waiter> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        // ENOSYS (before Linux 5.3) or a seccomp filter: the portable way.
+        return Ok(Waiter::Sigchld(tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::child(),
+        )?));
     }
-    // SAFETY: the child has exec'd or exited; what it wrote is in our memory.
-    let failed = unsafe { std::ptr::read_volatile(&setup.error) };
-    if failed != 0 {
-        // SAFETY: our own child, which has exited (127), and its pidfd.
-        unsafe {
-            libc::waitpid(pid, std::ptr::null_mut(), 0);
-            libc::close(pidfd);
-        }
-        return Err(io::Error::from_raw_os_error(failed));
+    // SAFETY: a new descriptor (checked above) that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    // SAFETY: the OwnedFd is owned by the AsyncFd from here on, open and unchanged.
+    let fd = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
     }
-    Ok((pid, pidfd))
+    .map_err(|err| err.into_parts().1)?;
+    Ok(Waiter::Pidfd(fd))
 }
 
-/// The child, from the clone to the exec; it returns only to exit when the exec failed.
-extern "C" fn child_main(setup: *mut libc::c_void) -> libc::c_int {
-    // SAFETY: `setup` is the parent's ChildSetup, alive while the parent waits.
-    let setup = unsafe { &mut *setup.cast::<ChildSetup>() };
-    // SAFETY: system calls on the child's own descriptors and signal state.
-    let error = unsafe { exec_child(setup) };
-    // SAFETY: the parent reads this after the clone returns.
-    unsafe {
-        std::ptr::write_volatile(&mut setup.error, error);
-        libc::_exit(127)
-    }
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn pidfd_waiter(_pid: i32) -> io::Result<Waiter> {
+    Ok(Waiter::Sigchld(tokio::signal::unix::signal(
+        tokio::signal::unix::SignalKind::child(),
+    )?))
 }
 
-/// Its own process group, default signal actions, the descriptors, the folder, no
-/// blocked signal, the exec; the error number of the step that failed.
-unsafe fn exec_child(setup: &ChildSetup) -> libc::c_int {
-    // SAFETY: only system calls on the child's own state, with valid pointers.
-    unsafe {
-        let errno = || *libc::__errno_location();
-        if libc::setpgid(0, 0) == -1 {
-            return errno();
-        }
-        let mut default: libc::sigaction = std::mem::zeroed();
-        default.sa_sigaction = libc::SIG_DFL;
-        for &signal in setup.defaults {
-            libc::sigaction(signal, &default, std::ptr::null_mut());
-        }
-        match setup.stdin {
-            Some(null) => {
-                if libc::dup2(null, 0) == -1 {
-                    return errno();
-                }
-            }
-            None => {
-                let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
-                if null == -1 {
-                    return errno();
-                }
-                if null != 0 {
-                    libc::dup2(null, 0);
-                    libc::close(null);
-                }
-            }
-        }
-        for &(fd, target) in &setup.dups {
-            // A descriptor already on its number keeps it, without close-on-exec.
-            let done = match fd == target {
-                true => libc::fcntl(fd, libc::F_SETFD, 0),
-                false => libc::dup2(fd, target),
-            };
-            if done == -1 {
-                return errno();
-            }
-        }
-        if !setup.workdir.is_null() && libc::chdir(setup.workdir) == -1 {
-            return errno();
-        }
-        let mut none: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut none);
-        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
-        libc::execve(setup.program, setup.argv, setup.envp);
-        errno()
-    }
+/// Its own process group, no blocked signal, SIGPIPE at its default: Rust ignores it, an
+/// ignored signal stays ignored across exec, and a job's `yes | head` must not find it
+/// so. Signals jobctl handles are set back to their default by the exec itself.
+fn attributes() -> io::Result<PosixSpawnAttr> {
+    let mut attr = PosixSpawnAttr::init()?;
+    attr.set_pgroup(Pid::from_raw(0))?;
+    attr.set_sigmask(&SigSet::empty())?;
+    let mut defaults = SigSet::empty();
+    defaults.add(Signal::SIGPIPE);
+    attr.set_sigdefault(&defaults)?;
+    attr.set_flags(
+        PosixSpawnFlags::POSIX_SPAWN_SETPGROUP
+            | PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK
+            | PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF,
+    )?;
+    Ok(attr)
 }
 
-/// The signals a child sets back to their default action: those jobctl handles (Rust's
-/// stack-overflow handlers, tokio's Ctrl-C and TERM), read once, at the first start (the
-/// run has registered its handlers by then), and SIGPIPE, which Rust ignores and which a
-/// job's `yes | head` must not find ignored. Other ignored signals stay ignored, as
-/// posix_spawn leaves them. An exec resets handled signals anyway: this is for a signal
-/// that reaches the child between unblocking and exec.
-fn signals_to_default() -> &'static [libc::c_int] {
-    static SIGNALS: std::sync::OnceLock<Vec<libc::c_int>> = std::sync::OnceLock::new();
-    SIGNALS.get_or_init(|| {
-        let mut signals = vec![libc::SIGPIPE];
-        for signal in 1..=libc::SIGRTMAX() {
-            if matches!(signal, libc::SIGKILL | libc::SIGSTOP | libc::SIGPIPE) {
-                continue;
-            }
-            // SAFETY: reads the action into a zeroed struct; changes nothing.
-            let handled = unsafe {
-                let mut action: libc::sigaction = std::mem::zeroed();
-                libc::sigaction(signal, std::ptr::null(), &mut action) == 0
-                    && action.sa_sigaction != libc::SIG_DFL
-                    && action.sa_sigaction != libc::SIG_IGN
-            };
-            if handled {
-                signals.push(signal);
-            }
-        }
-        signals
-    })
-}
-
-/// Whether `dir` is jobctl's working directory (read once: jobctl never changes it).
-fn is_current_dir(dir: &Path) -> bool {
-    static CWD: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
-    let here = || dir.components().all(|c| c == std::path::Component::CurDir);
-    here()
-        || CWD
-            .get_or_init(|| std::env::current_dir().ok())
-            .as_deref()
-            .is_some_and(|cwd| cwd == dir)
-}
-
-/// `/dev/null` for the jobs' stdin, opened once (close-on-exec; the child's dup2 clears
-/// that on its fd 0). `None` if it cannot be opened here: each child then opens it.
+/// `/dev/null` for the jobs' stdin, opened once (close-on-exec; the dup2 onto fd 0
+/// clears that in the child). `None` if it cannot be opened here.
 fn dev_null() -> Option<RawFd> {
     static NULL: std::sync::OnceLock<Option<OwnedFd>> = std::sync::OnceLock::new();
     NULL.get_or_init(|| std::fs::File::open("/dev/null").ok().map(OwnedFd::from))
@@ -362,19 +277,21 @@ fn dev_null() -> Option<RawFd> {
 }
 
 /// A pipe whose read end (jobctl's) does not block and whose write end (the job's)
-/// does: each end is an open file of its own, with its own status flags.
+/// does; both close-on-exec in jobctl (the child gets the write end by dup2).
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 fills the two-element array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: two new descriptors that nothing else owns.
-    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    // SAFETY: F_SETFL on our own descriptor; 0 clears O_NONBLOCK.
-    if unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETFL, 0) } == -1 {
-        return Err(io::Error::last_os_error());
-    }
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    #[cfg(not(target_vendor = "apple"))]
+    let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    #[cfg(target_vendor = "apple")]
+    let (read, write) = {
+        // No pipe2: made close-on-exec right after, under the start lock.
+        let (read, write) = nix::unistd::pipe()?;
+        for fd in [&read, &write] {
+            fcntl(fd, FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))?;
+        }
+        (read, write)
+    };
+    fcntl(&read, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
     Ok((read, write))
 }
 
@@ -421,11 +338,12 @@ impl Environment {
     }
 
     /// Every `NAME=value`, jobctl's first.
-    fn entries(&self) -> impl Iterator<Item = &CStr> {
+    fn entries(&self) -> Vec<&CStr> {
         self.own
             .iter()
             .copied()
             .chain(self.extra.iter().map(CString::as_c_str))
+            .collect()
     }
 }
 
@@ -439,27 +357,9 @@ fn entry(k: &OsStr, v: &OsStr) -> io::Result<CString> {
     cstring(&entry)
 }
 
-/// The pointers execve takes for `argv` and `envp`, valid while the strings are.
-fn null_terminated<'a>(strings: impl Iterator<Item = &'a CStr>) -> Vec<*const libc::c_char> {
-    strings
-        .map(CStr::as_ptr)
-        .chain(std::iter::once(std::ptr::null()))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_jobctls_own_directory_skips_the_chdir() {
-        let cwd = std::env::current_dir().unwrap();
-        assert!(is_current_dir(&cwd));
-        assert!(is_current_dir(&cwd.join(".")));
-        assert!(is_current_dir(Path::new("")) && is_current_dir(Path::new(".")));
-        assert!(!is_current_dir(&cwd.join("sub")));
-        assert!(!is_current_dir(Path::new("sub")));
-    }
 
     #[test]
     fn each_name_is_passed_once_and_the_later_value_wins() {
@@ -471,6 +371,7 @@ mod tests {
         .unwrap();
         let env: Vec<String> = env
             .entries()
+            .iter()
             .map(|e| e.to_string_lossy().into_owned())
             .collect();
         let of = |name: &str| -> Vec<&String> {
