@@ -92,6 +92,10 @@ struct Prepared {
     env: Vec<(String, String)>,
 }
 
+/// The start of the name of a folder of values, before the runner's pid: what a runner
+/// killed with SIGKILL left is found by it (`super::recover`).
+pub const VALUES_DIR_PREFIX: &str = "jobctl-values-";
+
 /// A folder of a job's values, removed when the job has ended.
 struct ValuesDir(PathBuf);
 
@@ -163,12 +167,20 @@ impl<'a> Oversize<'a> {
         use std::os::unix::fs::DirBuilderExt;
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("jobctl-values-{}-{n}", std::process::id()));
+        let path = std::env::temp_dir().join(format!("{VALUES_DIR_PREFIX}{}-{n}", std::process::id()));
         std::fs::DirBuilder::new().mode(0o700).create(&path)?;
         let dir = ValuesDir(path);
         let (files, prepared) = self.prepare(&dir.0);
         for (file, text) in files {
-            std::fs::write(file, text)?;
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt;
+            // Readable by jobctl's user alone: the values may hold secrets.
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(file)?
+                .write_all(text.as_bytes())?;
         }
         Ok((prepared, dir))
     }

@@ -17,6 +17,7 @@ use crate::store::{AnyStore, Build, BuildFilter, BuildStatus, Outcome, Runner, S
 /// Closes this machine's orphaned builds; returns them with the reason given.
 pub async fn recover_orphans(store: &AnyStore) -> Result<Vec<(Build, String)>, StoreError> {
     let me = Runner::this_process();
+    remove_dead_values();
     let mut closed = Vec::new();
     for status in [BuildStatus::Running, BuildStatus::Created] {
         let builds = store
@@ -61,6 +62,34 @@ pub async fn recover_orphans(store: &AnyStore) -> Result<Vec<(Build, String)>, S
     Ok(closed)
 }
 
+/// Removes the folders of values (which may hold secrets) that runners no longer alive
+/// left behind in the temporary folder; returns how many.
+pub fn remove_dead_values() -> usize {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(super::process::VALUES_DIR_PREFIX))
+        else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid != std::process::id()
+            && !runner_alive(pid)
+            && std::fs::remove_dir_all(entry.path()).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// Whether `pid` is a live jobctl process.
 pub(crate) fn runner_alive(pid: u32) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
@@ -80,7 +109,7 @@ pub(crate) fn runner_alive(pid: u32) -> bool {
 
 /// Kills the processes of `build` run by the jobctl `runner_pid`: those that carry
 /// `JOBCTL_BUILD_ID=<build>` and are in group `pgid` (when known) or carry
-/// `JOBCTL_RUNNER_PID=<runner_pid>`. Returns how many it signalled.
+/// `JOBCTL_RUNNER_PID=<runner_pid>` (what left the group). Returns how many it signalled.
 fn kill_leftovers(pgid: Option<u32>, build: i64, runner_pid: u32) -> usize {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return 0;
@@ -96,22 +125,16 @@ fn kill_leftovers(pgid: Option<u32>, build: i64, runner_pid: u32) -> usize {
         else {
             continue;
         };
-        if let Some(pgid) = pgid {
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                continue;
-            };
-            // Fields after the command name (which may hold spaces and parentheses).
-            let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-                continue;
-            };
-            let pgrp = rest
-                .split_whitespace()
-                .nth(2)
-                .and_then(|f| f.parse::<u32>().ok());
-            if pgrp != Some(pgid) {
-                continue;
-            }
-        }
+        let in_group = pgid.is_some_and(|pgid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    // Fields after the command name (which may hold spaces and parentheses).
+                    let (_, rest) = stat.rsplit_once(')')?;
+                    rest.split_whitespace().nth(2)?.parse::<u32>().ok()
+                })
+                == Some(pgid)
+        });
         let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
             continue;
         };
@@ -120,7 +143,9 @@ fn kill_leftovers(pgid: Option<u32>, build: i64, runner_pid: u32) -> usize {
                 .split(|b| *b == 0)
                 .any(|var| var == marker.as_bytes())
         };
-        if has(&build_marker) && (pgid.is_some() || has(&runner_marker)) {
+        // In the build's group, or (having left it: setsid, a daemon) started under
+        // that runner: both markers, so a reused number is never taken for it.
+        if has(&build_marker) && (in_group || has(&runner_marker)) {
             // SAFETY: kill has no memory effects.
             unsafe {
                 libc::kill(pid, libc::SIGKILL);
