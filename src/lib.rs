@@ -12,5 +12,6 @@ pub mod config;
 pub mod error;
 pub mod exec;
 pub mod graph;
+pub mod limits;
 pub mod store;
 pub mod ui;

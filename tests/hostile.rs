@@ -102,7 +102,10 @@ fn a_leftover_holding_the_pipes_does_not_hold_the_build() {
     let code = exit_within(&mut child, Duration::from_secs(20));
     assert_eq!(code, Some(0));
     assert_eq!(build_of(&builds(d), "j")["status"], "successful");
-    assert!(!alive("sleep 3001.5"), "the escaped process outlived its build");
+    assert!(
+        !alive("sleep 3001.5"),
+        "the escaped process outlived its build"
+    );
 }
 
 /// A job that double-forks a daemon (which keeps the pipes) and then hangs: its timeout
@@ -182,7 +185,10 @@ fn sighup_and_sigterm_cancel_like_ctrl_c_and_are_named() {
         });
         signal(&child, sig);
         assert_eq!(exit_within(&mut child, Duration::from_secs(20)), Some(4));
-        assert!(!alive(&format!("sleep {marker}")), "{name} left a job running");
+        assert!(
+            !alive(&format!("sleep {marker}")),
+            "{name} left a job running"
+        );
         let all = builds(d);
         let j = build_of(&all, "j");
         assert_eq!(j["status"], "cancelled", "{j}");
@@ -215,7 +221,10 @@ fn after_kill_9_the_next_start_kills_what_left_the_group_too() {
     let (code, out, err) = run(d, &["build", "quick"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("closed build 1 of slow: runner died"), "{out}");
-    assert!(!alive("sleep 3007.5"), "the escaped process survived recovery");
+    assert!(
+        !alive("sleep 3007.5"),
+        "the escaped process survived recovery"
+    );
     assert!(!alive("sleep 3007.6"));
 }
 
@@ -244,7 +253,13 @@ jobs:
             .unwrap()
             .flatten()
             .map(|e| e.path())
-            .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("jobctl-values-"))
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .starts_with("jobctl-values-")
+            })
             .collect()
     };
     // A build that ends removes its folder.
@@ -282,6 +297,328 @@ jobs:
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    assert!(values().is_empty(), "the next start removes it: {:?}", values());
+    assert!(
+        values().is_empty(),
+        "the next start removes it: {:?}",
+        values()
+    );
     assert!(!alive("sleep 3009.5"));
+}
+
+// --- A job's output cannot crash, hang, or bloat jobctl ------------------------------------
+
+/// The storage URLs to run a story against: SQLite in the folder, and a fresh PostgreSQL
+/// database (skipped with a line outside CI when no server is reachable).
+fn backends(test: &str, rt: &tokio::runtime::Runtime) -> Vec<(String, Option<common::PgDatabase>)> {
+    let mut all = vec![("sqlite://.jobctl/state.db".to_owned(), None)];
+    if let Some(pg) = rt.block_on(common::PgDatabase::create(test)) {
+        all.push((pg.url.clone(), Some(pg)));
+    }
+    all
+}
+
+/// `jobctl install` where the database is PostgreSQL (SQLite makes its own schema).
+fn install(dir: &Path, storage: &str) {
+    if storage.starts_with("postgres") {
+        let (code, out, err) = run(dir, &["install"]);
+        assert_eq!(code, 0, "{out}{err}");
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Everything stored, as text: the database file's bytes (SQLite, WAL included) or every
+/// row of every table (PostgreSQL).
+fn stored(dir: &Path, storage: &str, rt: &tokio::runtime::Runtime) -> String {
+    if storage.starts_with("sqlite") {
+        let mut all = Vec::new();
+        for file in ["state.db", "state.db-wal"] {
+            all.extend(std::fs::read(dir.join(".jobctl").join(file)).unwrap_or_default());
+        }
+        return String::from_utf8_lossy(&all).into_owned();
+    }
+    rt.block_on(async {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(storage).await.unwrap();
+        let mut text = String::new();
+        for table in ["builds", "logs", "progress", "build_pins"] {
+            let rows: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT string_agg(t::text, E'\\n') FROM {table} t"
+            )))
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+            text.push_str(&rows.unwrap_or_default());
+        }
+        text
+    })
+}
+
+/// Numbers at the edge of i64: two groups whose totals would wrap when summed, in the
+/// live tree (it used to panic on the ETA), in `show`, `jobs`, the plain lines.
+#[test]
+fn progress_at_the_edge_of_i64_neither_panics_nor_wraps() {
+    let dir = setup(
+        r#"jobs:
+  - id: huge
+    run: |
+      "$JOBCTL" report progress --group a 0 9223372036854775807
+      "$JOBCTL" report progress --group b 9223372036854775806 9223372036854775807
+      sleep 1.2
+      "$JOBCTL" report progress --group a 5 9223372036854775807
+      "$JOBCTL" report progress --group b 9223372036854775807 9223372036854775807
+"#,
+    );
+    let d = dir.path();
+    let (code, out, err) = run(d, &["build", "huge", "--progress", "tree"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, show, err) = run(d, &["show", "1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!show.contains("-2"), "a sum wrapped: {show}");
+    assert!(
+        show.contains("9223372036854775807/9223372036854775807"),
+        "the sum saturates: {show}"
+    );
+}
+
+/// A group path 100,000 names deep (it overflowed the stack), one 20,000 deep, 20,000
+/// distinct groups, a name of 12,000 characters: each refused, the first with a warning,
+/// all counted; the job goes on and succeeds, and `show` and the live tree stay whole.
+#[test]
+fn deep_long_and_countless_progress_groups_are_refused_and_counted() {
+    let dir = setup(
+        r#"jobs:
+  - id: groups
+    run: |
+      python3 - <<'PY'
+      import json, os
+      ch = os.fdopen(3, "w")
+      def send(group): ch.write(json.dumps({"type": "progress", "group": group, "current": 1}) + "\n")
+      send(["g"] * 100000)
+      send(["g"] * 20000)
+      send(["x" * 12000])
+      for i in range(20000):
+          send(["many", str(i)])
+      ch.flush()
+      PY
+      echo done
+"#,
+    );
+    let d = dir.path();
+    let mut cmd = jobctl(d);
+    let out = cmd
+        .args(["build", "groups", "--progress", "tree"])
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let (code, logs, _) = run(d, &["logs", "1"]);
+    assert_eq!(code, 0);
+    let refused: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("progress refused"))
+        .collect();
+    assert_eq!(refused.len(), 1, "{logs}");
+    assert!(
+        refused[0].contains("a group path 100000 names deep (the limit is 16)"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("10003 progress report(s) refused in all"),
+        "{logs}"
+    );
+    let (code, show, err) = run(d, &["show", "1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(show.lines().count() < 20_000, "every group shows");
+}
+
+/// Channel log messages, return values and progress are bounded like stdout: 200 MB of
+/// log messages on fd 3 keep jobctl small and the database small, with the head, the
+/// tail and a line for what was left out; a 50 MB return value fails the build saying
+/// why (it used to take 481 MB).
+#[test]
+fn a_flood_on_the_channel_is_capped_like_stdout() {
+    let dir = setup(
+        r#"jobs:
+  - id: flood
+    run: |
+      echo '{"type":"log","message":"first"}' >&3
+      yes '{"type":"log","message":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}' | head -n 2000000 >&3
+      echo '{"type":"log","message":"the very last"}' >&3
+  - id: bigretval
+    run: |
+      { printf '{"type": "retval", "value": "'; head -c 50000000 /dev/zero | tr '\0' x; printf '"}\n'; } >&3
+"#,
+    );
+    let d = dir.path();
+    let (code, peak_mb) = peak_rss(d, &["build", "flood", "--progress", "plain"]);
+    assert_eq!(code, 0);
+    assert!(peak_mb < 100, "jobctl peaked at {peak_mb} MB");
+    let size = std::fs::metadata(d.join(".jobctl/state.db")).unwrap().len()
+        + std::fs::metadata(d.join(".jobctl/state.db-wal")).map_or(0, |m| m.len());
+    assert!(size < 40_000_000, "the database grew to {size} bytes");
+    let (_, logs, _) = run(d, &["logs", "1"]);
+    assert!(
+        logs.lines().next().unwrap().ends_with("first"),
+        "{}",
+        &logs[..200]
+    );
+    assert!(logs.trim_end().ends_with("the very last"));
+    assert!(logs.contains("bytes) of output left out]"));
+
+    let (code, peak_mb) = peak_rss(d, &["build", "bigretval", "--progress", "plain"]);
+    assert_eq!(code, 4);
+    assert!(peak_mb < 100, "jobctl peaked at {peak_mb} MB");
+    let all = builds(d);
+    let b = build_of(&all, "bigretval");
+    assert_eq!(b["status"], "failed");
+    assert_eq!(
+        b["error"], "its return value is 50000031 bytes, over the limit of 1048576 bytes",
+        "{b}"
+    );
+}
+
+/// Runs jobctl to its end; its exit code and peak memory (MB), its own alone.
+#[expect(
+    clippy::zombie_processes,
+    reason = "wait4 reaps the child itself, to read its peak memory"
+)]
+fn peak_rss(dir: &Path, args: &[&str]) -> (i32, i64) {
+    let child = StdCommand::new(assert_cmd::cargo::cargo_bin("jobctl"))
+        .current_dir(dir)
+        .args(args)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is valid; wait4 reaps this child (std's handle is then not
+    // waited on) and fills the structs it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32);
+    (libc::WEXITSTATUS(status), usage.ru_maxrss / 1024)
+}
+
+/// Whatever bytes a job writes are stored on both backends: NUL (in a line, a channel
+/// log, a return value) becomes `␀`, invalid UTF-8 becomes U+FFFD; on PostgreSQL one
+/// such job used to abort the whole run and leave builds `running`.
+#[test]
+fn nul_and_invalid_utf8_are_stored_on_both_backends() {
+    let rt = runtime();
+    for (storage, _pg) in backends("hostile_nul", &rt) {
+        let dir = setup(&format!(
+            r#"storage: {storage}
+jobs:
+  - id: binary
+    run: |
+      printf 'a\0b\n'
+      printf 'bad \377\376 utf8\n'
+      echo '{{"type":"log","message":"nul \u0000 here"}}' >&3
+      echo '{{"type":"progress","group":["g\u0000"],"current":1,"status":"s\u0000"}}' >&3
+      echo '{{"type":"retval","value":{{"k\u0000":"v\u0000"}}}}' >&3
+  - id: other
+    run: sleep 0.3; echo fine
+"#
+        ));
+        let d = dir.path();
+        install(d, &storage);
+        let (code, out, err) = run(d, &["build", "--all", "-j", "2"]);
+        assert_eq!(code, 0, "{storage}: {out}{err}");
+        let all = builds(d);
+        assert_eq!(build_of(&all, "other")["status"], "successful");
+        let binary = build_of(&all, "binary");
+        assert_eq!(binary["status"], "successful");
+        assert_eq!(
+            binary["retval"],
+            serde_json::json!({"k\u{2400}": "v\u{2400}"})
+        );
+        let (_, logs, _) = run(d, &["logs", "1"]);
+        assert!(logs.contains("a\u{2400}b"), "{storage}: {logs}");
+        assert!(
+            logs.contains("bad \u{fffd}\u{fffd} utf8"),
+            "{storage}: {logs}"
+        );
+        assert!(logs.contains("nul \u{2400} here"), "{storage}: {logs}");
+    }
+}
+
+/// A secret never reaches the database, whatever form a job gives it: JSON-escaped
+/// (`echo "$JOBCTL_KWARGS"`), shell-quoted (`set -x` in bash), base64 of the whole value,
+/// `\u`-escaped in a channel log, a progress status and a return value (decoded, then
+/// masked), a `function:` job's return value, and split by the 64 KiB line cut. On both
+/// backends; the stored text is searched, not what `logs` shows.
+#[test]
+fn a_secret_is_masked_in_every_form_before_it_is_stored() {
+    use base64::Engine as _;
+
+    let secret = r#"Zq9"x\K'p3010"#;
+    let rt = runtime();
+    for (storage, _pg) in backends("hostile_secrets", &rt) {
+        let dir = setup(&format!(
+            r#"storage: {storage}
+secrets: {{token: "Zq9\"x\\K'p3010"}}
+jobs:
+  - id: forms
+    kwargs: {{T: !secret token}}
+    run: |
+      printf '%s\n' "$JOBCTL_KWARGS"
+      echo "$JOBCTL_KWARGS"
+      printf '%s' "$T" | base64
+      bash -c 'set -x; : "$T"'
+      python3 - <<'PY'
+      import os
+      e = "".join("\\u%04x" % ord(c) for c in os.environ["T"])
+      ch = os.fdopen(3, "w")
+      ch.write('{{"type":"log","message":"log %s"}}\n' % e)
+      ch.write('{{"type":"progress","current":1,"status":"status %s"}}\n' % e)
+      ch.write('{{"type":"retval","value":{{"k":"%s"}}}}\n' % e)
+      PY
+  - id: straddle
+    kwargs: {{T: !secret token}}
+    run: head -c 65530 /dev/zero | tr '\0' a; printf '%s\n' "$T"
+  - id: function
+    function: testing
+    kwargs: {{retval: !secret token}}
+"#
+        ));
+        let d = dir.path();
+        install(d, &storage);
+        let (code, out, err) = run(d, &["build", "--all"]);
+        assert_eq!(code, 0, "{storage}: {out}{err}");
+        let text = stored(d, &storage, &rt);
+        let json = &serde_json::to_string(secret).unwrap()[1..secret.len() + 3];
+        let quoted = secret.replace('\'', r"'\''");
+        let b64 = base64::engine::general_purpose::STANDARD.encode(secret);
+        for (form, leak) in [
+            ("plain", secret),
+            ("JSON-escaped", json),
+            (
+                "JSON-escaped through dash's echo",
+                &json.replace(r"\\", r"\"),
+            ),
+            ("shell-quoted", quoted.as_str()),
+            ("base64", b64.trim_end_matches('=')),
+            ("split at the line cut", r#"aZq9"x"#),
+        ] {
+            assert!(
+                !text.contains(leak),
+                "{storage}: the {form} form was stored: {leak}"
+            );
+        }
+        let (_, logs, _) = run(d, &["logs", "1"]);
+        assert!(logs.contains(r#"{"T":"********"}"#), "{storage}: {logs}");
+        assert!(logs.contains("log ********"), "{storage}: {logs}");
+        let all = builds(d);
+        assert_eq!(
+            build_of(&all, "forms")["retval"],
+            serde_json::json!({"k": "********"})
+        );
+        assert_eq!(build_of(&all, "function")["retval"], "********");
+    }
 }

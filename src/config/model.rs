@@ -352,15 +352,86 @@ impl Config {
 /// Replaces each secret's text in `text` by [`MASK`]. Values shorter than four characters
 /// are left alone: masking every `1` or `a` would hide more than it protects.
 pub fn mask_secrets<'a>(text: &str, secrets: impl Iterator<Item = &'a String>) -> String {
-    let mut text = text.to_owned();
-    let mut values: Vec<&String> = secrets.filter(|s| s.chars().count() >= 4).collect();
-    values.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    for value in values {
-        if text.contains(value.as_str()) {
-            text = text.replace(value.as_str(), MASK);
+    Masker::new(secrets).mask(text)
+}
+
+/// Every form in which a secret's value may show up in what a job prints: as it is,
+/// JSON-escaped (`printf '%s' "$JOBCTL_KWARGS"` prints it so; dash's `echo` then turns
+/// `\\` into `\`), shell-quoted (as jobctl's values
+/// file and `set -x` write it), and base64 of the whole value (as GitHub Actions masks).
+/// Made once per job; [`Masker::mask`] replaces each form by [`MASK`].
+#[derive(Debug, Clone, Default)]
+pub struct Masker {
+    /// Longest first, so that a form containing another is replaced whole.
+    forms: Vec<String>,
+}
+
+impl Masker {
+    pub fn new<'a>(secrets: impl Iterator<Item = &'a String>) -> Masker {
+        use base64::Engine as _;
+        let mut forms = Vec::new();
+        for value in secrets.filter(|s| s.chars().count() >= 4) {
+            let json = serde_json::to_string(value).expect("a string serializes");
+            let json = json[1..json.len() - 1].to_owned();
+            // dash's `echo "$JOBCTL_KWARGS"` turns the JSON's `\\` back into `\`.
+            let echoed = json.replace("\\\\", "\\");
+            let quoted = value.replace('\'', "'\\''");
+            let base64 = base64::engine::general_purpose::STANDARD.encode(value);
+            let unpadded = base64.trim_end_matches('=').to_owned();
+            forms.extend([value.clone(), json, echoed, quoted, base64, unpadded]);
         }
+        forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
+        forms.dedup();
+        Masker { forms }
     }
-    text
+
+    pub fn is_empty(&self) -> bool {
+        self.forms.is_empty()
+    }
+
+    /// The longest form's length in bytes: a cut in a stream of text must look this far
+    /// ahead to be sure it does not split one.
+    pub fn longest(&self) -> usize {
+        self.forms.first().map_or(0, String::len)
+    }
+
+    pub fn mask(&self, text: &str) -> String {
+        let mut text = std::borrow::Cow::Borrowed(text);
+        for form in &self.forms {
+            if text.contains(form.as_str()) {
+                text = text.replace(form.as_str(), MASK).into();
+            }
+        }
+        text.into_owned()
+    }
+
+    /// Where to cut `bytes` at about `at` without splitting a form of a secret (which
+    /// would then be masked in neither piece), nor a UTF-8 character where one can be
+    /// kept whole: `at`, moved back to a character's start, or to the end of a form that
+    /// spans it. `bytes` should reach `at + longest()` for the answer to be final.
+    pub fn cut(&self, bytes: &[u8], at: usize) -> usize {
+        let at = at.min(bytes.len());
+        // A UTF-8 character is at most 4 bytes: its start is at most 3 back.
+        let cut = (at.saturating_sub(3)..=at)
+            .rev()
+            .find(|&i| i == bytes.len() || bytes[i] & 0xC0 != 0x80)
+            .filter(|&i| i > 0)
+            .unwrap_or(at);
+        let mut end = cut;
+        for form in &self.forms {
+            let form = form.as_bytes();
+            // Every occurrence inside this window starts before the cut and ends after.
+            let from = cut.saturating_sub(form.len() - 1);
+            let to = (cut + form.len() - 1).min(bytes.len());
+            if to - from < form.len() {
+                continue;
+            }
+            if let Some(found) = bytes[from..to].windows(form.len()).rposition(|w| w == form) {
+                end = end.max(from + found + form.len());
+            }
+        }
+        end
+    }
 }
 
 /// `1h`, `30m`, `1h30m`, `90s`, `500ms`, `2d`, `1w`; a bare integer is seconds.
@@ -479,6 +550,38 @@ mod tests {
         for bad in ["", "a b", "a/b", "ü", "a:b"] {
             assert!(JobId::parse(bad).is_none(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn every_form_of_a_secret_is_masked() {
+        let secret = r#"pa"ss\w'rd"#.to_string();
+        let masker = Masker::new([secret].iter());
+        for leak in [
+            r#"pa"ss\w'rd"#,
+            r#"{"TOKEN": "pa\"ss\\w'rd"}"#,
+            r#"TOKEN='pa"ss\w'\''rd'"#,
+            "cGEic3NcdydyZA==",
+            "x cGEic3NcdydyZA y",
+        ] {
+            let masked = masker.mask(leak);
+            assert!(masked.contains(MASK), "{leak} -> {masked}");
+            assert!(!masked.contains("ss\\w"), "{leak} -> {masked}");
+            assert!(!masked.contains("cGEic3Nc"), "{leak} -> {masked}");
+        }
+    }
+
+    #[test]
+    fn a_cut_never_splits_a_secret_or_a_character() {
+        let masker = Masker::new(["s3cr3t-token".to_string()].iter());
+        let text = b"aaaaas3cr3t-tokenbbbb";
+        for at in 6..17 {
+            assert_eq!(masker.cut(text, at), 17, "at {at}");
+        }
+        assert_eq!(masker.cut(text, 3), 3);
+        assert_eq!(masker.cut(text, 18), 18);
+        let text = "aé".as_bytes();
+        assert_eq!(Masker::default().cut(text, 2), 1);
+        assert_eq!(Masker::default().cut(b"abc", 10), 3);
     }
 
     #[test]

@@ -31,6 +31,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::channel::Message;
 use super::function::{self, FunctionExit, FunctionJob, Registry};
+use super::guard::Guard;
 use super::plan::Step;
 use super::process::{self, Cancel, Output, OutputLimits, ShellJob};
 use super::values::{resolve, to_arg};
@@ -150,6 +151,8 @@ struct Shared {
     /// Held while this run writes to the database: its writers take turns here rather
     /// than in SQLite's busy wait.
     writing: WriteTurn,
+    /// The secrets in every form they may take, made once for the run.
+    masker: crate::config::model::Masker,
 }
 
 /// The turn to write to the database, shared by a run's writers.
@@ -195,6 +198,7 @@ pub async fn run(
         runner,
         events: task_tx,
         writing: writing.clone(),
+        masker: crate::config::model::Masker::new(config.secrets.values()),
     });
     let mut running = FuturesUnordered::new();
     let mut summary = Summary::default();
@@ -979,30 +983,44 @@ async fn attempt_job(
     };
     let mut retval = None;
     let mut skip = None;
+    // Secrets masked after decoding, NUL made visible, every kind of report bounded.
+    let mut guard = Guard::new(&shared.masker);
     let forward = async {
         // What is waiting is taken at once and a group's progress within it kept only at
         // its latest: a job reporting faster than anyone can look is not slowed, and
         // nothing piles up in memory.
         let mut burst: Vec<Output> = Vec::new();
+        let send = |output: Output, retval: &mut Option<Json>, skip: &mut Option<String>| {
+            match &output {
+                Output::Message(Message::Retval { value }) => *retval = Some(value.clone()),
+                Output::Message(Message::Skip { reason }) => *skip = Some(reason.clone()),
+                _ => {}
+            }
+            let _ = shared.events.send((job, TaskEvent::Output(build, output)));
+        };
         while let Some(first) = rx.recv().await {
-            burst.push(first);
+            burst.extend(guard.admit(first));
             while burst.len() < 4096 {
                 match rx.try_recv() {
-                    Ok(output) => burst.push(output),
+                    Ok(output) => burst.extend(guard.admit(output)),
                     Err(_) => break,
                 }
             }
             for output in coalesce(&mut burst) {
-                match &output {
-                    Output::Message(Message::Retval { value }) => retval = Some(value.clone()),
-                    Output::Message(Message::Skip { reason }) => skip = Some(reason.clone()),
-                    _ => {}
-                }
-                let _ = shared.events.send((job, TaskEvent::Output(build, output)));
+                send(output, &mut retval, &mut skip);
             }
+        }
+        for output in guard.finish() {
+            send(output, &mut retval, &mut skip);
         }
     };
     let (ended, ()) = tokio::join!(work, forward);
+    if let Some(size) = guard.retval_too_large() {
+        return failed(format!(
+            "its return value is {size} bytes, over the limit of {} bytes",
+            crate::limits::MAX_RETVAL
+        ));
+    }
     let cancelled = || Outcome::Cancelled {
         reason: "cancelled (Ctrl-C)".into(),
     };
@@ -1013,8 +1031,16 @@ async fn attempt_job(
     match ended {
         Err(error) => failed(error),
         Ok(Ended::Function(exit)) => match exit {
+            FunctionExit::Returned(value) if value.is_null() => succeeded(retval, skip),
             FunctionExit::Returned(value) => {
-                succeeded(if value.is_null() { retval } else { Some(value) }, skip)
+                let size = value.to_string().len();
+                if size > crate::limits::MAX_RETVAL {
+                    return failed(format!(
+                        "its return value is {size} bytes, over the limit of {} bytes",
+                        crate::limits::MAX_RETVAL
+                    ));
+                }
+                succeeded(Some(guard.json(value)), skip)
             }
             FunctionExit::Failed(error) => failed(error),
             FunctionExit::TimedOut => Outcome::Failed {
@@ -1243,8 +1269,10 @@ impl Sink {
                     }
                 }
             }
+            // An oversized message reaches the sink as the guard's warning.
             Output::Message(Message::Retval { .. } | Message::Skip { .. })
-            | Output::Spawned { .. } => {}
+            | Output::Spawned { .. }
+            | Output::Oversized { .. } => {}
             Output::BadLine(bad) => {
                 self.writes
                     .push(log(LogLevel::Warning, Stream::Channel, bad.to_string()));

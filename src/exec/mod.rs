@@ -12,6 +12,7 @@
 pub mod channel;
 pub mod dispatcher;
 pub mod function;
+pub mod guard;
 pub mod plan;
 pub mod process;
 pub mod reaper;

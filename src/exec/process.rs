@@ -32,15 +32,9 @@ use tokio::sync::{mpsc, watch};
 
 use super::channel::{BadLine, CHANNEL_ENV, Message};
 use super::spawn::{CHANNEL_FD, Spawn, spawn};
-use crate::config::model::mask_secrets;
+use crate::config::model::Masker;
+use crate::limits::{LOG_HEAD, LOG_TAIL, MAX_LINE, MAX_MESSAGE};
 use crate::store::Stream;
-
-/// Output lines longer than this are cut into pieces of this size.
-const MAX_LINE: usize = 64 * 1024;
-
-/// A channel message may be this long (a return value can be large); longer is cut, and
-/// so not a valid message.
-const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 
 /// Lines of stderr kept for a failure's summary.
 const STDERR_TAIL_LINES: usize = 20;
@@ -167,7 +161,8 @@ impl<'a> Oversize<'a> {
         use std::os::unix::fs::DirBuilderExt;
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("{VALUES_DIR_PREFIX}{}-{n}", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("{VALUES_DIR_PREFIX}{}-{n}", std::process::id()));
         std::fs::DirBuilder::new().mode(0o700).create(&path)?;
         let dir = ValuesDir(path);
         let (files, prepared) = self.prepare(&dir.0);
@@ -211,8 +206,8 @@ pub struct OutputLimits {
 impl Default for OutputLimits {
     fn default() -> Self {
         OutputLimits {
-            head: 8 * 1024 * 1024,
-            tail: 2 * 1024 * 1024,
+            head: LOG_HEAD,
+            tail: LOG_TAIL,
         }
     }
 }
@@ -234,6 +229,12 @@ pub enum Output {
     /// The job runs, in this process group.
     Spawned {
         pgid: u32,
+    },
+    /// A channel message over [`MAX_MESSAGE`] was left out whole; `retval`: it was a
+    /// return value (which fails the build).
+    Oversized {
+        bytes: usize,
+        retval: bool,
     },
 }
 
@@ -447,10 +448,7 @@ const LEFTOVER_GRACE: Duration = Duration::from_millis(100);
 /// `sh -c` text that runs `command` in `dir`. posix_spawn has no portable way to start a
 /// child in another folder (`addchdir_np` is glibc's and Apple's), so the shell does it:
 /// on the command's first line, so that the shell's line numbers stay the command's.
-fn in_workdir<'c>(
-    command: &'c str,
-    dir: &Path,
-) -> std::io::Result<std::borrow::Cow<'c, str>> {
+fn in_workdir<'c>(command: &'c str, dir: &Path) -> std::io::Result<std::borrow::Cow<'c, str>> {
     if is_current_dir(dir) {
         return Ok(command.into());
     }
@@ -558,8 +556,11 @@ fn signal_group(group: Option<i32>, signal: i32) {
 /// Turns bytes from the three streams into masked, capped lines and messages.
 struct Reader<'a> {
     out: &'a mpsc::UnboundedSender<Output>,
-    secrets: &'a [String],
+    masker: Masker,
     partial: [Vec<u8>; 3],
+    /// A channel line over [`MAX_MESSAGE`] being skipped: its size so far, and whether it
+    /// is a return value.
+    skipping: Option<(usize, bool)>,
     cap: Cap,
     stderr_tail: VecDeque<String>,
 }
@@ -568,8 +569,9 @@ impl<'a> Reader<'a> {
     fn new(job: &'a ShellJob, out: &'a mpsc::UnboundedSender<Output>) -> Self {
         Reader {
             out,
-            secrets: &job.secrets,
+            masker: Masker::new(job.secrets.iter()),
             partial: Default::default(),
+            skipping: None,
             cap: Cap::new(job.limits),
             stderr_tail: VecDeque::new(),
         }
@@ -583,7 +585,24 @@ impl<'a> Reader<'a> {
             if !rest.is_empty() {
                 self.line(stream, &rest);
             }
+            if stream == Stream::Channel {
+                self.end_skip(0);
+            }
             return false;
+        }
+        if stream == Stream::Channel && self.skipping.is_some() {
+            // The rest of an oversized message, up to its newline, is left out.
+            match bytes.iter().position(|b| *b == b'\n') {
+                None => {
+                    self.end_skip_later(bytes.len());
+                    return true;
+                }
+                Some(nl) => {
+                    self.end_skip(nl);
+                    let rest = &bytes[nl + 1..];
+                    return rest.is_empty() || self.feed(stream, rest);
+                }
+            }
         }
         let mut buf = std::mem::take(&mut self.partial[i]);
         // Only the new bytes can hold a newline: a long line is not scanned again.
@@ -596,32 +615,63 @@ impl<'a> Reader<'a> {
             search = start;
         }
         buf.drain(..start);
-        let max = if stream == Stream::Channel {
-            MAX_MESSAGE
+        if stream == Stream::Channel {
+            if buf.len() > MAX_MESSAGE {
+                let retval = is_retval(&buf);
+                self.skipping = Some((buf.len(), retval));
+                buf.clear();
+            }
         } else {
-            MAX_LINE
-        };
-        while buf.len() >= max {
-            let rest = buf.split_off(max);
-            self.line(stream, &buf);
-            buf = rest;
+            // Cut long lines where no secret is split (each piece is masked alone), so
+            // wait until a secret spanning the cut would be whole.
+            while buf.len() >= MAX_LINE + self.masker.longest() {
+                let cut = self.masker.cut(&buf, MAX_LINE);
+                let rest = buf.split_off(cut);
+                self.line(stream, &buf);
+                buf = rest;
+            }
         }
         self.partial[i] = buf;
         true
     }
 
+    fn end_skip_later(&mut self, more: usize) {
+        if let Some((bytes, _)) = &mut self.skipping {
+            *bytes += more;
+        }
+    }
+
+    /// The oversized message ended after `more` bytes: say so.
+    fn end_skip(&mut self, more: usize) {
+        if let Some((bytes, retval)) = self.skipping.take() {
+            let _ = self.out.send(Output::Oversized {
+                bytes: bytes + more,
+                retval,
+            });
+        }
+    }
+
     fn line(&mut self, stream: Stream, bytes: &[u8]) {
         let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
-        let text = mask_secrets(&String::from_utf8_lossy(bytes), self.secrets.iter());
+        let text = String::from_utf8_lossy(bytes);
         match stream {
             Stream::Channel => {
+                // Parsed first and masked after (by the guard), so that JSON escapes
+                // cannot hide a secret; a line that is not a message is masked here.
                 let event = match Message::parse(&text) {
                     Ok(message) => Output::Message(message),
-                    Err(bad) => Output::BadLine(bad),
+                    Err(mut bad) => {
+                        bad.line = self.masker.mask(&bad.line);
+                        Output::BadLine(bad)
+                    }
                 };
                 let _ = self.out.send(event);
             }
             Stream::Stdout | Stream::Stderr => {
+                let text = match self.masker.is_empty() {
+                    true => text.into_owned(),
+                    false => self.masker.mask(&text),
+                };
                 if stream == Stream::Stderr {
                     if self.stderr_tail.len() == STDERR_TAIL_LINES {
                         self.stderr_tail.pop_front();
@@ -644,6 +694,18 @@ impl<'a> Reader<'a> {
             let _ = self.out.send(Output::Line { stream, text });
         }
     }
+}
+
+/// Whether the start of a channel line is a return value's (`"type": "retval"` in its
+/// first bytes; a `type` written after a megabyte of value is not recognised).
+fn is_retval(line: &[u8]) -> bool {
+    let head = &line[..line.len().min(256)];
+    let head: Vec<u8> = head
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    head.windows(15).any(|w| w == b"\"type\":\"retval\"")
 }
 
 /// Keeps the head of the output as it comes and a ring of its tail.

@@ -157,7 +157,10 @@ fn children_of(pid: i32, all_threads: bool) -> Vec<i32> {
     for task in tasks {
         if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/task/{task}/children")) {
             readable = true;
-            found.extend(text.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+            found.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok()),
+            );
         }
     }
     if !readable {

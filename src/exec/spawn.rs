@@ -181,14 +181,7 @@ pub fn spawn(spec: &Spawn<'_>) -> io::Result<Spawned> {
             tokio::signal::unix::SignalKind::child(),
         )?),
     };
-    let pid = posix_spawn(
-        program.as_c_str(),
-        &actions,
-        &attr,
-        &argv,
-        &envp.entries(),
-    )?
-    .as_raw();
+    let pid = posix_spawn(program.as_c_str(), &actions, &attr, &argv, &envp.entries())?.as_raw();
     started.get_or_insert_with(HashSet::new).insert(pid);
     drop(started);
     drop((out_w, err_w, chan_w));

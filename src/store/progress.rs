@@ -37,33 +37,73 @@ impl ProgressNode {
             .map(|t| (self.current as f64 / t as f64).clamp(0.0, 1.0))
     }
 
+    /// Each group that did not report for itself takes the sum of its children, deepest
+    /// first. Iterative (the depth is a job's), and saturating (so are the numbers).
     fn sum_children(&mut self) {
-        for child in &mut self.children {
-            child.sum_children();
+        // Every node's path of child indexes, parents before children.
+        let mut order: Vec<Vec<usize>> = vec![Vec::new()];
+        let mut i = 0;
+        while i < order.len() {
+            let path = order[i].clone();
+            let node = self.at(&path);
+            for k in 0..node.children.len() {
+                let mut child = path.clone();
+                child.push(k);
+                order.push(child);
+            }
+            i += 1;
         }
-        if self.reported || self.children.is_empty() {
-            return;
+        for path in order.iter().rev() {
+            let node = self.at_mut(path);
+            if node.reported || node.children.is_empty() {
+                continue;
+            }
+            node.current = node
+                .children
+                .iter()
+                .fold(0i64, |sum, c| sum.saturating_add(c.current));
+            node.total = node
+                .children
+                .iter()
+                .try_fold(0i64, |sum, c| c.total.map(|t| sum.saturating_add(t)));
         }
-        self.current = self.children.iter().map(|c| c.current).sum();
-        self.total = self.children.iter().map(|c| c.total).sum::<Option<i64>>();
+    }
+
+    fn at(&self, path: &[usize]) -> &ProgressNode {
+        path.iter().fold(self, |node, &k| &node.children[k])
+    }
+
+    fn at_mut(&mut self, path: &[usize]) -> &mut ProgressNode {
+        path.iter().fold(self, |node, &k| &mut node.children[k])
     }
 }
 
-/// The tree of a build's progress rows (given in first-reported order).
+/// The tree of a build's progress rows (given in first-reported order). Each group is
+/// found through an index, not by scanning its siblings: a build may report thousands.
 pub fn tree(rows: &[ProgressRow]) -> ProgressNode {
     let mut root = ProgressNode::new("");
+    // (the parent's path of child indexes, a name) → its index among the parent's children.
+    let mut index: std::collections::HashMap<(Vec<usize>, &str), usize> =
+        std::collections::HashMap::new();
     for row in rows {
-        let mut node = &mut root;
-        for name in &row.path {
-            let at = match node.children.iter().position(|c| &c.name == name) {
-                Some(at) => at,
+        let mut at: Vec<usize> = Vec::new();
+        // Deeper paths are refused when reported; one stored before that is shown at
+        // the deepest level allowed.
+        for name in row.path.iter().take(crate::limits::MAX_GROUP_DEPTH) {
+            let key = (at.clone(), name.as_str());
+            let k = match index.get(&key) {
+                Some(&k) => k,
                 None => {
-                    node.children.push(ProgressNode::new(name));
-                    node.children.len() - 1
+                    let parent = root.at_mut(&at);
+                    parent.children.push(ProgressNode::new(name));
+                    let k = parent.children.len() - 1;
+                    index.insert(key, k);
+                    k
                 }
             };
-            node = &mut node.children[at];
+            at.push(k);
         }
+        let node = root.at_mut(&at);
         node.current = row.current;
         node.total = row.total;
         node.status = row.status.clone();

@@ -159,7 +159,7 @@ pub fn render(state: &LiveState, now: Instant, width: usize, height: usize) -> V
     lines.push(head);
     let mut shown = 0;
     for (build, b) in &state.running {
-        let mut block = build_lines(*build, b, now, width);
+        let mut block = build_lines(*build, b, now, width, height);
         if lines.len() + block.len() > height.saturating_sub(1) && shown > 0 {
             break;
         }
@@ -176,7 +176,15 @@ pub fn render(state: &LiveState, now: Instant, width: usize, height: usize) -> V
     lines.into_iter().map(|l| clip(&l, width)).collect()
 }
 
-fn build_lines(build: BuildId, b: &LiveBuild, now: Instant, width: usize) -> Vec<String> {
+/// A build's lines: its own, then its progress tree, at most `height` lines (a build
+/// may report thousands of groups; only what fits is formatted).
+fn build_lines(
+    build: BuildId,
+    b: &LiveBuild,
+    now: Instant,
+    width: usize,
+    height: usize,
+) -> Vec<String> {
     let attempt = if b.attempt > 1 {
         format!(" attempt {}", b.attempt)
     } else {
@@ -197,28 +205,49 @@ fn build_lines(build: BuildId, b: &LiveBuild, now: Instant, width: usize) -> Vec
     let label = format!("▸ {} #{build}{attempt}", b.job);
     lines.push(node_line(&label, &root, &[], b, now, width, &took));
     let mut path = Vec::new();
-    children_lines(&root, "  ", &mut path, b, now, width, &mut lines);
+    let view = View {
+        b,
+        now,
+        width,
+        height,
+    };
+    view.children_lines(&root, "  ", &mut path, &mut lines);
     lines
 }
 
-fn children_lines(
-    node: &ProgressNode,
-    indent: &str,
-    path: &mut Vec<String>,
-    b: &LiveBuild,
+/// What the lines of one build's tree are made with.
+struct View<'a> {
+    b: &'a LiveBuild,
     now: Instant,
     width: usize,
-    lines: &mut Vec<String>,
-) {
-    let n = node.children.len();
-    for (i, child) in node.children.iter().enumerate() {
-        let last = i + 1 == n;
-        path.push(child.name.clone());
-        let label = format!("{indent}{} {}", if last { "└─" } else { "├─" }, child.name);
-        lines.push(node_line(&label, child, path, b, now, width, ""));
-        let deeper = format!("{indent}{}", if last { "   " } else { "│  " });
-        children_lines(child, &deeper, path, b, now, width, lines);
-        path.pop();
+    /// Lines at most.
+    height: usize,
+}
+
+impl View<'_> {
+    /// The lines of `node`'s children and theirs (the depth is bounded when reported).
+    fn children_lines(
+        &self,
+        node: &ProgressNode,
+        indent: &str,
+        path: &mut Vec<String>,
+        lines: &mut Vec<String>,
+    ) {
+        let n = node.children.len();
+        for (i, child) in node.children.iter().enumerate() {
+            if lines.len() >= self.height {
+                return;
+            }
+            let last = i + 1 == n;
+            path.push(child.name.clone());
+            let label = format!("{indent}{} {}", if last { "└─" } else { "├─" }, child.name);
+            lines.push(node_line(
+                &label, child, path, self.b, self.now, self.width, "",
+            ));
+            let deeper = format!("{indent}{}", if last { "   " } else { "│  " });
+            self.children_lines(child, &deeper, path, lines);
+            path.pop();
+        }
     }
 }
 
@@ -260,8 +289,13 @@ fn node_line(
         if let Some(total) = node.total
             && total > node.current
         {
-            let eta = Duration::from_secs_f64((total - node.current) as f64 / rate);
-            line.push_str(&format!("  ETA {}", elapsed(eta)));
+            // An absurd ETA (a job's numbers are its own) is not shown.
+            let left = total.saturating_sub(node.current) as f64 / rate;
+            if let Ok(eta) = Duration::try_from_secs_f64(left)
+                && eta < MAX_ETA
+            {
+                line.push_str(&format!("  ETA {}", elapsed(eta)));
+            }
         }
     }
     if !took.is_empty() {
@@ -273,13 +307,18 @@ fn node_line(
     line
 }
 
+/// ETAs past this are shown as unknown.
+const MAX_ETA: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Units a second since the group was first seen; a group that does not report for
 /// itself goes as fast as its children together. Unknown in the first second.
 fn rate(node: &ProgressNode, path: &mut Vec<String>, b: &LiveBuild, now: Instant) -> Option<f64> {
     if node.reported {
         let (since, start) = b.first_seen.get(path.as_slice())?;
         let secs = now.saturating_duration_since(*since).as_secs_f64();
-        return (secs >= 1.0).then(|| (node.current - start).max(0) as f64 / secs);
+        return (secs >= 1.0)
+            .then(|| node.current.saturating_sub(*start).max(0) as f64 / secs)
+            .filter(|rate| rate.is_finite());
     }
     let mut sum = None;
     for child in &node.children {
