@@ -622,3 +622,84 @@ jobs:
         assert_eq!(build_of(&all, "function")["retval"], "********");
     }
 }
+
+/// A job's stderr and a config's title carrying terminal escapes (OSC 52 writes the
+/// reader's clipboard, OSC 0 retitles the window, CSI 2J clears the screen) reach no
+/// terminal raw: not the failure summary of `build`, nor `logs`, `show`, `jobs`, `graph`
+/// or `builds`; `logs --raw` alone prints them as stored, for piping.
+#[test]
+fn terminal_escapes_from_jobs_and_configs_are_made_visible() {
+    let dir = setup(
+        r#"jobs:
+  - id: evil
+    title: "title \e]0;pwned\a here"
+    run: printf 'clip \033]52;c;aGk=\007 clear \033[2J end\n' >&2; exit 1
+"#,
+    );
+    let d = dir.path();
+    let (code, out, _) = run(d, &["build", "evil"]);
+    assert_eq!(code, 4);
+    assert!(!out.contains('\x1b') && !out.contains('\x07'), "{out:?}");
+    assert!(
+        out.contains("clip ^[]52;c;aGk=^G clear ^[[2J end"),
+        "{out:?}"
+    );
+    for args in [
+        &["logs", "1"][..],
+        &["show", "1"],
+        &["jobs"],
+        &["graph"],
+        &["builds"],
+    ] {
+        let (code, out, err) = run(d, args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert!(
+            !out.contains('\x1b') && !out.contains('\x07'),
+            "{args:?}: {out:?}"
+        );
+    }
+    let (_, jobs, _) = run(d, &["jobs"]);
+    assert!(jobs.contains("title ^[]0;pwned^G here"), "{jobs:?}");
+    let (_, raw, _) = run(d, &["logs", "1", "--raw"]);
+    assert_eq!(raw, "clip \x1b]52;c;aGk=\x07 clear \x1b[2J end\n");
+}
+
+/// A job id far longer than any column (stored by an older jobctl, or written into the
+/// database by hand) prints without a panic (`{:width$}` past 65,535 used to abort
+/// `builds`), and a config cannot make one: ids over 200 bytes and titles over 1,000
+/// characters are mistakes at load.
+#[test]
+fn stored_ids_of_any_length_print_and_configs_bound_them() {
+    let dir = setup("jobs:\n  - {id: a, run: 'true'}\n");
+    let d = dir.path();
+    let (code, out, err) = run(d, &["build", "a"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let rt = runtime();
+    rt.block_on(async {
+        use sqlx::Connection;
+        let url = format!("sqlite://{}", d.join(".jobctl/state.db").display());
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query("UPDATE builds SET job_id = ?")
+            .bind("j".repeat(70_000))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    });
+    let (code, out, err) = run(d, &["builds"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&"j".repeat(70_000)));
+    let (code, _, err) = run(d, &["show", "1"]);
+    assert_eq!(code, 0, "{err}");
+
+    let long = setup(&format!(
+        "jobs:\n  - {{id: {}, run: 'true'}}\n",
+        "x".repeat(70_000)
+    ));
+    let (code, _, err) = run(long.path(), &["check"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("a job id of 70000 bytes is too long (the limit is 200)"),
+        "{}",
+        &err[..err.len().min(500)]
+    );
+}

@@ -84,7 +84,12 @@ pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), C
         if steps.is_empty() {
             text.push_str("nothing to build: everything asked for is up to date\n");
         }
-        let width = steps.iter().map(|s| s.id.as_str().len()).max().unwrap_or(0);
+        let width = steps
+            .iter()
+            .map(|s| s.id.as_str().len())
+            .max()
+            .unwrap_or(0)
+            .min(crate::limits::MAX_ID);
         for step in &steps {
             text.push_str(&format!(
                 "build {:width$}  ({})\n",

@@ -49,7 +49,8 @@ pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), C
         .map(|b| b.job_id.len())
         .max()
         .unwrap_or(0)
-        .max(3);
+        // Stored ids may predate the bound on ids; a column is never wider.
+        .clamp(3, crate::limits::MAX_ID);
     let mut text = format!(
         "{:>6}  {:width$}  {:10}  {:>7}  {:20}  DURATION\n",
         "ID", "JOB", "STATUS", "ATTEMPT", "STARTED"

@@ -42,7 +42,7 @@ pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), C
         .map(|j| j.id.as_str().len())
         .max()
         .unwrap_or(0)
-        .max(2);
+        .clamp(2, crate::limits::MAX_ID);
     let title_width = config
         .jobs
         .iter()

@@ -22,6 +22,10 @@ pub struct Args {
     /// Print one JSON object per line
     #[arg(long)]
     json: bool,
+    /// Print only the lines as they were stored (secrets still masked), control
+    /// characters and all, for piping
+    #[arg(long, conflicts_with = "json")]
+    raw: bool,
 }
 
 pub(super) fn parse_level(text: &str) -> Result<LogLevel, String> {
@@ -55,8 +59,18 @@ pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), C
         if let Some(last) = rows.last() {
             filter.after_id = Some(last.id);
         }
-        let text = format_rows(&rows, args.json)?;
-        write_out(out, &config.mask(&text))?;
+        if args.raw {
+            let mut text = String::new();
+            for row in &rows {
+                text.push_str(&row.message);
+                text.push('\n');
+            }
+            out.write_all(config.mask(&text).as_bytes())
+                .map_err(CliError::Output)?;
+        } else {
+            let text = format_rows(&rows, args.json)?;
+            write_out(out, &config.mask(&text))?;
+        }
         out.flush().map_err(CliError::Output)?;
         if finished {
             return Ok(());

@@ -228,8 +228,12 @@ fn job_indices(config: &Config, ids: &[String]) -> Result<Vec<usize>, CliError> 
         .collect()
 }
 
+/// Writes a command's output. Much of it came from jobs or a config (output lines,
+/// errors, titles): control characters are made visible, so that none of it can drive
+/// the reader's terminal (`jobctl logs --raw` alone prints lines as stored).
 fn write_out(out: &mut dyn Write, text: &str) -> Result<(), CliError> {
-    out.write_all(text.as_bytes()).map_err(CliError::Output)
+    out.write_all(crate::limits::visible(text).as_bytes())
+        .map_err(CliError::Output)
 }
 
 /// A time as listings show it: UTC, to the second.

@@ -17,9 +17,11 @@ use super::node::RenderedPos;
 pub struct JobId(Arc<str>);
 
 impl JobId {
-    /// Checks the characters; `None` if the id is empty or has others.
+    /// Checks the characters and the length; `None` if the id is empty, longer than
+    /// [`crate::limits::MAX_ID`] or has other characters.
     pub fn parse(id: &str) -> Option<JobId> {
         let ok = !id.is_empty()
+            && id.len() <= crate::limits::MAX_ID
             && id
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));

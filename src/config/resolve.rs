@@ -14,6 +14,7 @@ use super::model::{
 };
 use super::node::{Node, NodeKind, RenderedPos};
 use crate::graph::JobGraph;
+use crate::limits::{MAX_ID, MAX_TITLE, cut_text};
 
 pub const DEFAULT_STORAGE: &str = "sqlite://.jobctl/state.db";
 
@@ -525,6 +526,16 @@ impl Resolver {
                     if let Some(text) = self.text(value, "a job's `id`") {
                         match JobId::parse(&text) {
                             Some(parsed) => id = Some((parsed, value.pos)),
+                            None if text.len() > MAX_ID => self.problems.push(
+                                Problem::new(
+                                    format!(
+                                        "a job id of {} bytes is too long (the limit is {MAX_ID})",
+                                        text.len()
+                                    ),
+                                    value.pos,
+                                )
+                                .label("this id"),
+                            ),
                             None => self.problems.push(
                                 Problem::new(format!("bad job id `{text}`"), value.pos)
                                     .label("only letters, digits, `_`, `.` and `-`")
@@ -533,7 +544,24 @@ impl Resolver {
                         }
                     }
                 }
-                "title" => job.title = self.text(value, "`title`"),
+                "title" => {
+                    job.title = self.text(value, "`title`");
+                    if let Some(title) = &job.title
+                        && title.chars().count() > MAX_TITLE
+                    {
+                        self.problems.push(
+                            Problem::new(
+                                format!(
+                                    "a title of {} characters is too long (the limit is {MAX_TITLE})",
+                                    title.chars().count()
+                                ),
+                                value.pos,
+                            )
+                            .label("this title")
+                            .help("put longer text under `notes`"),
+                        );
+                    }
+                }
                 "notes" => job.notes = self.text(value, "`notes`"),
                 "run" | "function" => {
                     action_seen = true;
@@ -571,7 +599,7 @@ impl Resolver {
                         NodeKind::Seq(items) => {
                             job.args = items
                                 .iter()
-                                .filter_map(|item| self.value(item, &mut retvals))
+                                .filter_map(|item| self.passed_value(item, &mut retvals))
                                 .collect();
                         }
                         NodeKind::Null => {}
@@ -659,7 +687,7 @@ impl Resolver {
         for (dep, pos) in declared.into_iter().chain(retvals) {
             let Some(dep_id) = JobId::parse(&dep) else {
                 self.problems.push(
-                    Problem::new(format!("`{dep}` is not a job id"), pos)
+                    Problem::new(format!("`{}` is not a job id", cut_text(&dep, 80)), pos)
                         .label("only letters, digits, `_`, `.` and `-`"),
                 );
                 continue;
@@ -723,11 +751,35 @@ impl Resolver {
                 );
                 continue;
             }
-            if let Some(v) = self.value(value, retvals) {
+            if let Some(v) = self.passed_value(value, retvals) {
                 map.push_new(name, v);
             }
         }
         map
+    }
+
+    /// A value that reaches a process as one string (an `args` item, a `kwargs` or `env`
+    /// entry): a NUL byte cannot, so it is a mistake here rather than when building.
+    fn passed_value(
+        &mut self,
+        node: &Node,
+        retvals: &mut Vec<(String, RenderedPos)>,
+    ) -> Option<Value> {
+        let value = self.value(node, retvals)?;
+        if let Value::Str(text) = &value
+            && text.contains('\0')
+        {
+            self.problems.push(
+                Problem::new(
+                    "a value holds a NUL byte, which no process can receive",
+                    node.pos,
+                )
+                .label("this value")
+                .help("inside a list or a mapping it would reach the job as JSON (`\\u0000`)"),
+            );
+            return None;
+        }
+        Some(value)
     }
 
     /// A value inside `args`, `kwargs` or `env`, where `!retval` and `!secret` may stand.

@@ -14,7 +14,8 @@ pub fn layers(config: &Config, graph: &JobGraph, order: &[usize]) -> String {
         .iter()
         .map(|&i| config.jobs[i].id.as_str().len())
         .max()
-        .unwrap_or(0);
+        .unwrap_or(0)
+        .min(crate::limits::MAX_ID);
     for (n, layer) in layers.iter().enumerate() {
         let noun = if layer.len() == 1 { "job" } else { "jobs" };
         let _ = writeln!(out, "layer {} ({} {noun})", n + 1, layer.len());

@@ -55,7 +55,10 @@ impl<W: Write> Reporter for Plain<W> {
 
     fn idle(&mut self) {
         if !self.pending.is_empty() {
-            let _ = self.out.write_all(self.pending.as_bytes());
+            // Job output and errors in these lines cannot drive the terminal.
+            let _ = self
+                .out
+                .write_all(crate::limits::visible(&self.pending).as_bytes());
             let _ = self.out.flush();
             self.pending.clear();
         }
