@@ -703,3 +703,105 @@ fn stored_ids_of_any_length_print_and_configs_bound_them() {
         &err[..err.len().min(500)]
     );
 }
+
+/// A PostgreSQL password in `storage:` (in the user info or as `?password=`) is masked
+/// in `jobctl config` and in the errors that name the database.
+#[test]
+fn a_database_password_is_never_printed() {
+    let dir = setup(
+        "storage: postgresql://postgres:pw-3011-secret@127.0.0.1:1/nope?password=pw-3011-other
+jobs:
+  - {id: a, run: 'true'}
+",
+    );
+    let d = dir.path();
+    let (code, out, err) = run(d, &["config"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("pw-3011"), "{out}");
+    assert!(out.contains("postgres:********@"), "{out}");
+    for args in [&["jobs"][..], &["build", "a"], &["install"]] {
+        let (code, out, err) = run(d, args);
+        assert_ne!(code, 0);
+        assert!(
+            !out.contains("pw-3011") && !err.contains("pw-3011"),
+            "{args:?}: {out}{err}"
+        );
+        assert!(
+            err.contains("postgres:***@127.0.0.1:1/nope?password=***"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+// --- A config cannot exhaust the machine ------------------------------------------------
+
+/// 10^10 loop iterations stop at the template's fuel, with the limit named and how to
+/// raise it; `{% include %}` of a device (`/dev/zero` through a link in the folder: it
+/// read 2.1 GB) or of a file over the size limit is refused without reading it.
+#[test]
+fn templates_run_out_of_fuel_and_includes_are_bounded() {
+    let dir = setup(
+        "jobs:\n{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}\n",
+    );
+    let d = dir.path();
+    let out = jobctl(d)
+        .env("JOBCTL_TEMPLATE_FUEL", "100000")
+        .arg("check")
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(
+            "the template ran too long: it took more than 100000 steps (set JOBCTL_TEMPLATE_FUEL"
+        ),
+        "{err}"
+    );
+
+    std::os::unix::fs::symlink("/dev/zero", d.join("zero")).unwrap();
+    std::fs::write(d.join("jobs.yaml.j2"), "{% include 'zero' %}\njobs: []\n").unwrap();
+    let (code, _, err) = run(d, &["check"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("`zero` is not a regular file"), "{err}");
+
+    std::fs::write(d.join("big.txt"), "a".repeat(200_000)).unwrap();
+    std::fs::write(
+        d.join("jobs.yaml.j2"),
+        "{% include 'big.txt' %}\njobs: []\n",
+    )
+    .unwrap();
+    let out = jobctl(d)
+        .env("JOBCTL_MAX_CONFIG_BYTES", "100000")
+        .arg("check")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        err.contains("`big.txt` is over the limit of 100000 bytes (set JOBCTL_MAX_CONFIG_BYTES"),
+        "{err}"
+    );
+}
+
+/// `"{{ env('X') }}"` breaks on a value holding `"` or `\`; `{{ env('X') | tojson }}`
+/// quotes any value for YAML (JSON is YAML), and the job receives it byte for byte.
+#[test]
+fn tojson_quotes_any_value_for_yaml() {
+    let value = r#"say "hi" \ and \n 'bye' {{ }} # not a comment"#;
+    let dir = setup(
+        "jobs:
+  - id: quoted
+    kwargs: {V: {{ env('JOBCTL_TEST_VALUE') | tojson }}}
+    run: printf '%s' \"$V\" > got.txt
+",
+    );
+    let d = dir.path();
+    let out = jobctl(d)
+        .env("JOBCTL_TEST_VALUE", value)
+        .args(["build", "quoted"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(std::fs::read_to_string(d.join("got.txt")).unwrap(), value);
+}

@@ -107,11 +107,23 @@ pub fn parse(text: &str) -> Result<Node, YamlError> {
                 }
             }
             Event::Alias(id) => {
-                let node = builder.anchors.get(&id).cloned().ok_or_else(|| YamlError {
+                let (node, size) = builder.anchors.get(&id).cloned().ok_or_else(|| YamlError {
                     message: "alias references unknown anchor".into(),
                     pos: Some(pos),
                 })?;
-                builder.push(node)?;
+                // Each use of an alias copies what it names: bounded, or a few hundred
+                // bytes of nested aliases expand to billions of nodes ("billion laughs").
+                builder.aliased = builder.aliased.saturating_add(size);
+                if builder.aliased > MAX_ALIASED_NODES {
+                    return Err(YamlError {
+                        message: format!(
+                            "YAML aliases expand to more than {MAX_ALIASED_NODES} values; \
+                             write the values out, or repeat them with a Jinja macro or loop"
+                        ),
+                        pos: Some(pos),
+                    });
+                }
+                builder.push(node, size)?;
             }
             Event::UnresolvedAlias(name) => {
                 return Err(YamlError {
@@ -126,8 +138,8 @@ pub fn parse(text: &str) -> Result<Node, YamlError> {
                     pos: Some(pos),
                 })?;
                 let node = Node { kind, tag, pos };
-                builder.anchor(anchor, &node);
-                builder.push(node)?;
+                builder.anchor(anchor, &node, 1);
+                builder.push(node, 1)?;
             }
             Event::SequenceStart(_, anchor, tag) => {
                 builder.open(
@@ -135,7 +147,7 @@ pub fn parse(text: &str) -> Result<Node, YamlError> {
                     anchor,
                     tag.map(|t| CompactString::from(t.original())),
                     pos,
-                );
+                )?;
             }
             Event::MappingStart(_, anchor, tag) => {
                 builder.open(
@@ -143,7 +155,7 @@ pub fn parse(text: &str) -> Result<Node, YamlError> {
                     anchor,
                     tag.map(|t| CompactString::from(t.original())),
                     pos,
-                );
+                )?;
             }
             Event::SequenceEnd | Event::MappingEnd => {
                 let mut frame = builder
@@ -157,8 +169,8 @@ pub fn parse(text: &str) -> Result<Node, YamlError> {
                     NodeKind::Map(entries) => entries.shrink_to_fit(),
                     _ => {}
                 }
-                builder.anchor(frame.anchor, &frame.node);
-                builder.push(frame.node)?;
+                builder.anchor(frame.anchor, &frame.node, frame.size);
+                builder.push(frame.node, frame.size)?;
             }
             _ => {}
         }
@@ -181,7 +193,16 @@ struct Frame {
     key: Option<Node>,
     /// In a large mapping: the keys so far (a small one is searched instead).
     keys: Option<HashSet<String>>,
+    /// Values in it so far, itself included.
+    size: usize,
 }
+
+/// Values that aliases may add to a config in all.
+pub const MAX_ALIASED_NODES: usize = 1_000_000;
+
+/// Collections inside collections, at most: the tree is walked (and dropped) by
+/// recursion, which a deeper config would overflow.
+pub const MAX_NESTING: usize = 128;
 
 /// Mappings up to this size find duplicate keys by a scan: a set per job would cost more
 /// memory than the tree itself.
@@ -190,8 +211,11 @@ const SCAN_KEYS: usize = 32;
 #[derive(Default)]
 struct Builder {
     stack: Vec<Frame>,
-    anchors: HashMap<usize, Node>,
+    /// Each anchored value and how many values it holds.
+    anchors: HashMap<usize, (Node, usize)>,
     root: Option<Node>,
+    /// Values copied in by aliases so far.
+    aliased: usize,
 }
 
 impl Builder {
@@ -201,26 +225,36 @@ impl Builder {
         anchor: usize,
         tag: Option<CompactString>,
         pos: RenderedPos,
-    ) {
+    ) -> Result<(), YamlError> {
+        if self.stack.len() >= MAX_NESTING {
+            return Err(YamlError {
+                message: format!("values nested more than {MAX_NESTING} deep"),
+                pos: Some(pos),
+            });
+        }
         self.stack.push(Frame {
             node: Node { kind, tag, pos },
             anchor,
             key: None,
             keys: None,
+            size: 1,
         });
+        Ok(())
     }
 
-    fn anchor(&mut self, anchor: usize, node: &Node) {
+    fn anchor(&mut self, anchor: usize, node: &Node, size: usize) {
         if anchor != 0 {
-            self.anchors.insert(anchor, node.clone());
+            self.anchors.insert(anchor, (node.clone(), size));
         }
     }
 
-    fn push(&mut self, node: Node) -> Result<(), YamlError> {
+    /// Adds `node`, holding `size` values, to the collection being built.
+    fn push(&mut self, node: Node, size: usize) -> Result<(), YamlError> {
         let Some(frame) = self.stack.last_mut() else {
             self.root = Some(node);
             return Ok(());
         };
+        frame.size = frame.size.saturating_add(size);
         match &mut frame.node.kind {
             NodeKind::Seq(items) => items.push(node),
             NodeKind::Map(entries) => match frame.key.take() {

@@ -88,7 +88,19 @@ impl Renderer {
         let result = env
             .get_template(&self.main)
             .and_then(|template| template.render(self.context()));
-        result.map_err(|err| Box::new(self.failure(&err, &loaded)))
+        let text = result.map_err(|err| Box::new(self.failure(&err, &loaded)))?;
+        let max = limit(SIZE_ENV, DEFAULT_MAX_RENDERED) as usize;
+        if text.len() > max {
+            return Err(Box::new(TemplateFailure {
+                message: format!(
+                    "the rendered config is {} bytes, over the limit of {max} bytes \
+                     (set {SIZE_ENV} to raise it)",
+                    text.len()
+                ),
+                pos: None,
+            }));
+        }
+        Ok(text)
     }
 
     /// Renders again with line markers and builds the map back to template lines. `None`
@@ -123,19 +135,18 @@ impl Renderer {
         env.set_auto_escape_callback(|_| AutoEscape::None);
         env.set_debug(true);
         env.add_function("env", env_function);
+        // Loops and macros cannot run for ever (10^12 iterations used to).
+        env.set_fuel(Some(limit(FUEL_ENV, DEFAULT_FUEL)));
         let dir = self.dir.clone();
         let display_dir = self.display_dir.clone();
         let loaded = loaded.clone();
+        let main = self.main.clone();
         env.set_loader(move |name| {
-            let path = dir.join(name);
-            let text = match std::fs::read_to_string(&path) {
-                Ok(text) => text,
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                Err(err) => {
-                    return Err(minijinja::Error::new(
-                        ErrorKind::InvalidOperation,
-                        format!("cannot read template `{}`: {err}", path.display()),
-                    ));
+            let text = match read_template(&dir, name, name == main) {
+                Ok(Some(text)) => text,
+                Ok(None) => return Ok(None),
+                Err(message) => {
+                    return Err(minijinja::Error::new(ErrorKind::InvalidOperation, message));
                 }
             };
             let mut files = loaded.lock().expect("template loader lock");
@@ -177,6 +188,11 @@ impl Renderer {
             file.text.get(range).map(str::trim).map(str::to_owned)
         });
         let message = match (err.kind(), err.detail(), spelled) {
+            (ErrorKind::OutOfFuel, _, _) => format!(
+                "the template ran too long: it took more than {} steps (set {FUEL_ENV} to \
+                 raise the limit)",
+                limit(FUEL_ENV, DEFAULT_FUEL)
+            ),
             (ErrorKind::UndefinedError, _, Some(expr)) if !expr.contains('\n') => format!(
                 "undefined variable: `{expr}` is not defined (pass it with `--var NAME=VALUE` or `{{% set %}}` it)"
             ),
@@ -216,8 +232,85 @@ fn display_name(display_dir: &Path, name: &str) -> String {
     display_dir.join(name).to_string_lossy().into_owned()
 }
 
+/// Template instructions one render may run (minijinja's fuel), unless `JOBCTL_TEMPLATE_FUEL`
+/// says otherwise: a 100k-job config takes a few million.
+pub const DEFAULT_FUEL: u64 = 50_000_000;
+pub const FUEL_ENV: &str = "JOBCTL_TEMPLATE_FUEL";
+
+/// The rendered config's size at most, unless `JOBCTL_MAX_CONFIG_BYTES` says otherwise;
+/// also the size of one file a template includes.
+pub const DEFAULT_MAX_RENDERED: u64 = 256 * 1024 * 1024;
+pub const SIZE_ENV: &str = "JOBCTL_MAX_CONFIG_BYTES";
+
+/// A limit from the environment, or its default.
+fn limit(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
+}
+
+/// The text of template `name`, for `{% include %}`, `{% import %}` and the config
+/// itself: only a regular file in the config's folder or below it (no absolute path, no
+/// `..` out of it, no link that leads out), of at most the size limit. `Ok(None)`: no
+/// such file. A refusal says why and echoes nothing of the file.
+fn read_template(dir: &Path, name: &str, main: bool) -> Result<Option<String>, String> {
+    use std::io::Read as _;
+    let outside = || {
+        format!(
+            "`{name}` is outside the config's folder: templates can include only files in \
+             it or below it"
+        )
+    };
+    if !main
+        && Path::new(name).components().any(|c| {
+            !matches!(
+                c,
+                std::path::Component::Normal(_) | std::path::Component::CurDir
+            )
+        })
+    {
+        return Err(outside());
+    }
+    let path = dir.join(name);
+    // Looked at before it is opened: opening a FIFO would wait for a writer.
+    match std::fs::metadata(&path) {
+        Ok(meta) if meta.is_file() => {}
+        Ok(_) => {
+            return Err(format!(
+                "`{name}` is not a regular file (a device, a pipe or a folder cannot be a \
+                 template)"
+            ));
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(format!("cannot read template `{}`: {err}", path.display())),
+    }
+    let file = std::fs::File::open(&path)
+        .map_err(|err| format!("cannot read template `{}`: {err}", path.display()))?;
+    if !main {
+        // A link inside the folder may lead out of it.
+        let root = std::fs::canonicalize(dir).map_err(|err| err.to_string())?;
+        let real = std::fs::canonicalize(&path).map_err(|err| err.to_string())?;
+        if !real.starts_with(&root) {
+            return Err(outside());
+        }
+    }
+    let max = limit(SIZE_ENV, DEFAULT_MAX_RENDERED);
+    let mut text = String::new();
+    file.take(max + 1)
+        .read_to_string(&mut text)
+        .map_err(|err| format!("cannot read template `{}`: {err}", path.display()))?;
+    if text.len() as u64 > max {
+        return Err(format!(
+            "`{name}` is over the limit of {max} bytes (set {SIZE_ENV} to raise it)"
+        ));
+    }
+    Ok(Some(text))
+}
+
 fn describe_kind(kind: ErrorKind) -> &'static str {
     match kind {
+        ErrorKind::OutOfFuel => "the template ran too long",
         ErrorKind::SyntaxError => "template syntax error",
         ErrorKind::UndefinedError => "undefined variable",
         ErrorKind::TemplateNotFound => "template not found",

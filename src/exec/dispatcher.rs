@@ -191,6 +191,11 @@ pub async fn run(
     // `jobctl tui`, through the database) one.
     let mut cancels = Cancels::default();
     let (task_tx, mut task_rx) = mpsc::unbounded_channel::<(usize, TaskEvent)>();
+    // The database's password is masked in what jobs print, like a secret.
+    let passwords: Vec<String> = crate::store::url_passwords(&config.storage)
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
     let shared = Arc::new(Shared {
         config,
         store: store.clone(),
@@ -198,7 +203,7 @@ pub async fn run(
         runner,
         events: task_tx,
         writing: writing.clone(),
-        masker: crate::config::model::Masker::new(config.secrets.values()),
+        masker: crate::config::model::Masker::new(config.secrets.values().chain(&passwords)),
     });
     let mut running = FuturesUnordered::new();
     let mut summary = Summary::default();

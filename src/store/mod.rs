@@ -617,19 +617,41 @@ pub fn sqlite_file(url: &str, base: &Path) -> Option<PathBuf> {
     })
 }
 
-/// A URL with its password replaced, for messages.
+/// A URL with its passwords replaced, for messages: the one in its user info
+/// (`user:password@`) and a `password=` query parameter.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) if userinfo.contains(':') => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:***@{host}{path}")
-        }
-        _ => url.to_owned(),
+    let mut shown = url.to_owned();
+    for password in url_passwords(url) {
+        shown = shown.replace(&format!(":{password}@"), ":***@");
+        shown = shown.replace(&format!("password={password}"), "password=***");
     }
+    shown
+}
+
+/// The passwords written in a storage URL: after `user:` in its user info, and in a
+/// `password=` query parameter. What `jobctl config` and job output mask.
+pub fn url_passwords(url: &str) -> Vec<&str> {
+    let mut found = Vec::new();
+    let Some((_, rest)) = url.split_once("://") else {
+        return found;
+    };
+    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+    if let Some((userinfo, _)) = authority.rsplit_once('@')
+        && let Some((_, password)) = userinfo.split_once(':')
+        && !password.is_empty()
+    {
+        found.push(password);
+    }
+    if let Some((_, query)) = rest.split_once('?') {
+        for pair in query.split('&') {
+            if let Some(password) = pair.strip_prefix("password=")
+                && !password.is_empty()
+            {
+                found.push(password);
+            }
+        }
+    }
+    found
 }
 
 macro_rules! delegate {
@@ -714,6 +736,14 @@ mod tests {
         assert_eq!(
             redact_url("postgresql://postgres@127.0.0.1/test"),
             "postgresql://postgres@127.0.0.1/test"
+        );
+        assert_eq!(
+            redact_url("postgresql://ci@db/jobs?sslmode=require&password=s3cr%40t&x=1"),
+            "postgresql://ci@db/jobs?sslmode=require&password=***&x=1"
+        );
+        assert_eq!(
+            url_passwords("postgresql://u:p%3Aw@h/d?password=q"),
+            ["p%3Aw", "q"]
         );
     }
 
