@@ -805,3 +805,38 @@ fn tojson_quotes_any_value_for_yaml() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(std::fs::read_to_string(d.join("got.txt")).unwrap(), value);
 }
+
+/// A job's `cleanup` (run by `jobctl delete`) starts the way builds do: what it leaves
+/// behind is killed, its timeout holds, its output is masked and made visible.
+#[test]
+fn a_cleanup_runs_under_the_same_rules_as_a_build() {
+    let dir = setup(
+        "secrets: {token: tok-3012-secret}
+jobs:
+  - id: a
+    run: 'true'
+    kwargs: {T: !secret token}
+    cleanup: \"setsid sleep 3012.5 & echo cleaning tok-3012-secret; printf 'x\\\\033[2Jy\\\\n'\"
+  - id: slow
+    run: 'true'
+    timeout: 1s
+    cleanup: sleep 3012.6
+",
+    );
+    let d = dir.path();
+    let (code, out, err) = run(d, &["build", "--all"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = run(d, &["delete", "1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("cleaning ********\nx^[[2Jy\n"), "{out:?}");
+    assert!(!alive("sleep 3012.5"), "the cleanup left a process behind");
+    let started = Instant::now();
+    let (code, _, err) = run(d, &["delete", "2"]);
+    assert_eq!(code, 4, "{err}");
+    assert!(
+        err.contains("the cleanup of build 2 failed (timed out)"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert!(!alive("sleep 3012.6"));
+}

@@ -301,7 +301,7 @@ async fn delete_runs_the_cleanup_first_and_keeps_the_build_if_it_fails() {
     assert_eq!(code, 4);
     assert_eq!(
         err,
-        "error: the cleanup of build 2 failed (exit status: 3); the build is kept\n"
+        "error: the cleanup of build 2 failed (exit status 3); the build is kept\n"
     );
     assert!(store.build(process).await.unwrap().is_some());
 

@@ -1,8 +1,14 @@
 use std::io::Write;
 use std::path::Path;
 
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
 use super::{Context, find_build, parse_build_id, write_out};
+use crate::config::model::parse_duration;
 use crate::error::CliError;
+use crate::exec::process::{self, Cancel, Output, OutputLimits, ShellJob};
 use crate::store::{BuildId, OpenMode, Store};
 
 #[derive(Debug, clap::Args)]
@@ -35,24 +41,55 @@ pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), C
             .as_ref()
             .map(|r| r.to_string())
             .unwrap_or_else(|| "null".to_owned());
-        let status = tokio::process::Command::new("sh")
-            .arg("-c")
-            .arg(cleanup)
-            .current_dir(config.dir().join(Path::new(workdir)))
-            .env("JOBCTL_BUILD_ID", build.id.to_string())
-            .env("JOBCTL_JOB_ID", &build.job_id)
-            .env("JOBCTL_RETVAL", retval)
-            .stdin(std::process::Stdio::null())
-            .status()
-            .await
-            .map_err(|source| CliError::CleanupSpawn {
-                id: build.id,
-                source,
-            })?;
-        if !status.success() {
+        // The same start as a build's: its own process group, what it leaves killed,
+        // its output masked and bounded, the job's timeout, Ctrl-C.
+        let job = ShellJob {
+            name: build.job_id.clone(),
+            build: build.id.0,
+            command: cleanup.to_owned(),
+            args: Vec::new(),
+            env: vec![
+                ("JOBCTL_BUILD_ID".into(), build.id.to_string()),
+                ("JOBCTL_JOB_ID".into(), build.job_id.clone()),
+                ("JOBCTL_RETVAL".into(), retval),
+            ],
+            workdir: config.dir().join(Path::new(workdir)),
+            timeout: build
+                .config
+                .get("timeout")
+                .and_then(|t| t.as_str())
+                .and_then(|t| parse_duration(t).ok()),
+            grace: Duration::from_secs(5),
+            secrets: config.secrets.values().cloned().collect(),
+            limits: OutputLimits::default(),
+        };
+        crate::exec::reaper::become_subreaper();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (_cancel, cancel) = watch::channel(Cancel::No);
+        let exit = tokio::select! {
+            exit = process::run(&job, &tx, cancel) => exit,
+            // Dropping the run kills the cleanup's process group.
+            _ = tokio::signal::ctrl_c() => {
+                return Err(CliError::CleanupFailed { id: build.id, status: "cancelled (Ctrl-C)".into() });
+            }
+        }
+        .map_err(|source| CliError::CleanupSpawn {
+            id: build.id,
+            source,
+        })?;
+        drop(tx);
+        crate::exec::reaper::sweep_all(Duration::from_secs(2)).await;
+        while let Ok(output) = rx.try_recv() {
+            if let Output::Line { text, .. } = output {
+                said.push_str(&text);
+                said.push('\n');
+            }
+        }
+        if !exit.success() {
+            write_out(out, &said)?;
             return Err(CliError::CleanupFailed {
                 id: build.id,
-                status: status.to_string(),
+                status: exit.describe(),
             });
         }
         said.push_str(&format!("ran the cleanup of build {}\n", build.id));
