@@ -840,3 +840,51 @@ jobs:
     assert!(started.elapsed() < Duration::from_secs(20));
     assert!(!alive("sleep 3012.6"));
 }
+
+/// When the database refuses one build's data (here a PostgreSQL trigger refuses a log
+/// line; before the guard, a NUL or an oversized group did), that build fails, saying
+/// why, and the run goes on: other builds end as they would, nothing is left `running`
+/// (it used to abort the run, exit 3, cancel the rest).
+#[test]
+fn a_build_whose_data_the_database_refuses_fails_alone() {
+    let rt = runtime();
+    let Some(pg) = rt.block_on(common::PgDatabase::create("hostile_refused")) else {
+        return;
+    };
+    let dir = setup(&format!(
+        "storage: {}
+jobs:
+  - {{id: poisoned, run: 'echo poison-3013'}}
+  - {{id: fine, run: 'sleep 0.5; echo fine'}}
+",
+        pg.url
+    ));
+    let d = dir.path();
+    install(d, &pg.url);
+    rt.block_on(async {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&pg.url).await.unwrap();
+        for statement in [
+            "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN \
+               IF NEW.message LIKE '%poison%' THEN RAISE EXCEPTION 'refused by a trigger'; END IF; \
+               RETURN NEW; END $$ LANGUAGE plpgsql",
+            "CREATE TRIGGER refuse BEFORE INSERT ON logs FOR EACH ROW EXECUTE FUNCTION refuse()",
+        ] {
+            sqlx::query(statement).execute(&mut conn).await.unwrap();
+        }
+    });
+    let (code, out, err) = run(d, &["build", "--all", "-j", "2"]);
+    assert_eq!(code, 4, "{out}{err}");
+    let all = builds(d);
+    let poisoned = build_of(&all, "poisoned");
+    assert_eq!(poisoned["status"], "failed", "{poisoned}");
+    assert!(
+        poisoned["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("cannot store its output: "),
+        "{poisoned}"
+    );
+    assert_eq!(build_of(&all, "fine")["status"], "successful");
+    assert!(out.contains("1 succeeded, 1 failed"), "{out}");
+}

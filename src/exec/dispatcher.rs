@@ -256,8 +256,28 @@ pub async fn run(
         planned_tx,
     ));
     let mut planning = jobs.len() > first;
+    // Builds counted as ended well (job, whether successful rather than skipped), in case
+    // the database then refuses their data.
+    let mut ended_ok: HashMap<BuildId, (usize, bool)> = HashMap::new();
 
     loop {
+        // Builds whose data the database refused fail alone; the run goes on.
+        for (build, reason) in std::mem::take(&mut sink.unstored) {
+            // Once: a build whose end cannot be stored either is not tried for ever.
+            if cancels.unstored.insert(build, reason.clone()).is_some() {
+                continue;
+            }
+            if !cancels.one(build) {
+                fail_ended(
+                    config,
+                    &mut sink,
+                    &mut summary,
+                    &mut ended_ok,
+                    build,
+                    reason,
+                );
+            }
+        }
         if sink.failure.is_some() && !stopping {
             stopping = true;
             cancels.why.get_or_insert("the run could not be recorded");
@@ -345,8 +365,12 @@ pub async fn run(
                     Outcome::Successful { retval } => {
                         summary.succeeded += 1;
                         successes.insert(job, (build, retval.clone()));
+                        ended_ok.insert(build, (job, true));
                     }
-                    Outcome::Skipped { .. } => summary.skipped += 1,
+                    Outcome::Skipped { .. } => {
+                        summary.skipped += 1;
+                        ended_ok.insert(build, (job, false));
+                    }
                     Outcome::Cancelled { .. } => summary.cancelled += 1,
                     Outcome::Failed { .. } => {
                         summary.failed.push((config.jobs[job].id.clone(), build, outcome.clone()));
@@ -489,9 +513,51 @@ pub async fn run(
         }
     }
     sink.finish(store).await;
+    // Refused in the last batch: those builds had ended; their end is recorded failed.
+    let unstored = std::mem::take(&mut sink.unstored);
+    if !unstored.is_empty() {
+        for (build, reason) in unstored {
+            fail_ended(
+                config,
+                &mut sink,
+                &mut summary,
+                &mut ended_ok,
+                build,
+                reason,
+            );
+        }
+        sink.finish(store).await;
+    }
     match sink.failure {
         Some(err) => Err(err),
         None => Ok(summary),
+    }
+}
+
+/// A build that had ended when the database refused its data: recorded failed, saying
+/// why, and counted so.
+fn fail_ended(
+    config: &Config,
+    sink: &mut Sink,
+    summary: &mut Summary,
+    ended_ok: &mut HashMap<BuildId, (usize, bool)>,
+    build: BuildId,
+    reason: String,
+) {
+    let outcome = failed(reason);
+    sink.push(Write::Finished {
+        build,
+        outcome: outcome.clone(),
+        at: Utc::now(),
+    });
+    if let Some((job, successful)) = ended_ok.remove(&build) {
+        match successful {
+            true => summary.succeeded = summary.succeeded.saturating_sub(1),
+            false => summary.skipped = summary.skipped.saturating_sub(1),
+        }
+        summary
+            .failed
+            .push((config.jobs[job].id.clone(), build, outcome));
     }
 }
 
@@ -506,6 +572,8 @@ struct Cancels {
     /// The build each running job's current attempt is.
     attempts: HashMap<BuildId, usize>,
     requested: std::collections::HashSet<BuildId>,
+    /// Builds whose data the database refused, and why: they end failed.
+    unstored: HashMap<BuildId, String>,
 }
 
 impl Cancels {
@@ -549,6 +617,10 @@ impl Cancels {
     /// A cancelled build says what cancelled it: a request, or the signal that stopped
     /// the run.
     fn explain(&self, build: BuildId, outcome: &mut Outcome) {
+        if let Some(reason) = self.unstored.get(&build) {
+            *outcome = failed(reason.clone());
+            return;
+        }
         if let Outcome::Cancelled { reason } = outcome {
             if self.requested.contains(&build) {
                 *reason = REQUESTED.to_owned();
@@ -1166,6 +1238,34 @@ pub fn with_args(command: &str, has_args: bool) -> String {
     format!("{} \"$@\"", command.trim_end())
 }
 
+/// Writes a batch in one transaction. When that fails, each build's writes are tried
+/// in a transaction of their own: a build whose data the database refuses fails alone
+/// (returned, with why), and the run goes on. When the database does not answer a
+/// plain read either, it is the database that failed, and the batch's error is the run's.
+async fn write_batch(
+    store: &AnyStore,
+    writes: Vec<Write>,
+) -> Result<Vec<(BuildId, String)>, StoreError> {
+    let err = match store.write(&writes).await {
+        Ok(()) => return Ok(Vec::new()),
+        Err(err) => err,
+    };
+    if store.schema_version().await.is_err() {
+        return Err(err);
+    }
+    let mut by_build: indexmap::IndexMap<BuildId, Vec<Write>> = indexmap::IndexMap::new();
+    for write in writes {
+        by_build.entry(write.build()).or_default().push(write);
+    }
+    let mut unstored = Vec::new();
+    for (build, writes) in by_build {
+        if let Err(err) = store.write(&writes).await {
+            unstored.push((build, format!("cannot store its output: {err}")));
+        }
+    }
+    Ok(unstored)
+}
+
 /// The database sink: builds' changes, log lines and progress waiting to be written in
 /// one transaction; progress keeps only the latest value per build and group. A batch is
 /// written by a task of its own, so the loop goes on starting jobs meanwhile; one batch
@@ -1177,7 +1277,9 @@ struct Sink {
     failure: Option<StoreError>,
     turn: WriteTurn,
     /// The batch being written.
-    writing: Option<tokio::task::JoinHandle<Result<(), StoreError>>>,
+    writing: Option<tokio::task::JoinHandle<Result<Vec<(BuildId, String)>, StoreError>>>,
+    /// Builds whose writes the database refused, and why: the loop fails them.
+    unstored: Vec<(BuildId, String)>,
 }
 
 impl Sink {
@@ -1188,6 +1290,7 @@ impl Sink {
             failure: None,
             turn,
             writing: None,
+            unstored: Vec::new(),
         }
     }
 
@@ -1312,7 +1415,7 @@ impl Sink {
         let turn = self.turn.clone();
         self.writing = Some(off_loop(async move {
             let _turn = turn.lock().await;
-            store.write(&writes).await
+            write_batch(&store, writes).await
         }));
     }
 
@@ -1320,7 +1423,7 @@ impl Sink {
     async fn settle(&mut self) {
         if let Some(writing) = self.writing.take() {
             match writing.await {
-                Ok(Ok(())) => {}
+                Ok(Ok(unstored)) => self.unstored.extend(unstored),
                 Ok(Err(err)) => self.fail(err),
                 Err(panic) => std::panic::resume_unwind(panic.into_panic()),
             }

@@ -318,6 +318,20 @@ pub enum Write {
     },
 }
 
+impl Write {
+    /// The build this write is about.
+    pub fn build(&self) -> BuildId {
+        match self {
+            Write::Log(record) => record.build,
+            Write::Progress(update) => update.build,
+            Write::Started { build, .. }
+            | Write::ProcessGroup { build, .. }
+            | Write::Finished { build, .. }
+            | Write::Discard { build } => *build,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogRecord {
     pub build: BuildId,
