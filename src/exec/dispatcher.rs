@@ -1238,14 +1238,14 @@ pub fn with_args(command: &str, has_args: bool) -> String {
     format!("{} \"$@\"", command.trim_end())
 }
 
+/// Builds whose writes the database refused, each with why.
+type Unstored = Vec<(BuildId, String)>;
+
 /// Writes a batch in one transaction. When that fails, each build's writes are tried
 /// in a transaction of their own: a build whose data the database refuses fails alone
 /// (returned, with why), and the run goes on. When the database does not answer a
 /// plain read either, it is the database that failed, and the batch's error is the run's.
-async fn write_batch(
-    store: &AnyStore,
-    writes: Vec<Write>,
-) -> Result<Vec<(BuildId, String)>, StoreError> {
+async fn write_batch(store: &AnyStore, writes: Vec<Write>) -> Result<Unstored, StoreError> {
     let err = match store.write(&writes).await {
         Ok(()) => return Ok(Vec::new()),
         Err(err) => err,
@@ -1277,7 +1277,7 @@ struct Sink {
     failure: Option<StoreError>,
     turn: WriteTurn,
     /// The batch being written.
-    writing: Option<tokio::task::JoinHandle<Result<Vec<(BuildId, String)>, StoreError>>>,
+    writing: Option<tokio::task::JoinHandle<Result<Unstored, StoreError>>>,
     /// Builds whose writes the database refused, and why: the loop fails them.
     unstored: Vec<(BuildId, String)>,
 }
