@@ -48,6 +48,12 @@ pub enum CliError {
     UninstallNeedsYes { url: String },
     #[error("the cleanup of build {id} failed ({status}); the build is kept")]
     CleanupFailed { id: BuildId, status: String },
+    #[error(
+        "build {id} is {status}: its cleanup cannot run under it; `jobctl delete {id} --cancel` cancels it first"
+    )]
+    BuildNotFinished { id: BuildId, status: &'static str },
+    #[error("build {id} did not end within {waited}s of its cancel; it is kept")]
+    CancelTimedOut { id: BuildId, waited: u64 },
     #[error("cannot run the cleanup of build {id}")]
     CleanupSpawn {
         id: BuildId,
@@ -133,6 +139,7 @@ impl CliError {
             | CliError::BadTime(_)
             | CliError::UninstallNeedsYes { .. }
             | CliError::BadReport(_)
+            | CliError::BuildNotFinished { .. }
             | CliError::NothingToBuild
             | CliError::Protected(_)
             | CliError::Tui(crate::ui::tui::TuiError::NotATerminal)
@@ -142,6 +149,7 @@ impl CliError {
             ) => exit::USAGE,
             CliError::Store(_) | CliError::Channel(_) => exit::STORAGE,
             CliError::CleanupFailed { .. }
+            | CliError::CancelTimedOut { .. }
             | CliError::CleanupSpawn { .. }
             | CliError::BuildFailed { .. } => exit::COMMAND,
             CliError::Output(_)

@@ -920,3 +920,41 @@ fn concurrency_holds_across_processes() {
     assert!(a.wait().unwrap().success());
     assert!(b.wait().unwrap().success());
 }
+
+/// `build --all` with a protected job builds everything else, reports the protected job
+/// as waiting for confirmation with what it holds back, and exits non-zero; `--plan` says
+/// which need `--yes`.
+#[test]
+fn build_all_builds_around_a_protected_job() {
+    let dir = setup(
+        "jobs:
+  - {id: fetch, run: touch fetched}
+  - {id: publish, run: touch published, protect: true, dependencies: [fetch]}
+  - {id: announce, run: touch announced, dependencies: [publish]}
+  - {id: other, run: touch other}
+",
+    );
+    let d = dir.path();
+    let (code, plan, _) = run(d, &["build", "--all", "--plan"]);
+    assert_eq!(code, 0);
+    insta::assert_snapshot!(plan, @r"
+    build fetch     (not built)
+    build publish   (not built)  needs --yes: it is protected
+    build announce  (not built)  waits for publish, which needs --yes
+    build other     (not built)
+    ");
+    let (code, out, err) = run(d, &["build", "--all"]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(d.join("fetched").exists() && d.join("other").exists());
+    assert!(!d.join("published").exists() && !d.join("announced").exists());
+    assert!(
+        out.ends_with(
+            "2 succeeded\nwaiting for confirmation: publish (protected: run again with --yes)\nheld back with it: announce\n"
+        ),
+        "{out}"
+    );
+    assert_eq!(
+        err,
+        "error: job `publish` is protected: run again with --yes to build it\n"
+    );
+}

@@ -76,6 +76,9 @@ async fn statuses(store: &AnyStore, config: &Config) -> Vec<String> {
             JobStatus::Outdated {
                 because: Outdated::ConfigChanged,
             } => "outdated(config)".to_owned(),
+            JobStatus::Outdated {
+                because: Outdated::Upstream { job, status },
+            } => format!("outdated(upstream {job} {status})"),
             other => other.as_str().to_owned(),
         })
         .collect()
@@ -467,7 +470,12 @@ async fn story(store: AnyStore, dir: &Path) {
     let edited = load(dir, &CHAIN.replace("run: ./s3", "run: ./s3 --fast"));
     assert_eq!(
         statuses(&store, &edited).await,
-        ["success", "success", "outdated(config)", "success"]
+        [
+            "success",
+            "success",
+            "outdated(config)",
+            "outdated(upstream s3 outdated)"
+        ]
     );
     let title_only = load(dir, &CHAIN.replace("run: ./s3}", "run: ./s3, title: S3}"));
     assert_eq!(

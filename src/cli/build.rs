@@ -1,3 +1,4 @@
+use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
@@ -79,6 +80,11 @@ pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), C
     let rows = store.job_builds().await?;
     let statuses = job_statuses(config, &graph, &rows);
     let steps = plan(config, &graph, &statuses, &targets, args.deps, args.force);
+    // Without --yes a protected job waits, and so does what needs it; the rest builds.
+    let waits = match args.yes {
+        true => HashMap::new(),
+        false => waiting_for_confirmation(config, &graph, &steps),
+    };
     if args.plan {
         let mut text = String::new();
         if steps.is_empty() {
@@ -91,8 +97,13 @@ pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), C
             .unwrap_or(0)
             .min(crate::limits::MAX_ID);
         for step in &steps {
+            let wait = match waits.get(&step.job) {
+                Some(None) => "  needs --yes: it is protected".to_owned(),
+                Some(Some(p)) => format!("  waits for {p}, which needs --yes"),
+                None => String::new(),
+            };
             text.push_str(&format!(
-                "build {:width$}  ({})\n",
+                "build {:width$}  ({}){wait}\n",
                 step.id.as_str(),
                 step.reason
             ));
@@ -101,13 +112,33 @@ pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), C
     }
     let protected: Vec<String> = steps
         .iter()
-        .filter(|s| config.jobs[s.job].protect)
+        .filter(|s| waits.get(&s.job) == Some(&None))
         .map(|s| s.id.to_string())
         .collect();
-    if !protected.is_empty() && !args.yes {
-        return Err(CliError::Protected(protected));
-    }
+    let held: Vec<String> = steps
+        .iter()
+        .filter(|s| matches!(waits.get(&s.job), Some(Some(_))))
+        .map(|s| s.id.to_string())
+        .collect();
+    let steps: Vec<_> = steps
+        .into_iter()
+        .filter(|s| !waits.contains_key(&s.job))
+        .collect();
+    let waiting_note = (!protected.is_empty()).then(|| {
+        let mut note = format!(
+            "waiting for confirmation: {} (protected: run again with --yes)\n",
+            protected.join(", ")
+        );
+        if !held.is_empty() {
+            note.push_str(&format!("held back with it: {}\n", held.join(", ")));
+        }
+        note
+    });
     if steps.is_empty() {
+        if waiting_note.is_some() {
+            // Nothing else to build: the error says it all.
+            return Err(CliError::Protected(protected));
+        }
         return write_out(
             out,
             "nothing to build: everything asked for is up to date\n",
@@ -148,8 +179,13 @@ pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), C
         reporter.summary(&summary);
         summary
     };
-    if summary.ok() {
+    if let Some(note) = &waiting_note {
+        write_out(out, note)?;
+    }
+    if summary.ok() && protected.is_empty() {
         Ok(())
+    } else if summary.ok() {
+        Err(CliError::Protected(protected))
     } else {
         Err(CliError::BuildFailed {
             failed: summary.failed.len(),
@@ -157,4 +193,33 @@ pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), C
             cancelled: summary.cancelled,
         })
     }
+}
+
+/// The planned jobs that wait for a confirmation: each protected one (`None`) and each
+/// that depends on one, directly or not (`Some(the protected job)`).
+fn waiting_for_confirmation(
+    config: &crate::config::Config,
+    graph: &JobGraph,
+    steps: &[crate::exec::plan::Step],
+) -> HashMap<usize, Option<String>> {
+    let mut waits: HashMap<usize, Option<String>> = HashMap::new();
+    // Steps are in dependency order: a job's dependencies are decided before it.
+    for step in steps {
+        if config.jobs[step.job].protect {
+            waits.insert(step.job, None);
+            continue;
+        }
+        let cause = graph
+            .dependencies(step.job)
+            .into_iter()
+            .find_map(|d| match waits.get(&d) {
+                Some(None) => Some(config.jobs[d].id.to_string()),
+                Some(Some(p)) => Some(p.clone()),
+                None => None,
+            });
+        if let Some(protected) = cause {
+            waits.insert(step.job, Some(protected));
+        }
+    }
+    waits
 }

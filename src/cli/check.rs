@@ -10,12 +10,11 @@ pub struct Args {}
 pub fn run(ctx: &Context, _args: Args, out: &mut dyn Write) -> Result<(), CliError> {
     let config = ctx.load_runnable()?;
     let n = config.jobs.len();
-    write_out(
-        out,
-        &format!(
-            "{}: ok, {n} {}\n",
-            config.path.display(),
-            if n == 1 { "job" } else { "jobs" }
-        ),
-    )
+    let mut text = format!(
+        "{}: ok, {n} {}\n",
+        config.path.display(),
+        if n == 1 { "job" } else { "jobs" }
+    );
+    text.extend(super::schedules_note(config));
+    write_out(out, &text)
 }

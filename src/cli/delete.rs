@@ -19,7 +19,14 @@ pub struct Args {
     /// Print JSON: {"deleted": BUILD, "job": JOB, "cleanup_ran": true|false}
     #[arg(long)]
     json: bool,
+    /// A build still queued or running is cancelled first (and waited for, up to a
+    /// minute); without this it is refused
+    #[arg(long)]
+    cancel: bool,
 }
+
+/// How long `--cancel` waits for the build to end.
+const CANCEL_WAIT: Duration = Duration::from_secs(60);
 
 /// Runs the job's `cleanup` (as the build recorded it) with the build's id and return value
 /// in its environment; only if it succeeds is the build deleted with its pins, progress and
@@ -27,7 +34,30 @@ pub struct Args {
 pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), CliError> {
     let config = ctx.load()?;
     let store = ctx.store(config, OpenMode::Use).await?;
-    let build = find_build(&store, config, args.build).await?;
+    let mut build = find_build(&store, config, args.build).await?;
+    if !build.status.is_finished() {
+        if !args.cancel {
+            return Err(CliError::BuildNotFinished {
+                id: build.id,
+                status: build.status.as_str(),
+            });
+        }
+        // Its runner, wherever it is, sees the request and ends it; one that died is
+        // closed by the recovery.
+        store.request_cancel(build.id, chrono::Utc::now()).await?;
+        let until = tokio::time::Instant::now() + CANCEL_WAIT;
+        while !build.status.is_finished() {
+            if tokio::time::Instant::now() >= until {
+                return Err(CliError::CancelTimedOut {
+                    id: build.id,
+                    waited: CANCEL_WAIT.as_secs(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let _ = crate::exec::recover::recover_orphans(&store).await;
+            build = find_build(&store, config, args.build).await?;
+        }
+    }
     let cleanup = build.config.get("cleanup").and_then(|c| c.as_str());
     let mut said = String::new();
     if let Some(cleanup) = cleanup {

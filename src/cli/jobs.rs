@@ -3,7 +3,7 @@ use std::io::Write;
 use super::{Context, write_out};
 use crate::error::CliError;
 use crate::graph::JobGraph;
-use crate::store::status::{JobStatus, Outdated, job_statuses};
+use crate::store::status::{JobStatus, job_statuses};
 use crate::store::{OpenMode, Store};
 
 #[derive(Debug, clap::Args)]
@@ -18,6 +18,9 @@ pub struct Args {
 pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), CliError> {
     let config = ctx.load()?;
     let store = ctx.store(config, OpenMode::Use).await?;
+    // Builds left `running` by a jobctl that died are closed first, so that what this
+    // prints is true (a read-only database is read as it is).
+    let _ = crate::exec::recover::recover_orphans(&store).await;
     let rows = store.job_builds().await?;
     let statuses = job_statuses(config, &JobGraph::new(config), &rows);
     if args.json {
@@ -71,17 +74,11 @@ pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), C
             deps.join(", ")
         );
         if let JobStatus::Outdated { because } = status {
-            line = format!("{}  ({})", line.trim_end(), describe(because));
+            line = format!("{}  ({})", line.trim_end(), because);
         }
         text.push_str(line.trim_end());
         text.push('\n');
     }
+    text.extend(super::schedules_note(config));
     write_out(out, &config.mask(&text))
-}
-
-fn describe(because: &Outdated) -> String {
-    match because {
-        Outdated::ConfigChanged => "config changed".to_owned(),
-        Outdated::NewerUpstream { job } => format!("{job} succeeded since"),
-    }
 }

@@ -24,7 +24,7 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, DEFAULT_CONFIG};
 use crate::error::{CliError, UnknownFunction, exit};
 use crate::exec::function::Registry;
-use crate::store::{AnyStore, OpenMode};
+use crate::store::{AnyStore, OpenMode, Store};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -226,6 +226,43 @@ fn job_indices(config: &Config, ids: &[String]) -> Result<Vec<usize>, CliError> 
             })
         })
         .collect()
+}
+
+/// A note when jobs have a `schedule:`, which nothing acts on yet; `None` otherwise.
+fn schedules_note(config: &Config) -> Option<String> {
+    let scheduled: Vec<&str> = config
+        .jobs
+        .iter()
+        .filter(|j| j.schedule.is_some())
+        .map(|j| j.id.as_str())
+        .collect();
+    (!scheduled.is_empty()).then(|| {
+        format!(
+            "note: `schedule:` is set on {}, but nothing runs jobs on a schedule yet: \
+             `jobctl build` ignores it (`jobctl serve` will act on it)\n",
+            scheduled.join(", ")
+        )
+    })
+}
+
+/// Checks a job named to filter history: in the config, or with builds in the store (a
+/// job since removed from the config still has its history). Otherwise it is a mistake,
+/// with a suggestion.
+async fn known_job(store: &AnyStore, config: &Config, id: &str) -> Result<(), CliError> {
+    if config.job_index(id).is_some() {
+        return Ok(());
+    }
+    let builds = store
+        .builds(&crate::store::BuildFilter {
+            job: Some(id.to_owned()),
+            status: None,
+            limit: Some(1),
+        })
+        .await?;
+    if !builds.is_empty() {
+        return Ok(());
+    }
+    job_indices(config, &[id.to_owned()]).map(|_| ())
 }
 
 /// Writes a command's output. Much of it came from jobs or a config (output lines,

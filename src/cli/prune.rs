@@ -35,6 +35,12 @@ pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), C
         .map(|t| parse_duration(t).map_err(|_| CliError::BadTime(t.to_owned())))
         .transpose()?;
     let store = ctx.store(config, OpenMode::Use).await?;
+    if let Some(job) = &args.job {
+        super::known_job(&store, config, job).await?;
+    }
+    if let Some(build) = args.build {
+        super::find_build(&store, config, build).await?;
+    }
     let now = chrono::Utc::now();
     let levels: Vec<LogLevel> = match args.level {
         Some(level) => vec![level],

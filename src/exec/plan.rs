@@ -30,6 +30,8 @@ pub enum Reason {
     NotBuilt,
     /// Its latest finished build failed.
     Failed,
+    /// Its only builds were cancelled.
+    Cancelled,
     Outdated {
         because: Outdated,
     },
@@ -46,12 +48,8 @@ impl fmt::Display for Reason {
         match self {
             Reason::NotBuilt => f.write_str("not built"),
             Reason::Failed => f.write_str("its last build failed"),
-            Reason::Outdated {
-                because: Outdated::ConfigChanged,
-            } => f.write_str("outdated: its config changed"),
-            Reason::Outdated {
-                because: Outdated::NewerUpstream { job },
-            } => write!(f, "outdated: {job} succeeded since"),
+            Reason::Cancelled => f.write_str("its last build was cancelled"),
+            Reason::Outdated { because } => write!(f, "outdated: {because}"),
             Reason::UpstreamRebuilt { job } => write!(f, "{job} is built first"),
             Reason::Forced => f.write_str("forced"),
         }
@@ -93,6 +91,7 @@ pub fn plan(
         let own = match &statuses[job] {
             JobStatus::NotBuilt | JobStatus::Running => Some(Reason::NotBuilt),
             JobStatus::Failed => Some(Reason::Failed),
+            JobStatus::Cancelled => Some(Reason::Cancelled),
             JobStatus::Outdated { because } if target || deps != Deps::Missing => {
                 Some(Reason::Outdated {
                     because: because.clone(),

@@ -12,7 +12,9 @@
 
 use chrono::Utc;
 
-use crate::store::{AnyStore, Build, BuildFilter, BuildStatus, Outcome, Runner, Store, StoreError};
+use crate::store::{
+    AnyStore, Build, BuildFilter, BuildStatus, LogFilter, Outcome, Runner, Store, StoreError,
+};
 
 /// Closes this machine's orphaned builds; returns them with the reason given.
 pub async fn recover_orphans(store: &AnyStore) -> Result<Vec<(Build, String)>, StoreError> {
@@ -30,7 +32,7 @@ pub async fn recover_orphans(store: &AnyStore) -> Result<Vec<(Build, String)>, S
             let (Some(host), Some(pid)) = (&build.host, build.pid) else {
                 continue;
             };
-            if *host != me.host || pid == me.pid || runner_alive(pid) {
+            if *host != me.host || pid == me.pid || runner_alive(pid, build.created_at) {
                 continue;
             }
             let killed = kill_leftovers(build.pgid, build.id.0, pid);
@@ -43,6 +45,8 @@ pub async fn recover_orphans(store: &AnyStore) -> Result<Vec<(Build, String)>, S
                 continue;
             }
             let reason = format!("runner died: jobctl (pid {pid}) on {host} is gone");
+            // It ended when its runner did: its last sign of life, not now.
+            let at = last_seen(store, &build).await?;
             store
                 .finish_build(
                     build.id,
@@ -53,13 +57,40 @@ pub async fn recover_orphans(store: &AnyStore) -> Result<Vec<(Build, String)>, S
                         error: reason.clone(),
                         stderr_tail: None,
                     },
-                    Utc::now(),
+                    at,
                 )
                 .await?;
             closed.push((build, reason));
         }
     }
     Ok(closed)
+}
+
+/// When a build whose runner died was last seen alive: its newest log line or progress
+/// report, or its start.
+async fn last_seen(store: &AnyStore, build: &Build) -> Result<chrono::DateTime<Utc>, StoreError> {
+    let last_log = store
+        .logs(
+            build.id,
+            &LogFilter {
+                tail: Some(1),
+                ..LogFilter::default()
+            },
+        )
+        .await?
+        .last()
+        .map(|l| l.at);
+    let last_progress = store
+        .progress(build.id)
+        .await?
+        .iter()
+        .map(|p| p.updated_at)
+        .max();
+    Ok([build.started_at, last_log, last_progress]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(build.created_at))
 }
 
 /// Removes the folders of values (which may hold secrets) that runners no longer alive
@@ -80,8 +111,15 @@ pub fn remove_dead_values() -> usize {
         let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
             continue;
         };
+        // The folder was made by its runner: a process under that number that started
+        // after it is another one.
+        let made = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .map(chrono::DateTime::<Utc>::from)
+            .unwrap_or_else(|_| Utc::now());
         if pid != std::process::id()
-            && !runner_alive(pid)
+            && !runner_alive(pid, made)
             && std::fs::remove_dir_all(entry.path()).is_ok()
         {
             removed += 1;
@@ -90,21 +128,53 @@ pub fn remove_dead_values() -> usize {
     removed
 }
 
-/// Whether `pid` is a live jobctl process.
-pub(crate) fn runner_alive(pid: u32) -> bool {
+/// Whether the runner `pid`, recorded running a build made at `since`, is still alive:
+/// a process under that number that is not a zombie and started before the build was
+/// made (a later one took the number over). Whatever its program is called: a program
+/// that embeds jobctl runs builds too.
+pub(crate) fn runner_alive(pid: u32, since: chrono::DateTime<Utc>) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
     let exists = unsafe { libc::kill(pid as i32, 0) } == 0
         || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
     if !exists {
         return false;
     }
-    match std::fs::read_link(format!("/proc/{pid}/exe")) {
-        Ok(exe) => exe
-            .file_name()
-            .is_some_and(|name| name.to_string_lossy().starts_with("jobctl")),
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         // Without /proc, a live process with that number is taken to be the runner.
-        Err(_) => true,
+        return true;
+    };
+    let Some((_, fields)) = stat.rsplit_once(')') else {
+        return true;
+    };
+    let fields: Vec<&str> = fields.split_whitespace().collect();
+    if fields.first() == Some(&"Z") {
+        return false;
     }
+    match (
+        fields.get(19).and_then(|t| t.parse::<u64>().ok()),
+        boot_time(),
+    ) {
+        (Some(ticks), Some(boot)) => {
+            // SAFETY: sysconf only reads a system constant.
+            let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+            let started = boot + chrono::Duration::milliseconds((ticks * 1000 / hz) as i64);
+            // Clock ticks and a second of slack: a runner starts before its builds.
+            started <= since + chrono::Duration::seconds(2)
+        }
+        _ => true,
+    }
+}
+
+/// When this machine booted, from `/proc/stat`.
+fn boot_time() -> Option<chrono::DateTime<Utc>> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let secs = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse::<i64>()
+        .ok()?;
+    chrono::DateTime::from_timestamp(secs, 0)
 }
 
 /// Kills the processes of `build` run by the jobctl `runner_pid`: those that carry

@@ -19,6 +19,8 @@ pub enum JobStatus {
     Success,
     /// Its only finished builds failed, or the latest finished one did.
     Failed,
+    /// It has no successful build, and its latest finished build was cancelled.
+    Cancelled,
     Outdated {
         because: Outdated,
     },
@@ -32,6 +34,20 @@ pub enum Outdated {
     ConfigChanged,
     /// An ancestor succeeded after it did (the newest such ancestor).
     NewerUpstream { job: JobId },
+    /// A job upstream of it will be built again (it is outdated, failed or was never
+    /// built), as in make: `job` is where that starts.
+    Upstream { job: JobId, status: String },
+}
+
+impl std::fmt::Display for Outdated {
+    /// `config changed`, `fetch succeeded since`, `upstream fetch outdated`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outdated::ConfigChanged => f.write_str("config changed"),
+            Outdated::NewerUpstream { job } => write!(f, "{job} succeeded since"),
+            Outdated::Upstream { job, status } => write!(f, "upstream {job} {status}"),
+        }
+    }
 }
 
 impl JobStatus {
@@ -41,6 +57,7 @@ impl JobStatus {
             JobStatus::Running => "running",
             JobStatus::Success => "success",
             JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
             JobStatus::Outdated { .. } => "outdated",
         }
     }
@@ -101,7 +118,7 @@ pub fn job_statuses(config: &Config, graph: &JobGraph, rows: &[JobBuilds]) -> Ve
         }
         upstream[i] = newest;
     }
-    (0..n)
+    let mut statuses: Vec<JobStatus> = (0..n)
         .map(|i| {
             let Some(row) = row_of(i) else {
                 return JobStatus::NotBuilt;
@@ -117,7 +134,13 @@ pub fn job_statuses(config: &Config, graph: &JobGraph, rows: &[JobBuilds]) -> Ve
                 return JobStatus::Failed;
             }
             let Some(success) = &row.success else {
-                return JobStatus::NotBuilt;
+                return match row.finished.as_ref().map(|f| f.status) {
+                    // A job that said "nothing to do" is current (a skip makes nothing
+                    // downstream outdated either: it changed nothing).
+                    Some(BuildStatus::Skipped) => JobStatus::Success,
+                    Some(BuildStatus::Cancelled) => JobStatus::Cancelled,
+                    _ => JobStatus::NotBuilt,
+                };
             };
             if success.config_hash != config_hash(&config.jobs[i]) {
                 return JobStatus::Outdated {
@@ -133,5 +156,31 @@ pub fn job_statuses(config: &Config, graph: &JobGraph, rows: &[JobBuilds]) -> Ve
                 _ => JobStatus::Success,
             }
         })
-        .collect()
+        .collect();
+    // As in make: a job whose upstream will be built again is outdated too, naming where
+    // that starts. In dependency order, so each job sees its dependencies' final status.
+    for &i in &order {
+        if statuses[i] != JobStatus::Success {
+            continue;
+        }
+        let cause = graph
+            .dependencies(i)
+            .into_iter()
+            .find_map(|d| match &statuses[d] {
+                JobStatus::Outdated {
+                    because: Outdated::Upstream { job, status },
+                } => Some((job.clone(), status.clone())),
+                JobStatus::Outdated { .. } => Some((config.jobs[d].id.clone(), "outdated".into())),
+                JobStatus::Failed => Some((config.jobs[d].id.clone(), "failed".into())),
+                JobStatus::Cancelled => Some((config.jobs[d].id.clone(), "cancelled".into())),
+                JobStatus::NotBuilt => Some((config.jobs[d].id.clone(), "not built".into())),
+                JobStatus::Running | JobStatus::Success => None,
+            });
+        if let Some((job, status)) = cause {
+            statuses[i] = JobStatus::Outdated {
+                because: Outdated::Upstream { job, status },
+            };
+        }
+    }
+    statuses
 }

@@ -230,7 +230,10 @@ async fn job_rows(store: &impl Store, config: &Config, graph: &JobGraph) -> Resu
                 JobStatus::NotBuilt => (State::NotBuilt, None),
                 JobStatus::Success => (State::Success, None),
                 JobStatus::Failed => (State::Failed, None),
-                JobStatus::Outdated { because } => (State::Outdated, Some(outdated_text(&because))),
+                JobStatus::Cancelled => {
+                    (State::NotBuilt, Some("its last build was cancelled".into()))
+                }
+                JobStatus::Outdated { because } => (State::Outdated, Some(because.to_string())),
             };
             JobRow {
                 state,
@@ -257,10 +260,9 @@ pub fn mark_gone(jobs: &mut [JobRow]) -> bool {
     let mut changed = false;
     for row in jobs {
         let gone = row.running.is_some()
-            && row
-                .runner
-                .as_ref()
-                .is_some_and(|(h, pid)| h == host && !crate::exec::recover::runner_alive(*pid));
+            && row.runner.as_ref().is_some_and(|(h, pid)| {
+                h == host && !crate::exec::recover::runner_alive(*pid, chrono::Utc::now())
+            });
         changed |= gone != row.runner_gone;
         row.runner_gone = gone;
     }
@@ -304,11 +306,4 @@ async fn build_detail(
         logs,
         logs_cut,
     })
-}
-
-fn outdated_text(because: &crate::store::status::Outdated) -> String {
-    match because {
-        crate::store::status::Outdated::ConfigChanged => "its config changed".to_owned(),
-        crate::store::status::Outdated::NewerUpstream { job } => format!("{job} succeeded since"),
-    }
 }

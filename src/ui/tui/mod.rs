@@ -276,7 +276,22 @@ async fn refresh(
             return changed;
         }
     };
+    recover_now_and_then(store).await;
     read(app, store, token, force).await
+}
+
+/// Builds left `running` by a jobctl that died on this machine are closed, at most every
+/// two seconds, so the dashboard does not show them running for ever.
+async fn recover_now_and_then(store: &crate::store::AnyStore) {
+    static LAST: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+    {
+        let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_some_and(|at| at.elapsed() < std::time::Duration::from_secs(2)) {
+            return;
+        }
+        *last = Some(std::time::Instant::now());
+    }
+    let _ = crate::exec::recover::recover_orphans(store).await;
 }
 
 /// Reads `store` again if its token moved since `token` (or `force`): everything when a
@@ -416,7 +431,9 @@ async fn cancel(store: &AnyStore, id: BuildId) -> String {
     }
     let me = Runner::this_process();
     match (build.host.as_deref(), build.pid) {
-        (Some(host), Some(pid)) if host == me.host && !crate::exec::recover::runner_alive(pid) => {
+        (Some(host), Some(pid))
+            if host == me.host && !crate::exec::recover::runner_alive(pid, build.created_at) =>
+        {
             format!(
                 "cancel asked for #{id}, but its jobctl (pid {pid}) is gone; the next build closes it"
             )

@@ -1,0 +1,295 @@
+//! What a new user trips on in the first hour, through the real binary: statuses that tell
+//! the truth, commands that do what they say, names that are checked.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+fn jobctl(dir: &Path) -> Command {
+    let mut cmd = Command::cargo_bin("jobctl").unwrap();
+    cmd.current_dir(dir)
+        .env_remove("JOBCTL_CONFIG")
+        .env("NO_COLOR", "1");
+    cmd
+}
+
+fn setup(config: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("jobs.yaml.j2"), config).unwrap();
+    dir
+}
+
+fn run(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = jobctl(dir).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn statuses(dir: &Path) -> Vec<(String, String, Option<Value>)> {
+    let (code, out, err) = run(dir, &["jobs", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let jobs: Vec<Value> = serde_json::from_str(&out).unwrap();
+    jobs.iter()
+        .map(|j| {
+            (
+                j["id"].as_str().unwrap().to_owned(),
+                j["status"].as_str().unwrap().to_owned(),
+                j.get("outdated_because").cloned(),
+            )
+        })
+        .collect()
+}
+
+const PIPELINE: &str = "jobs:
+  - {id: crawl_alpha, run: 'echo {{ v }}'}
+  - {id: process_alpha, run: 'true', dependencies: [crawl_alpha]}
+  - {id: report, run: 'true', dependencies: [process_alpha]}
+";
+
+/// A config change upstream makes everything downstream outdated, saying where it
+/// starts; `jobs`, `jobs --json` and `--plan` agree.
+#[test]
+fn a_config_change_upstream_makes_dependants_outdated() {
+    let dir = setup(&PIPELINE.replace("{{ v }}", "one"));
+    let d = dir.path();
+    let (code, out, err) = run(d, &["build", "--all"]);
+    assert_eq!(code, 0, "{out}{err}");
+    std::fs::write(d.join("jobs.yaml.j2"), PIPELINE.replace("{{ v }}", "two")).unwrap();
+    let got = statuses(d);
+    assert_eq!(got[0].1, "outdated");
+    assert_eq!(
+        got[0].2,
+        Some(serde_json::json!({"reason": "config_changed"}))
+    );
+    for (job, status, because) in &got[1..] {
+        assert_eq!(status, "outdated", "{job}");
+        assert_eq!(
+            because,
+            &Some(
+                serde_json::json!({"reason": "upstream", "job": "crawl_alpha", "status": "outdated"})
+            ),
+            "{job}"
+        );
+    }
+    let (_, jobs, _) = run(d, &["jobs"]);
+    assert!(
+        jobs.contains("report         outdated  ")
+            && jobs.contains("(upstream crawl_alpha outdated)"),
+        "{jobs}"
+    );
+    let (_, plan, _) = run(d, &["build", "report", "--plan"]);
+    assert_eq!(
+        plan,
+        "build crawl_alpha    (outdated: config changed)
+build process_alpha  (outdated: upstream crawl_alpha outdated)
+build report         (outdated: upstream crawl_alpha outdated)
+"
+    );
+}
+
+/// A job whose latest build said `skip` is current; one whose only build was cancelled
+/// says so.
+#[test]
+fn skipped_is_current_and_cancelled_says_so() {
+    let dir = setup(
+        r#"jobs:
+  - {id: quiet, run: '"$JOBCTL" report skip "nothing new upstream"'}
+  - {id: after, run: 'true', dependencies: [quiet]}
+"#,
+    );
+    let d = dir.path();
+    let (code, out, err) = run(d, &["build", "--all"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let got = statuses(d);
+    assert_eq!(got[0].1, "success");
+    assert_eq!(got[1].1, "success");
+
+    let dir = setup("jobs:\n  - {id: slow, run: 'sleep 30'}\n");
+    let d = dir.path();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("jobctl"))
+        .current_dir(d)
+        .args(["build", "slow"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(lines.next().unwrap().unwrap().contains(" start "));
+    // SAFETY: kill has no memory effects.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    child.wait().unwrap();
+    assert_eq!(statuses(d)[0].1, "cancelled");
+    let (_, plan, _) = run(d, &["build", "slow", "--plan"]);
+    assert_eq!(plan, "build slow  (its last build was cancelled)\n");
+}
+
+/// A build left `running` by a jobctl killed with SIGKILL is closed by the next command
+/// that reads status (not only the next `build`), with its real run time.
+#[test]
+fn a_dead_runners_build_is_closed_by_any_reading_command() {
+    let dir = setup("jobs:\n  - {id: slow, run: 'echo started; sleep 30'}\n");
+    let d = dir.path();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("jobctl"))
+        .current_dir(d)
+        .args(["build", "slow"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, logs, _) = run(d, &["logs", "1"]);
+        if logs.contains("started") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the job never started");
+        std::thread::park_timeout(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Long enough that "time until recovery" and "run time" differ.
+    std::thread::park_timeout(Duration::from_millis(1500));
+    let (code, out, err) = run(d, &["builds", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let builds: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(builds[0]["status"], "failed", "{out}");
+    let started =
+        chrono::DateTime::parse_from_rfc3339(builds[0]["started_at"].as_str().unwrap()).unwrap();
+    let finished =
+        chrono::DateTime::parse_from_rfc3339(builds[0]["finished_at"].as_str().unwrap()).unwrap();
+    let ran = finished - started;
+    assert!(
+        ran < chrono::Duration::milliseconds(1500),
+        "recorded {ran} of run time"
+    );
+}
+
+/// Unknown names are mistakes (exit 2, with a suggestion), not empty answers.
+#[test]
+fn unknown_jobs_and_builds_are_mistakes() {
+    let dir = setup("jobs:\n  - {id: crawl, run: 'true'}\n");
+    let d = dir.path();
+    let (code, _, _) = run(d, &["build", "crawl"]);
+    assert_eq!(code, 0);
+    for (args, said) in [
+        (
+            &["builds", "crawk"][..],
+            "error: no job `crawk` in jobs.yaml.j2 (did you mean `crawl`?)\n",
+        ),
+        (
+            &["prune", "--job", "crawk"],
+            "error: no job `crawk` in jobs.yaml.j2 (did you mean `crawl`?)\n",
+        ),
+    ] {
+        let (code, out, err) = run(d, args);
+        assert_eq!(
+            (code, out.as_str(), err.as_str()),
+            (2, "", said),
+            "{args:?}"
+        );
+    }
+    let (code, _, err) = run(d, &["prune", "--build", "999"]);
+    assert_eq!(code, 2);
+    assert!(err.starts_with("error: no build 999 in "), "{err}");
+    // A job gone from the config keeps its history.
+    std::fs::write(
+        d.join("jobs.yaml.j2"),
+        "jobs:\n  - {id: other, run: 'true'}\n",
+    )
+    .unwrap();
+    let (code, out, err) = run(d, &["builds", "crawl"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("crawl"), "{out}");
+}
+
+/// `delete` refuses a build that is still running (its cleanup would run under it);
+/// `--cancel` cancels it, waits for it, then deletes it.
+#[test]
+fn delete_refuses_a_running_build_unless_told_to_cancel_it() {
+    let dir =
+        setup("jobs:\n  - {id: slow, run: 'echo started; sleep 30', cleanup: 'touch cleaned'}\n");
+    let d = dir.path();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("jobctl"))
+        .current_dir(d)
+        .args(["build", "slow"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, logs, _) = run(d, &["logs", "1"]);
+        if logs.contains("started") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the job never started");
+        std::thread::park_timeout(Duration::from_millis(50));
+    }
+    let (code, out, err) = run(d, &["delete", "1"]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert_eq!(
+        err,
+        "error: build 1 is running: its cleanup cannot run under it; `jobctl delete 1 --cancel` cancels it first\n"
+    );
+    assert!(!d.join("cleaned").exists());
+    let (code, out, err) = run(d, &["delete", "1", "--cancel"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.ends_with("deleted build 1 of slow\n"), "{out}");
+    assert!(d.join("cleaned").exists());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(4));
+}
+
+/// `show` is a summary (the recorded config only with `--full`), and a pin to a build
+/// since deleted says so.
+#[test]
+fn show_is_a_summary_and_names_deleted_pins() {
+    let dir = setup(
+        "jobs:
+  - {id: up, run: 'true'}
+  - {id: down, run: 'true', dependencies: [up]}
+",
+    );
+    let d = dir.path();
+    let (code, _, _) = run(d, &["build", "down"]);
+    assert_eq!(code, 0);
+    let (code, _, _) = run(d, &["delete", "1"]);
+    assert_eq!(code, 0);
+    let (_, show, _) = run(d, &["show", "2"]);
+    assert!(
+        show.contains("pinned    up -> build 1 (deleted)\n"),
+        "{show}"
+    );
+    assert!(!show.contains("config:"), "{show}");
+    assert!(show.lines().count() < 15, "{show}");
+    let (_, full, _) = run(d, &["show", "2", "--full"]);
+    assert!(
+        full.contains("config:\n  {\n    \"id\": \"down\""),
+        "{full}"
+    );
+}
+
+/// `graph --json`: nodes, edges (dependency → dependant) and layers.
+#[test]
+fn graph_has_json() {
+    let dir = setup(
+        "jobs:
+  - {id: a, title: First, run: 'true'}
+  - {id: b, run: 'true', dependencies: [a]}
+",
+    );
+    let (code, out, err) = run(dir.path(), &["graph", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let value: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        value,
+        serde_json::json!({
+            "nodes": [{"id": "a", "title": "First"}, {"id": "b", "title": null}],
+            "edges": [{"from": "a", "to": "b"}],
+            "layers": [["a"], ["b"]],
+        })
+    );
+}
