@@ -129,6 +129,7 @@ fn sweep_with(doomed: impl Fn(Option<i64>) -> bool) -> usize {
 /// jobctl's children that are not job processes it started (those are waited for by
 /// their runners).
 fn orphans() -> Vec<i32> {
+    let _no_starts = super::spawn::no_starts();
     let children = children_of(std::process::id() as i32, true);
     let live = live();
     let live = live.as_ref();

@@ -27,7 +27,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockWriteGuard};
 
 use nix::spawn::{PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags, posix_spawn};
 use nix::sys::signal::{SigSet, Signal};
@@ -57,13 +57,22 @@ pub struct Spawned {
     pub channel: OwnedFd,
 }
 
-/// The job processes started and not yet reaped. Held while a job starts, so that the
-/// reaper never sees a child of jobctl's that is not listed yet.
+/// The job processes started and not yet reaped.
 static LIVE: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
+
+/// Held shared from a job's start until its process is in [`LIVE`], and exclusively by
+/// the reaper while it lists jobctl's children: the reaper never sees a job's process
+/// that is not listed yet, and jobs still start side by side.
+static STARTING: RwLock<()> = RwLock::new(());
 
 /// The live job processes, locked.
 pub(crate) fn live() -> MutexGuard<'static, Option<HashSet<i32>>> {
     LIVE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// No job starts while this is held (the reaper's look at jobctl's children).
+pub(crate) fn no_starts() -> RwLockWriteGuard<'static, ()> {
+    STARTING.write().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A child in a process group of its own (group id = its pid). Dropped before it was
@@ -92,40 +101,48 @@ impl Child {
     /// Waits for the child to end (what it started may live on).
     pub async fn wait(&mut self) -> io::Result<ExitStatus> {
         loop {
-            // Checked after the waiter is armed (it was armed at the start), so an end
-            // between the check and the wait is not missed.
-            if let Some(status) = self.try_wait()? {
-                return Ok(status);
-            }
+            // The waiter was armed before the child existed: an end it has not seen yet
+            // is one still to come.
             match &mut self.waiter {
                 #[cfg(any(target_os = "linux", target_os = "android"))]
-                Waiter::Pidfd(fd) => fd.readable().await?.clear_ready(),
+                Waiter::Pidfd(fd) => {
+                    let mut ready = fd.readable().await?;
+                    if let Some(status) = try_reap(self.pid)? {
+                        self.reaped = true;
+                        return Ok(status);
+                    }
+                    ready.clear_ready();
+                }
                 Waiter::Sigchld(signal) => {
                     signal.recv().await;
+                    if let Some(status) = try_reap(self.pid)? {
+                        self.reaped = true;
+                        return Ok(status);
+                    }
                 }
             }
         }
     }
+}
 
-    fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
-        let mut status = 0;
-        // SAFETY: waitpid on our own child; `status` is a valid out pointer.
-        let r = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) };
-        if r == self.pid {
-            self.reaped = true;
-            if let Some(live) = live().as_mut() {
-                live.remove(&self.pid);
-            }
-            return Ok(Some(ExitStatus::from_raw(status)));
+/// Reaps the job process `pid` if it has ended (never blocks).
+fn try_reap(pid: i32) -> io::Result<Option<ExitStatus>> {
+    let mut status = 0;
+    // SAFETY: waitpid on our own child; `status` is a valid out pointer.
+    let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    if r == pid {
+        if let Some(live) = live().as_mut() {
+            live.remove(&pid);
         }
-        if r == -1 {
-            let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
-                return Err(err);
-            }
-        }
-        Ok(None)
+        return Ok(Some(ExitStatus::from_raw(status)));
     }
+    if r == -1 {
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+    Ok(None)
 }
 
 impl Drop for Child {
@@ -158,9 +175,14 @@ pub fn spawn(spec: &Spawn<'_>) -> io::Result<Spawned> {
         argv.push(cstring(arg.as_bytes())?);
     }
     let envp = Environment::with(spec.env)?;
-    // Held from the pipes to the start: where a pipe cannot be made close-on-exec at
-    // once, no other job may start in between and inherit it.
-    let mut started = live();
+    let starting = STARTING.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+    // Where a pipe cannot be made close-on-exec at once, no other job may start between
+    // its making and its flag, and inherit it.
+    #[cfg(target_vendor = "apple")]
+    let _one_at_a_time = {
+        static ONE: Mutex<()> = Mutex::new(());
+        ONE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    };
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
     let (chan_r, chan_w) = pipe()?;
@@ -173,17 +195,16 @@ pub fn spawn(spec: &Spawn<'_>) -> io::Result<Spawned> {
     actions.add_dup2(err_w.as_raw_fd(), 2)?;
     actions.add_dup2(chan_w.as_raw_fd(), CHANNEL_FD)?;
     let attr = attributes()?;
-    let wait_by_pidfd = std::env::var_os(WAIT_ENV).is_none_or(|v| v != "sigchld");
     // The portable waiter listens before the child exists, so its end cannot be missed.
-    let sigchld = match wait_by_pidfd && cfg!(any(target_os = "linux", target_os = "android")) {
+    let sigchld = match wait_by_pidfd() && cfg!(any(target_os = "linux", target_os = "android")) {
         true => None,
         false => Some(tokio::signal::unix::signal(
             tokio::signal::unix::SignalKind::child(),
         )?),
     };
     let pid = posix_spawn(program.as_c_str(), &actions, &attr, &argv, &envp.entries())?.as_raw();
-    started.get_or_insert_with(HashSet::new).insert(pid);
-    drop(started);
+    live().get_or_insert_with(HashSet::new).insert(pid);
+    drop(starting);
     drop((out_w, err_w, chan_w));
     let waiter = match sigchld {
         Some(signal) => Waiter::Sigchld(signal),
@@ -212,6 +233,13 @@ pub fn spawn(spec: &Spawn<'_>) -> io::Result<Spawned> {
             reaped: false,
         },
     })
+}
+
+/// Whether children are waited for through pidfds where they exist (not when
+/// [`WAIT_ENV`] says `sigchld`); read once.
+fn wait_by_pidfd() -> bool {
+    static BY_PIDFD: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *BY_PIDFD.get_or_init(|| std::env::var_os(WAIT_ENV).is_none_or(|v| v != "sigchld"))
 }
 
 /// A pidfd for `pid`, watched by the runtime; SIGCHLD where the kernel has none.
