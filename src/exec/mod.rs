@@ -11,6 +11,8 @@
 
 pub mod channel;
 pub mod dispatcher;
+#[cfg(all(target_os = "linux", any(target_env = "gnu", target_env = "musl")))]
+mod fast_spawn;
 pub mod function;
 pub mod guard;
 pub mod plan;

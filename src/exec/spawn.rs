@@ -72,7 +72,9 @@ pub(crate) fn live() -> MutexGuard<'static, Option<HashSet<i32>>> {
 
 /// No job starts while this is held (the reaper's look at jobctl's children).
 pub(crate) fn no_starts() -> RwLockWriteGuard<'static, ()> {
-    STARTING.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    STARTING
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A child in a process group of its own (group id = its pid). Dropped before it was
@@ -114,11 +116,12 @@ impl Child {
                     ready.clear_ready();
                 }
                 Waiter::Sigchld(signal) => {
-                    signal.recv().await;
+                    // Looked at first: a waiter made after the start may have missed it.
                     if let Some(status) = try_reap(self.pid)? {
                         self.reaped = true;
                         return Ok(status);
                     }
+                    signal.recv().await;
                 }
             }
         }
@@ -175,7 +178,9 @@ pub fn spawn(spec: &Spawn<'_>) -> io::Result<Spawned> {
         argv.push(cstring(arg.as_bytes())?);
     }
     let envp = Environment::with(spec.env)?;
-    let starting = STARTING.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let starting = STARTING
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     // Where a pipe cannot be made close-on-exec at once, no other job may start between
     // its making and its flag, and inherit it.
     #[cfg(target_vendor = "apple")]
@@ -186,15 +191,15 @@ pub fn spawn(spec: &Spawn<'_>) -> io::Result<Spawned> {
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
     let (chan_r, chan_w) = pipe()?;
-    let mut actions = PosixSpawnFileActions::init()?;
     let null = dev_null().ok_or_else(|| io::Error::other("cannot open /dev/null"))?;
-    actions.add_dup2(null, 0)?;
     // dup2 leaves the new descriptor open across the exec; the originals are
     // close-on-exec, so the child keeps only 0-3.
-    actions.add_dup2(out_w.as_raw_fd(), 1)?;
-    actions.add_dup2(err_w.as_raw_fd(), 2)?;
-    actions.add_dup2(chan_w.as_raw_fd(), CHANNEL_FD)?;
-    let attr = attributes()?;
+    let dups = [
+        (null, 0),
+        (out_w.as_raw_fd(), 1),
+        (err_w.as_raw_fd(), 2),
+        (chan_w.as_raw_fd(), CHANNEL_FD),
+    ];
     // The portable waiter listens before the child exists, so its end cannot be missed.
     let sigchld = match wait_by_pidfd() && cfg!(any(target_os = "linux", target_os = "android")) {
         true => None,
@@ -202,26 +207,28 @@ pub fn spawn(spec: &Spawn<'_>) -> io::Result<Spawned> {
             tokio::signal::unix::SignalKind::child(),
         )?),
     };
-    let pid = posix_spawn(program.as_c_str(), &actions, &attr, &argv, &envp.entries())?.as_raw();
+    let (pid, pidfd) = start(&program, &argv, &envp.entries(), dups)?;
     live().get_or_insert_with(HashSet::new).insert(pid);
     drop(starting);
     drop((out_w, err_w, chan_w));
-    let waiter = match sigchld {
-        Some(signal) => Waiter::Sigchld(signal),
-        None => match pidfd_waiter(pid) {
-            Ok(waiter) => waiter,
-            Err(err) => {
-                // SAFETY: our own child, not yet waited for: killed and reaped here.
-                unsafe {
-                    libc::killpg(pid, libc::SIGKILL);
-                    libc::waitpid(pid, std::ptr::null_mut(), 0);
-                }
-                if let Some(live) = live().as_mut() {
-                    live.remove(&pid);
-                }
-                return Err(err);
+    let waiter = match (sigchld, pidfd) {
+        (Some(signal), _) => Ok(Waiter::Sigchld(signal)),
+        (None, Some(pidfd)) => pidfd_registered(pidfd),
+        (None, None) => pidfd_waiter(pid),
+    };
+    let waiter = match waiter {
+        Ok(waiter) => waiter,
+        Err(err) => {
+            // SAFETY: our own child, not yet waited for: killed and reaped here.
+            unsafe {
+                libc::killpg(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
             }
-        },
+            if let Some(live) = live().as_mut() {
+                live.remove(&pid);
+            }
+            return Err(err);
+        }
     };
     Ok(Spawned {
         stdout: out_r,
@@ -235,6 +242,56 @@ pub fn spawn(spec: &Spawn<'_>) -> io::Result<Spawned> {
     })
 }
 
+/// Set to `posix_spawn`, jobs start through posix_spawn on Linux too (where jobctl's
+/// own clone is the default): the portable path, so that the same tests run both.
+pub const SPAWN_ENV: &str = "JOBCTL_SPAWN";
+
+/// Starts the child with `dups` in place: its pid, and its pidfd when the start made one.
+#[cfg(all(target_os = "linux", any(target_env = "gnu", target_env = "musl")))]
+fn start(
+    program: &CStr,
+    argv: &[CString],
+    envp: &[&CStr],
+    dups: [(RawFd, RawFd); 4],
+) -> io::Result<(i32, Option<OwnedFd>)> {
+    static FAST: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let fast = *FAST.get_or_init(|| std::env::var_os(SPAWN_ENV).is_none_or(|v| v != "posix_spawn"));
+    if fast {
+        return super::fast_spawn::start(&super::fast_spawn::Setup {
+            program,
+            argv,
+            envp,
+            dups,
+        });
+    }
+    start_posix(program, argv, envp, dups).map(|pid| (pid, None))
+}
+
+#[cfg(not(all(target_os = "linux", any(target_env = "gnu", target_env = "musl"))))]
+fn start(
+    program: &CStr,
+    argv: &[CString],
+    envp: &[&CStr],
+    dups: [(RawFd, RawFd); 4],
+) -> io::Result<(i32, Option<OwnedFd>)> {
+    start_posix(program, argv, envp, dups).map(|pid| (pid, None))
+}
+
+/// posix_spawn: its own process group, no blocked signal, SIGPIPE at its default.
+fn start_posix(
+    program: &CStr,
+    argv: &[CString],
+    envp: &[&CStr],
+    dups: [(RawFd, RawFd); 4],
+) -> io::Result<i32> {
+    let mut actions = PosixSpawnFileActions::init()?;
+    for (fd, target) in dups {
+        actions.add_dup2(fd, target)?;
+    }
+    let attr = attributes()?;
+    Ok(posix_spawn(program, &actions, &attr, argv, envp)?.as_raw())
+}
+
 /// Whether children are waited for through pidfds where they exist (not when
 /// [`WAIT_ENV`] says `sigchld`); read once.
 fn wait_by_pidfd() -> bool {
@@ -242,7 +299,8 @@ fn wait_by_pidfd() -> bool {
     *BY_PIDFD.get_or_init(|| std::env::var_os(WAIT_ENV).is_none_or(|v| v != "sigchld"))
 }
 
-/// A pidfd for `pid`, watched by the runtime; SIGCHLD where the kernel has none.
+/// A pidfd for `pid`, watched by the runtime; SIGCHLD where the kernel has none (the
+/// child may have ended already: its waiter looks before it waits).
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn pidfd_waiter(pid: i32) -> io::Result<Waiter> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
@@ -254,13 +312,23 @@ fn pidfd_waiter(pid: i32) -> io::Result<Waiter> {
         )?));
     }
     // SAFETY: a new descriptor (checked above) that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    pidfd_registered(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// A pidfd watched by the runtime.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn pidfd_registered(fd: OwnedFd) -> io::Result<Waiter> {
     // SAFETY: the OwnedFd is owned by the AsyncFd from here on, open and unchanged.
     let fd = unsafe {
         tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
     }
     .map_err(|err| err.into_parts().1)?;
     Ok(Waiter::Pidfd(fd))
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn pidfd_registered(_fd: OwnedFd) -> io::Result<Waiter> {
+    unreachable!("only Linux starts give a pidfd")
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
