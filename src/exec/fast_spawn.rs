@@ -281,8 +281,8 @@ fn null_terminated<'a>(strings: impl Iterator<Item = &'a CStr>) -> Vec<*const li
 mod tests {
     use super::*;
 
-    /// The guard page is there: writing to it would fault (checked through mincore's
-    /// view of the mapping's protection, via /proc/self/maps).
+    /// The guard page is there: the mapping's lowest page is inaccessible (as
+    /// /proc/self/maps shows it), so an overflow faults.
     #[test]
     fn the_stack_has_a_guard_page_below_it() {
         let stack = Stack::map().unwrap();
@@ -293,7 +293,7 @@ mod tests {
             .find(|l| l.starts_with(&format!("{base:x}-")))
             .unwrap_or_else(|| panic!("no mapping at {base:x}"));
         assert!(guard.contains(" ---p "), "{guard}");
-        assert!(stack.top() as usize % 16 == 0);
+        assert!((stack.top() as usize).is_multiple_of(16));
     }
 
     /// A failed exec comes back as its error, and the child is reaped.
