@@ -293,3 +293,42 @@ fn graph_has_json() {
         })
     );
 }
+
+/// `--fail-fast` names every job it did not start, with why; the count matches the
+/// lines.
+#[test]
+fn fail_fast_names_every_job_it_did_not_start() {
+    let dir = setup(
+        "jobs:
+  - {id: bad, run: 'exit 1'}
+  - {id: after_bad, run: 'true', dependencies: [bad]}
+  - {id: slow, run: 'sleep 0.5'}
+  - {id: later1, run: 'true', dependencies: [slow]}
+  - {id: later2, run: 'true', dependencies: [slow]}
+",
+    );
+    let d = dir.path();
+    let (code, out, _) = run(d, &["build", "--all", "-j", "2", "--fail-fast"]);
+    assert_eq!(code, 4, "{out}");
+    let not_run: Vec<&str> = out.lines().filter(|l| l.contains(" not run ")).collect();
+    let summary = out.lines().find(|l| l.contains("succeeded")).unwrap();
+    let counted: usize = summary
+        .split(", ")
+        .find_map(|p| p.strip_suffix(" not run"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(not_run.len(), counted, "{out}");
+    assert!(
+        out.contains("not run after_bad: bad did not succeed"),
+        "{out}"
+    );
+    for job in ["later1", "later2"] {
+        assert!(
+            out.contains(&format!(
+                "not run {job}: the run stopped after bad failed (--fail-fast)"
+            )),
+            "{out}"
+        );
+    }
+}

@@ -85,6 +85,8 @@ pub enum BuildEvent {
     },
     /// Not started because a job it depends on did not succeed.
     NotRun { job: JobId, because: JobId },
+    /// Not started because the run stopped first; `why` says what stopped it.
+    NotStarted { job: JobId, why: String },
     /// Waits to start: as many builds of it as its `concurrency` run elsewhere (another
     /// jobctl, a worker). Said once per job.
     Waiting {
@@ -376,6 +378,9 @@ pub async fn run(
                         summary.failed.push((config.jobs[job].id.clone(), build, outcome.clone()));
                         if options.fail_fast {
                             stopping = true;
+                            cancels.stopped_by.get_or_insert_with(|| {
+                                format!("the run stopped after {} failed (--fail-fast)", config.jobs[job].id)
+                            });
                         }
                     }
                 }
@@ -497,11 +502,25 @@ pub async fn run(
             Err(err) => sink.fail(err),
         }
     }
+    // What never started is named, with what stopped the run.
+    let why = cancels
+        .stopped_by
+        .clone()
+        .or_else(|| {
+            cancels
+                .why
+                .map(|why| format!("the run was cancelled ({why})"))
+        })
+        .unwrap_or_else(|| "the run stopped".to_owned());
     for (i, s) in state.iter_mut().enumerate() {
         let discard = match s {
             State::Waiting => {
                 *s = State::NotRun;
                 summary.not_run += 1;
+                reporter.event(&BuildEvent::NotStarted {
+                    job: config.jobs[steps[i].job].id.clone(),
+                    why: why.clone(),
+                });
                 true
             }
             // Those recorded before were removed then.
@@ -568,6 +587,8 @@ struct Cancels {
     level: Cancel,
     /// What cancelled the whole run: `Ctrl-C`, `SIGTERM`, `SIGHUP`.
     why: Option<&'static str>,
+    /// What stopped the run from starting more (a failure under `--fail-fast`).
+    stopped_by: Option<String>,
     by_job: HashMap<usize, watch::Sender<Cancel>>,
     /// The build each running job's current attempt is.
     attempts: HashMap<BuildId, usize>,

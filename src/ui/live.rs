@@ -129,7 +129,7 @@ impl LiveState {
                     Outcome::Cancelled { .. } => self.other += 1,
                 }
             }
-            BuildEvent::NotRun { .. } => self.other += 1,
+            BuildEvent::NotRun { .. } | BuildEvent::NotStarted { .. } => self.other += 1,
             BuildEvent::Cancelling { .. } => self.cancelling = true,
             BuildEvent::Retrying { .. } | BuildEvent::Waiting { .. } => {}
         }

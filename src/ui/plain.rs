@@ -121,6 +121,7 @@ pub fn render(event: &BuildEvent, time: &str) -> Option<String> {
         BuildEvent::NotRun { job, because } => {
             format!("{time} not run {job}: {because} did not succeed")
         }
+        BuildEvent::NotStarted { job, why } => format!("{time} not run {job}: {why}"),
         BuildEvent::Waiting {
             job,
             running,
