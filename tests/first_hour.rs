@@ -1,6 +1,8 @@
 //! What a new user trips on in the first hour, through the real binary: statuses that tell
 //! the truth, commands that do what they say, names that are checked.
 
+mod common;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -331,4 +333,36 @@ fn fail_fast_names_every_job_it_did_not_start() {
             "{out}"
         );
     }
+}
+
+/// A PostgreSQL database that is not there is said plainly, with what to do, and without
+/// the server's source line (`at line 948` read like a line of the config).
+#[test]
+fn a_missing_postgres_database_says_what_to_do() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // Reachable (a test database made and dropped), or skipped outside CI.
+    let Some(_pg) = rt.block_on(common::PgDatabase::create("first_hour_missing")) else {
+        return;
+    };
+    let base = common::postgres_base_url();
+    let url = format!(
+        "{}/jobctl_surely_missing_db",
+        base.rsplit_once('/').unwrap().0
+    );
+    let dir = setup(&format!(
+        "storage: {url}\njobs:\n  - {{id: a, run: 'true'}}\n"
+    ));
+    let (code, _, err) = run(dir.path(), &["jobs"]);
+    assert_eq!(code, 3);
+    assert!(
+        err.contains("the database `jobctl_surely_missing_db` does not exist on the server of ")
+            && err.ends_with(
+                ": create it (`createdb jobctl_surely_missing_db`), then run `jobctl install`\n"
+            ),
+        "{err}"
+    );
+    assert!(!err.contains("at line"), "{err}");
 }

@@ -49,7 +49,7 @@ pub struct Cli {
 enum Command {
     /// Check the config and report every mistake in it (exit 0 if valid, 1 if not)
     Check(check::Args),
-    /// List the jobs: id, title, dependencies
+    /// List the jobs: id, status (and why it is outdated), title, dependencies
     Jobs(jobs::Args),
     /// Print the rendered YAML config, secrets masked
     Config(config::Args),

@@ -39,8 +39,10 @@ pub enum Reason {
     UpstreamRebuilt {
         job: JobId,
     },
-    /// `--force`, or `--deps all` for a dependency.
+    /// `--force` for a job asked for.
     Forced,
+    /// `--deps all` for a dependency that is up to date.
+    AllDeps,
 }
 
 impl fmt::Display for Reason {
@@ -51,7 +53,8 @@ impl fmt::Display for Reason {
             Reason::Cancelled => f.write_str("its last build was cancelled"),
             Reason::Outdated { because } => write!(f, "outdated: {because}"),
             Reason::UpstreamRebuilt { job } => write!(f, "{job} is built first"),
-            Reason::Forced => f.write_str("forced"),
+            Reason::Forced => f.write_str("--force"),
+            Reason::AllDeps => f.write_str("--deps all"),
         }
     }
 }
@@ -106,10 +109,9 @@ pub fn plan(
             .map(|d| Reason::UpstreamRebuilt {
                 job: config.jobs[d].id.clone(),
             });
-        let forced = (force && target) || (deps == Deps::All && !target);
-        let reason = own
-            .or(upstream)
-            .or_else(|| forced.then_some(Reason::Forced));
+        let forced = (force && target).then_some(Reason::Forced);
+        let all = (deps == Deps::All && !target).then_some(Reason::AllDeps);
+        let reason = own.or(upstream).or(forced).or(all);
         if let Some(reason) = reason {
             planned[job] = true;
             steps.push(Step {

@@ -449,6 +449,13 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "the database `{name}` does not exist on the server of {url}: create it (`createdb {name}`), then run `jobctl install`"
+    )]
+    NoSuchDatabase { url: String, name: String },
+    /// The server refused, saying why (its own words, without its source line).
+    #[error("cannot open the database at {url}: the server says: {message}")]
+    ServerRefused { url: String, message: String },
     #[error("cannot open the database at {url}")]
     Connect {
         url: String,

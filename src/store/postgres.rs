@@ -20,9 +20,23 @@ pub struct PgStore {
 impl PgStore {
     pub(super) async fn open(url: &str, mode: OpenMode) -> Result<Self> {
         let shown = redact_url(url);
-        let connect = |source| StoreError::Connect {
-            url: shown.clone(),
-            source,
+        let connect = |source: sqlx::Error| match &source {
+            // The server's message is what a person can act on; its source file and line
+            // (`at line 948`) read like a line of the config.
+            sqlx::Error::Database(said) if said.code().as_deref() == Some("3D000") => {
+                StoreError::NoSuchDatabase {
+                    url: shown.clone(),
+                    name: database_name(url),
+                }
+            }
+            sqlx::Error::Database(said) => StoreError::ServerRefused {
+                url: shown.clone(),
+                message: said.message().to_owned(),
+            },
+            _ => StoreError::Connect {
+                url: shown.clone(),
+                source,
+            },
         };
         let options: PgConnectOptions = url.parse().map_err(connect)?;
         // One attempt first: a pool retries a refused connection until its timeout, and
@@ -96,3 +110,10 @@ impl PgStore {
 }
 
 impl_store!(PgStore, Postgres);
+
+/// The database a PostgreSQL URL names: its path, without the query.
+fn database_name(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let path = rest.split_once('/').map_or("", |(_, path)| path);
+    path.split('?').next().unwrap_or("").to_owned()
+}

@@ -99,7 +99,7 @@ fn header_line(app: &App) -> Line<'static> {
         }
         spans.push(Span::raw(format!("  {} jobs", app.config.jobs.len())));
         for (state, n) in State::ALL.iter().zip(counts) {
-            if n > 0 && *state != State::NotBuilt {
+            if n > 0 {
                 spans.push(Span::styled(
                     format!(" {}{n}", state.symbol()),
                     state_style(*state),
@@ -689,10 +689,13 @@ fn log_pane(app: &App, v: &BuildView, detail: &BuildDetail, frame: &mut Frame, a
             ""
         },
     );
-    title.push_str(if v.log_at.is_none() {
-        "following "
-    } else {
-        "scrolled: f follows "
+    // A finished build's log has nothing more to follow.
+    let finished = detail.build.status.is_finished();
+    title.push_str(match (v.log_at.is_none(), finished) {
+        (true, false) => "following ",
+        (true, true) => "the end ",
+        (false, false) => "scrolled: f follows ",
+        (false, true) => "scrolled: f goes to the end ",
     });
     let body = if shown.is_empty() {
         Text::from(Span::styled("no log lines", DIM))
