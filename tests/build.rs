@@ -4,42 +4,8 @@ mod common;
 
 use std::path::Path;
 
-use assert_cmd::Command;
-use common::alive;
+use common::{alive, build_of, builds, peak_rss, run, setup};
 use serde_json::{Value, json};
-
-fn jobctl(dir: &Path) -> Command {
-    let mut cmd = Command::cargo_bin("jobctl").unwrap();
-    cmd.current_dir(dir)
-        .env_remove("JOBCTL_CONFIG")
-        .env("NO_COLOR", "1");
-    cmd
-}
-
-fn setup(config: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("jobs.yaml.j2"), config).unwrap();
-    dir
-}
-
-fn run(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = jobctl(dir).args(args).output().unwrap();
-    (
-        out.status.code().unwrap(),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
-}
-
-fn builds(dir: &Path) -> Vec<Value> {
-    let (code, out, err) = run(dir, &["builds", "--json", "--limit", "100"]);
-    assert_eq!(code, 0, "{err}");
-    serde_json::from_str(&out).unwrap()
-}
-
-fn build_of<'a>(builds: &'a [Value], job: &str) -> &'a Value {
-    builds.iter().find(|b| b["job_id"] == job).unwrap()
-}
 
 #[test]
 fn a_diamond_builds_in_order_and_records_its_pins() {
@@ -509,28 +475,6 @@ async fn a_killed_jobctl_leaves_nothing_running_after_the_next_start() {
     let slow = store.build(BuildId(1)).await.unwrap().unwrap();
     assert_eq!(slow.status, jobctl::store::BuildStatus::Failed);
     assert!(slow.error.unwrap().starts_with("runner died"));
-}
-
-/// Runs jobctl to its end; its exit code and peak memory (MB), its own alone: other
-/// tests' children do not count, as they would with `RUSAGE_CHILDREN`.
-#[expect(
-    clippy::zombie_processes,
-    reason = "wait4 reaps the child itself, to read its peak memory"
-)]
-fn peak_rss(dir: &Path, args: &[&str]) -> (i32, i64) {
-    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("jobctl"))
-        .current_dir(dir)
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut status = 0;
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: wait4 reaps this child (std's handle is then not waited on) and fills the
-    // structs it is given.
-    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    assert_eq!(pid, child.id() as i32);
-    (libc::WEXITSTATUS(status), usage.ru_maxrss / 1024)
 }
 
 #[test]

@@ -4,33 +4,10 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use assert_cmd::Command;
+use common::{run, setup};
 use serde_json::Value;
-
-fn jobctl(dir: &Path) -> Command {
-    let mut cmd = Command::cargo_bin("jobctl").unwrap();
-    cmd.current_dir(dir)
-        .env_remove("JOBCTL_CONFIG")
-        .env("NO_COLOR", "1");
-    cmd
-}
-
-fn setup(config: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("jobs.yaml.j2"), config).unwrap();
-    dir
-}
-
-fn run(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = jobctl(dir).args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn statuses(dir: &Path) -> Vec<(String, String, Option<Value>)> {
     let (code, out, err) = run(dir, &["jobs", "--json"]);
@@ -130,27 +107,27 @@ fn skipped_is_current_and_cancelled_says_so() {
     assert_eq!(plan, "build slow  (its last build was cancelled)\n");
 }
 
+/// `jobctl build slow` in the background, once build 1 has logged `started`.
+fn build_until_started(d: &Path) -> std::process::Child {
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("jobctl"))
+        .current_dir(d)
+        .args(["build", "slow"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    common::wait_until("the job's start", Duration::from_secs(20), || {
+        run(d, &["logs", "1"]).1.contains("started")
+    });
+    child
+}
+
 /// A build left `running` by a jobctl killed with SIGKILL is closed by the next command
 /// that reads status (not only the next `build`), with its real run time.
 #[test]
 fn a_dead_runners_build_is_closed_by_any_reading_command() {
     let dir = setup("jobs:\n  - {id: slow, run: 'echo started; sleep 30'}\n");
     let d = dir.path();
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("jobctl"))
-        .current_dir(d)
-        .args(["build", "slow"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, logs, _) = run(d, &["logs", "1"]);
-        if logs.contains("started") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the job never started");
-        std::thread::park_timeout(Duration::from_millis(50));
-    }
+    let mut child = build_until_started(d);
     child.kill().unwrap();
     child.wait().unwrap();
     // Long enough that "time until recovery" and "run time" differ.
@@ -215,21 +192,7 @@ fn delete_refuses_a_running_build_unless_told_to_cancel_it() {
     let dir =
         setup("jobs:\n  - {id: slow, run: 'echo started; sleep 30', cleanup: 'touch cleaned'}\n");
     let d = dir.path();
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("jobctl"))
-        .current_dir(d)
-        .args(["build", "slow"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, logs, _) = run(d, &["logs", "1"]);
-        if logs.contains("started") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the job never started");
-        std::thread::park_timeout(Duration::from_millis(50));
-    }
+    let mut child = build_until_started(d);
     let (code, out, err) = run(d, &["delete", "1"]);
     assert_eq!(code, 2, "{out}{err}");
     assert_eq!(

@@ -8,51 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command as StdCommand, Stdio};
 use std::time::{Duration, Instant};
 
-use assert_cmd::Command;
-use common::alive;
-use serde_json::Value;
-
-fn jobctl(dir: &Path) -> Command {
-    let mut cmd = Command::cargo_bin("jobctl").unwrap();
-    cmd.current_dir(dir)
-        .env_remove("JOBCTL_CONFIG")
-        .env("NO_COLOR", "1");
-    cmd
-}
-
-fn setup(config: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("jobs.yaml.j2"), config).unwrap();
-    dir
-}
-
-fn run(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = jobctl(dir).args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn builds(dir: &Path) -> Vec<Value> {
-    let (code, out, err) = run(dir, &["builds", "--json", "--limit", "100"]);
-    assert_eq!(code, 0, "{err}");
-    serde_json::from_str(&out).unwrap()
-}
-
-fn build_of<'a>(builds: &'a [Value], job: &str) -> &'a Value {
-    builds.iter().find(|b| b["job_id"] == job).unwrap()
-}
-
-/// Waits for `ready`, checking every few milliseconds, failing with `what` after `limit`.
-fn wait_until(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !ready() {
-        assert!(Instant::now() < deadline, "timed out waiting: {what}");
-        std::thread::park_timeout(Duration::from_millis(20));
-    }
-}
+use common::{alive, build_of, builds, jobctl, peak_rss, run, setup, wait_until};
 
 /// `jobctl ARGS` in `dir`, in the background, its output to a pipe.
 fn start(dir: &Path, args: &[&str]) -> Child {
@@ -482,27 +438,6 @@ fn a_flood_on_the_channel_is_capped_like_stdout() {
         b["error"], "its return value is 50000031 bytes, over the limit of 1048576 bytes",
         "{b}"
     );
-}
-
-/// Runs jobctl to its end; its exit code and peak memory (MB), its own alone.
-#[expect(
-    clippy::zombie_processes,
-    reason = "wait4 reaps the child itself, to read its peak memory"
-)]
-fn peak_rss(dir: &Path, args: &[&str]) -> (i32, i64) {
-    let child = StdCommand::new(assert_cmd::cargo::cargo_bin("jobctl"))
-        .current_dir(dir)
-        .args(args)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut status = 0;
-    // SAFETY: a zeroed rusage is valid; wait4 reaps this child (std's handle is then not
-    // waited on) and fills the structs it is given.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    assert_eq!(pid, child.id() as i32);
-    (libc::WEXITSTATUS(status), usage.ru_maxrss / 1024)
 }
 
 /// Whatever bytes a job writes are stored on both backends: NUL (in a line, a channel

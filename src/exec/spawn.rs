@@ -247,33 +247,27 @@ pub fn spawn(spec: &Spawn<'_>) -> io::Result<Spawned> {
 pub const SPAWN_ENV: &str = "JOBCTL_SPAWN";
 
 /// Starts the child with `dups` in place: its pid, and its pidfd when the start made one.
-#[cfg(all(target_os = "linux", any(target_env = "gnu", target_env = "musl")))]
+/// On Linux through jobctl's own clone unless [`SPAWN_ENV`] says `posix_spawn`.
 fn start(
     program: &CStr,
     argv: &[CString],
     envp: &[&CStr],
     dups: [(RawFd, RawFd); 4],
 ) -> io::Result<(i32, Option<OwnedFd>)> {
-    static FAST: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let fast = *FAST.get_or_init(|| std::env::var_os(SPAWN_ENV).is_none_or(|v| v != "posix_spawn"));
-    if fast {
-        return super::fast_spawn::start(&super::fast_spawn::Setup {
-            program,
-            argv,
-            envp,
-            dups,
-        });
+    #[cfg(all(target_os = "linux", any(target_env = "gnu", target_env = "musl")))]
+    {
+        static FAST: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let fast =
+            *FAST.get_or_init(|| std::env::var_os(SPAWN_ENV).is_none_or(|v| v != "posix_spawn"));
+        if fast {
+            return super::fast_spawn::start(&super::fast_spawn::Setup {
+                program,
+                argv,
+                envp,
+                dups,
+            });
+        }
     }
-    start_posix(program, argv, envp, dups).map(|pid| (pid, None))
-}
-
-#[cfg(not(all(target_os = "linux", any(target_env = "gnu", target_env = "musl"))))]
-fn start(
-    program: &CStr,
-    argv: &[CString],
-    envp: &[&CStr],
-    dups: [(RawFd, RawFd); 4],
-) -> io::Result<(i32, Option<OwnedFd>)> {
     start_posix(program, argv, envp, dups).map(|pid| (pid, None))
 }
 
