@@ -525,9 +525,11 @@ fn ctrl_c_cancels_every_job_and_records_it() {
         let line = lines.next().unwrap().unwrap();
         assert!(line.contains(" start "), "{line}");
     }
-    while !alive("sleep 23.2323") {
-        std::thread::yield_now();
-    }
+    common::wait_until(
+        "the job's process",
+        std::time::Duration::from_secs(20),
+        || alive("sleep 23.2323"),
+    );
     // SAFETY: kill has no memory effects.
     unsafe {
         libc::kill(child.id() as i32, libc::SIGINT);
@@ -632,9 +634,11 @@ fn a_second_ctrl_c_kills_without_waiting_out_the_grace() {
         .unwrap();
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
     assert!(lines.next().unwrap().unwrap().contains(" start "));
-    while !alive("sleep 27.2727") {
-        std::thread::yield_now();
-    }
+    common::wait_until(
+        "the job's process",
+        std::time::Duration::from_secs(20),
+        || alive("sleep 27.2727"),
+    );
     let interrupt = || {
         // SAFETY: kill has no memory effects.
         unsafe {

@@ -250,8 +250,13 @@ async fn cancel_ends_the_group_and_background_children_end_with_the_job() {
     let (cancel_tx, cancel) = watch::channel(Cancel::No);
     let task = tokio::spawn(async move { run(&j, &tx, cancel).await });
     // Wait until the job runs, by its processes, not by time.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while !alive("sleep 27.1828") {
-        tokio::task::yield_now().await;
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the job's processes never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     cancel_tx.send(Cancel::Term).unwrap();
     let exit = task.await.unwrap().unwrap();
