@@ -74,12 +74,6 @@ pub enum CliError {
         not_run: usize,
         cancelled: usize,
     },
-    #[error("{}", unknown_functions(config, unknown, known))]
-    UnknownFunctions {
-        config: String,
-        unknown: Vec<UnknownFunction>,
-        known: Vec<String>,
-    },
     #[error(transparent)]
     Tui(#[from] crate::ui::tui::TuiError),
     #[error("cannot start the async runtime")]
@@ -88,34 +82,6 @@ pub enum CliError {
     Output(#[source] std::io::Error),
     #[error("cannot encode JSON output")]
     Json(#[source] serde_json::Error),
-}
-
-/// A `function:` no registry entry answers to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnknownFunction {
-    pub job: String,
-    pub name: String,
-    pub suggestion: Option<String>,
-}
-
-fn unknown_functions(config: &str, unknown: &[UnknownFunction], known: &[String]) -> String {
-    let mut out = format!("{config} names functions this jobctl does not have:");
-    for f in unknown {
-        out.push_str(&format!("\n  job `{}`: `function: {}`", f.job, f.name));
-        if let Some(s) = &f.suggestion {
-            out.push_str(&format!(" (did you mean `{s}`?)"));
-        }
-    }
-    let known: Vec<String> = known.iter().map(|k| format!("`{k}`")).collect();
-    out.push_str(&format!(
-        "\n  registered: {} (a program embedding jobctl adds its own with Registry::register)",
-        if known.is_empty() {
-            "none".to_owned()
-        } else {
-            known.join(", ")
-        }
-    ));
-    out
 }
 
 /// `job `a`` / `jobs `a`, `b``.
@@ -129,9 +95,7 @@ fn list(ids: &[String]) -> String {
 impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Load(LoadError::Invalid(_)) | CliError::UnknownFunctions { .. } => {
-                exit::CONFIG
-            }
+            CliError::Load(LoadError::Invalid(_)) => exit::CONFIG,
             CliError::Load(LoadError::Read { .. })
             | CliError::UnknownJob { .. }
             | CliError::BadVar(_)

@@ -22,7 +22,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, DEFAULT_CONFIG};
-use crate::error::{CliError, UnknownFunction, exit};
+use crate::error::{CliError, exit};
 use crate::exec::function::Registry;
 use crate::store::{AnyStore, OpenMode, Store};
 
@@ -159,33 +159,12 @@ impl Context {
         Ok(Box::leak(Box::new(config)))
     }
 
-    /// The config, with every `function:` it names registered.
+    /// The config, with every `function:` it names registered: one that is not is a
+    /// mistake of the same report as any other, at its line.
     fn load_runnable(&self) -> Result<&'static Config, CliError> {
-        let config = self.load()?;
-        let unknown: Vec<UnknownFunction> = config
-            .jobs
-            .iter()
-            .filter_map(|job| match &job.action {
-                crate::config::Action::Function(name) if self.functions.get(name).is_none() => {
-                    Some(UnknownFunction {
-                        job: job.id.to_string(),
-                        name: name.clone(),
-                        suggestion: crate::config::resolve::suggest(name, self.functions.names())
-                            .map(str::to_owned),
-                    })
-                }
-                _ => None,
-            })
-            .collect();
-        if unknown.is_empty() {
-            Ok(config)
-        } else {
-            Err(CliError::UnknownFunctions {
-                config: config.path.display().to_string(),
-                unknown,
-                known: self.functions.names().map(str::to_owned).collect(),
-            })
-        }
+        let known: Vec<String> = self.functions.names().map(str::to_owned).collect();
+        let config = crate::config::load_with(&self.config, &self.vars, Some(&known))?;
+        Ok(Box::leak(Box::new(config)))
     }
 }
 

@@ -42,6 +42,16 @@ pub enum LoadError {
 
 /// Renders, parses and resolves the config at `path` with `vars` as template variables.
 pub fn load(path: &Path, vars: &[(String, String)]) -> Result<Config, LoadError> {
+    load_with(path, vars, None)
+}
+
+/// As [`load`]; with `functions`, a `function:` not among them is one more mistake of
+/// the same report.
+pub fn load_with(
+    path: &Path,
+    vars: &[(String, String)],
+    functions: Option<&[String]>,
+) -> Result<Config, LoadError> {
     let readable = std::fs::File::open(path).and_then(|file| match file.metadata()?.is_dir() {
         true => Err(std::io::Error::new(
             std::io::ErrorKind::IsADirectory,
@@ -77,7 +87,7 @@ pub fn load(path: &Path, vars: &[(String, String)]) -> Result<Config, LoadError>
             return Err(invalid(&renderer, &text, vec![problem.label("here")]));
         }
     };
-    match resolve::resolve(root, path.to_path_buf()) {
+    match resolve::resolve_with(root, path.to_path_buf(), functions) {
         Ok(mut config) => {
             config.rendered = text;
             Ok(config)

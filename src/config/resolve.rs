@@ -54,7 +54,20 @@ const MAX_RETRIES: i64 = 1000;
 /// The tree is consumed: each job's nodes are freed once the job is resolved, so a large
 /// config never holds both in full.
 pub fn resolve(root: Node, path: PathBuf) -> Result<Config, Vec<Problem>> {
-    let mut r = Resolver::default();
+    resolve_with(root, path, None)
+}
+
+/// As [`resolve`]; with `functions`, a `function:` that is not among them is a mistake
+/// like any other (where it stands, with a suggestion), found in the same pass.
+pub fn resolve_with(
+    root: Node,
+    path: PathBuf,
+    functions: Option<&[String]>,
+) -> Result<Config, Vec<Problem>> {
+    let mut r = Resolver {
+        functions: functions.map(<[String]>::to_vec),
+        ..Resolver::default()
+    };
     let config = r.config(root, path);
     let mut problems = r.problems;
     if let Some(config) = &config {
@@ -69,6 +82,8 @@ pub fn resolve(root: Node, path: PathBuf) -> Result<Config, Vec<Problem>> {
 #[derive(Default)]
 struct Resolver {
     problems: Vec<Problem>,
+    /// The functions a `function:` may name, when the caller knows them.
+    functions: Option<Vec<String>>,
     secrets: IndexMap<String, String>,
     secret_spans: Vec<RenderedPos>,
 }
@@ -574,6 +589,24 @@ impl Resolver {
                             Problem::new(format!("{what} is empty"), value.pos)
                                 .label("nothing to run"),
                         );
+                        continue;
+                    }
+                    if name == "function"
+                        && let Some(known) = &self.functions
+                        && !known.contains(&text)
+                    {
+                        let mut problem = Problem::new(
+                            format!("no function `{text}` is registered in this jobctl"),
+                            value.pos,
+                        );
+                        problem = match suggest(&text, known.iter().map(String::as_str)) {
+                            Some(near) => problem.label(format!("did you mean `{near}`?")),
+                            None => problem.label("unknown function"),
+                        };
+                        self.problems.push(problem.help(format!(
+                            "the functions here: {}; a program that embeds jobctl registers its own",
+                            known.join(", ")
+                        )));
                         continue;
                     }
                     let this = if name == "run" {
