@@ -329,3 +329,31 @@ fn a_missing_postgres_database_says_what_to_do() {
     );
     assert!(!err.contains("at line"), "{err}");
 }
+
+/// A job waiting out its retry delay holds no `-j` slot: with `-j 2`, while `flaky` waits
+/// to retry, `b` and `c` run side by side (their intervals overlap).
+#[test]
+fn a_job_waiting_to_retry_holds_no_slot() {
+    let dir = setup(
+        r#"jobs:
+  - {id: flaky, run: 'test -e ok || { touch ok; exit 1; }', retries: 1, retry_delay: 3s}
+  - {id: b, run: 'date +%s.%N > b.start; sleep 1; date +%s.%N > b.end'}
+  - {id: c, run: 'date +%s.%N > c.start; sleep 1; date +%s.%N > c.end'}
+"#,
+    );
+    let d = dir.path();
+    let (code, out, err) = run(d, &["build", "--all", "-j", "2"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let at = |f: &str| -> f64 {
+        std::fs::read_to_string(d.join(f))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let (b, c) = ((at("b.start"), at("b.end")), (at("c.start"), at("c.end")));
+    assert!(
+        b.0 < c.1 && c.0 < b.1,
+        "b {b:?} and c {c:?} ran one after the other"
+    );
+}

@@ -155,6 +155,8 @@ struct Shared {
     writing: WriteTurn,
     /// The secrets in every form they may take, made once for the run.
     masker: crate::config::model::Masker,
+    /// `-j`: a job holds one while it runs, not while it waits to retry.
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// The turn to write to the database, shared by a run's writers.
@@ -206,6 +208,7 @@ pub async fn run(
         events: task_tx,
         writing: writing.clone(),
         masker: crate::config::model::Masker::new(config.secrets.values().chain(&passwords)),
+        slots: Arc::new(tokio::sync::Semaphore::new(options.jobs.max(1))),
     });
     let mut running = FuturesUnordered::new();
     let mut summary = Summary::default();
@@ -287,7 +290,9 @@ pub async fn run(
             reporter.event(&BuildEvent::Cancelling { how: Cancel::Term });
         }
         // Start what is ready, in plan order.
-        while !stopping && running.len() < options.jobs.max(1) {
+        // A job waiting out its retry delay has given its slot back (`-j` counts jobs
+        // that run, not jobs that wait).
+        while !stopping && shared.slots.available_permits() > 0 {
             let Some(Reverse(i)) = ready.pop() else {
                 break;
             };
@@ -327,12 +332,18 @@ pub async fn run(
             state[i] = State::Running;
             // Boxed: the job's future is several kB, and a task's future is moved a few
             // times on its way in; a box is moved instead.
+            let slot = shared
+                .slots
+                .clone()
+                .try_acquire_owned()
+                .expect("a slot is free: checked above, and only this loop takes new ones");
             running.push(tokio::spawn(Box::pin(run_job(
                 shared.clone(),
                 job,
                 build_ids[i],
                 retvals,
                 cancels.add(job),
+                slot,
             ))));
         }
         // Nothing runs and nothing can start: held steps wait for a tick, ready ones
@@ -952,7 +963,9 @@ async fn run_job(
     first: BuildId,
     retvals: HashMap<JobId, Json>,
     cancel: watch::Receiver<Cancel>,
+    slot: tokio::sync::OwnedSemaphorePermit,
 ) -> TaskResult {
+    let mut slot = Some(slot);
     let result = async {
         let spec = &shared.config.jobs[job];
         let mut delay = spec.retry_delay;
@@ -974,12 +987,21 @@ async fn run_job(
                 return Ok((build, attempt, outcome, started.elapsed()));
             }
             attempt += 1;
+            // The slot goes back while the job waits (the loop hears of it through this
+            // event and may start another job); the next attempt waits for a free one.
+            slot = None;
             let _ = shared
                 .events
                 .send((job, TaskEvent::Retrying(attempt, delay)));
             let mut cancel = cancel.clone();
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
+                _ = cancel.changed() => return Ok((build, attempt - 1, outcome, started.elapsed())),
+            }
+            tokio::select! {
+                acquired = shared.slots.clone().acquire_owned() => {
+                    slot = Some(acquired.expect("the slots are never closed"));
+                }
                 _ = cancel.changed() => return Ok((build, attempt - 1, outcome, started.elapsed())),
             }
             delay = delay.saturating_mul(2);
@@ -991,6 +1013,7 @@ async fn run_job(
         }
     }
     .await;
+    drop(slot);
     (job, result)
 }
 
