@@ -357,3 +357,36 @@ fn a_job_waiting_to_retry_holds_no_slot() {
         "b {b:?} and c {c:?} ran one after the other"
     );
 }
+
+/// `build JOB --downstream` builds JOB, then what depends on it (as JobControl's
+/// dependants build did), each with its reason; without it, only JOB.
+#[test]
+fn downstream_builds_what_depends_on_a_job() {
+    let dir = setup(
+        "jobs:
+  - {id: a, run: 'true'}
+  - {id: b, run: 'true', dependencies: [a]}
+  - {id: c, run: 'true', dependencies: [b]}
+  - {id: other, run: 'true'}
+",
+    );
+    let d = dir.path();
+    let (code, _, _) = run(d, &["build", "--all"]);
+    assert_eq!(code, 0);
+    let (_, plan, _) = run(d, &["build", "a", "--force", "--plan"]);
+    assert_eq!(plan, "build a  (--force)\n");
+    let (_, plan, _) = run(d, &["build", "a", "--force", "--downstream", "--plan"]);
+    assert_eq!(
+        plan,
+        "build a  (--force)\nbuild b  (upstream a rebuilt)\nbuild c  (upstream b rebuilt)\n"
+    );
+    let (code, out, err) = run(d, &["build", "a", "--force", "--downstream"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.ends_with("3 succeeded\n"), "{out}");
+    // Up to date: nothing downstream is made outdated, nothing runs.
+    let (_, plan, _) = run(d, &["build", "a", "--downstream", "--plan"]);
+    assert_eq!(
+        plan,
+        "nothing to build: everything asked for is up to date\n"
+    );
+}

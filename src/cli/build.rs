@@ -33,6 +33,10 @@ pub struct Args {
     /// Print what would be built and why; build nothing
     #[arg(long)]
     plan: bool,
+    /// Then build every job downstream of those asked for that this build makes
+    /// outdated (or that is outdated already)
+    #[arg(long)]
+    downstream: bool,
     /// Confirm building protected jobs
     #[arg(long)]
     yes: bool,
@@ -79,7 +83,15 @@ pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), C
     }
     let rows = store.job_builds().await?;
     let statuses = job_statuses(config, &graph, &rows);
-    let steps = plan(config, &graph, &statuses, &targets, args.deps, args.force);
+    let steps = plan(
+        config,
+        &graph,
+        &statuses,
+        &targets,
+        args.deps,
+        args.force,
+        args.downstream,
+    );
     // Without --yes a protected job waits, and so does what needs it; the rest builds.
     let waits = match args.yes {
         true => HashMap::new(),

@@ -52,7 +52,7 @@ impl fmt::Display for Reason {
             Reason::Failed => f.write_str("its last build failed"),
             Reason::Cancelled => f.write_str("its last build was cancelled"),
             Reason::Outdated { because } => write!(f, "outdated: {because}"),
-            Reason::UpstreamRebuilt { job } => write!(f, "{job} is built first"),
+            Reason::UpstreamRebuilt { job } => write!(f, "upstream {job} rebuilt"),
             Reason::Forced => f.write_str("--force"),
             Reason::AllDeps => f.write_str("--deps all"),
         }
@@ -70,7 +70,9 @@ pub struct Step {
     pub reason: Reason,
 }
 
-/// The jobs to build, in an order that respects every dependency.
+/// The jobs to build, in an order that respects every dependency. With `downstream`,
+/// also every job downstream of the targets that this run makes (or finds) outdated:
+/// JobControl's "build the dependants too".
 pub fn plan(
     config: &Config,
     graph: &JobGraph,
@@ -78,24 +80,41 @@ pub fn plan(
     targets: &[usize],
     deps: Deps,
     force: bool,
+    downstream: bool,
 ) -> Vec<Step> {
-    let order = graph.closure(targets);
     let mut is_target = vec![false; config.jobs.len()];
     for &t in targets {
         is_target[t] = true;
     }
+    // Downstream jobs are looked at like targets, but never forced.
+    let mut is_downstream = vec![false; config.jobs.len()];
+    if downstream {
+        let mut stack: Vec<usize> = targets.to_vec();
+        while let Some(job) = stack.pop() {
+            for d in graph.dependants(job) {
+                if !is_target[d] && !std::mem::replace(&mut is_downstream[d], true) {
+                    stack.push(d);
+                }
+            }
+        }
+    }
+    let wanted: Vec<usize> = (0..config.jobs.len())
+        .filter(|&j| is_target[j] || is_downstream[j])
+        .collect();
+    let order = graph.closure(&wanted);
     let mut planned = vec![false; config.jobs.len()];
     let mut steps = Vec::new();
     for job in order {
         let target = is_target[job];
-        if !target && deps == Deps::None {
+        let asked = target || is_downstream[job];
+        if !asked && deps == Deps::None {
             continue;
         }
         let own = match &statuses[job] {
             JobStatus::NotBuilt | JobStatus::Running => Some(Reason::NotBuilt),
             JobStatus::Failed => Some(Reason::Failed),
             JobStatus::Cancelled => Some(Reason::Cancelled),
-            JobStatus::Outdated { because } if target || deps != Deps::Missing => {
+            JobStatus::Outdated { because } if asked || deps != Deps::Missing => {
                 Some(Reason::Outdated {
                     because: because.clone(),
                 })
@@ -110,7 +129,7 @@ pub fn plan(
                 job: config.jobs[d].id.clone(),
             });
         let forced = (force && target).then_some(Reason::Forced);
-        let all = (deps == Deps::All && !target).then_some(Reason::AllDeps);
+        let all = (deps == Deps::All && !asked).then_some(Reason::AllDeps);
         let reason = own.or(upstream).or(forced).or(all);
         if let Some(reason) = reason {
             planned[job] = true;
