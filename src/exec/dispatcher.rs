@@ -328,15 +328,16 @@ pub async fn run(
                         break;
                     }
                 };
+            // A job back from its retry delay may have taken the slot meanwhile (the
+            // reads above wait): then this one waits for the next.
+            let Ok(slot) = shared.slots.clone().try_acquire_owned() else {
+                ready.push(Reverse(i));
+                break;
+            };
             pins_of.insert(job, pins);
             state[i] = State::Running;
             // Boxed: the job's future is several kB, and a task's future is moved a few
             // times on its way in; a box is moved instead.
-            let slot = shared
-                .slots
-                .clone()
-                .try_acquire_owned()
-                .expect("a slot is free: checked above, and only this loop takes new ones");
             running.push(tokio::spawn(Box::pin(run_job(
                 shared.clone(),
                 job,

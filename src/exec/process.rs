@@ -4,11 +4,13 @@
 //! (`$JOBCTL_CHANNEL`). Started by [`super::spawn`].
 //!
 //! ```text
-//!   sh -c RUN JOB ARG…  (own process group, cwd = workdir, env = values, fd 3 = channel)
+//!   sh -c RUN JOB ARG…  (own process group, `cd` to workdir, env = values, fd 3 = channel)
 //!     stdout ─┐
-//!     stderr ─┼─► one select! loop ─► mask secrets ─► cap (head + tail) ─► Output events
-//!     channel ┘        │
-//!                      ├─ exit ─► KILL what is left of the group, drain, Exit
+//!     stderr ─┼─► one select! loop ─► lines masked, cut, capped (head + tail) ─► Output
+//!     channel ┘        │               messages parsed (masked by `super::guard`)
+//!                      ├─ exit ─► KILL what is left of the group, read what is there;
+//!                      │          pipes still held after 100 ms: kill what left the
+//!                      │          group (`super::reaper`), 100 ms more, then let go
 //!                      └─ timeout / cancel ─► TERM the group, grace, KILL
 //! ```
 //!
