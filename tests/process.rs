@@ -245,19 +245,24 @@ async fn a_timeout_ends_the_whole_group_even_when_it_ignores_term() {
 #[tokio::test]
 async fn cancel_ends_the_group_and_background_children_end_with_the_job() {
     let dir = tempfile::tempdir().unwrap();
-    let j = job("sleep 27.1828 & sleep 27.1828; wait", dir.path());
-    let (tx, _rx) = mpsc::unbounded_channel();
+    let j = job(
+        "sleep 27.1828 & echo started; sleep 27.1828; wait",
+        dir.path(),
+    );
+    let (tx, mut rx) = mpsc::unbounded_channel();
     let (cancel_tx, cancel) = watch::channel(Cancel::No);
     let task = tokio::spawn(async move { run(&j, &tx, cancel).await });
-    // Wait until the job runs, by its processes, not by time.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !alive("sleep 27.1828") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the job's processes never started"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Wait until the job runs, by what it says once its background child is started.
+    let started = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(output) = rx.recv().await {
+            if matches!(&output, Output::Line { text, .. } if text == "started") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(started, Ok(true), "the job never said it started");
     cancel_tx.send(Cancel::Term).unwrap();
     let exit = task.await.unwrap().unwrap();
     assert!(exit.cancelled);
