@@ -222,6 +222,9 @@ pub struct Job {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub schedule: Option<Schedule>,
     pub concurrency: u32,
+    /// What a worker must have to run it (`jobctl worker --labels`); sorted, each once.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
     /// Where the job runs, relative to the config's folder unless absolute.
     pub workdir: PathBuf,
     /// Where each dependency was named (parallel to `dependencies`), for diagnostics.
@@ -505,6 +508,129 @@ pub fn format_duration(d: Duration) -> String {
         }
     }
     out
+}
+
+impl Job {
+    /// The job a build's snapshot (its `config`, as `jobs --json` shows a job) describes:
+    /// what a worker runs, whatever its own config says. A snapshot this jobctl cannot
+    /// read (written by a newer one, or edited by hand) is an error naming the field.
+    pub fn from_snapshot(snapshot: &serde_json::Value) -> Result<Job, String> {
+        use serde_json::Value as J;
+        let obj = snapshot.as_object().ok_or("the snapshot is not a JSON object")?;
+        let text = |key: &str| -> Result<Option<String>, String> {
+            match obj.get(key) {
+                None | Some(J::Null) => Ok(None),
+                Some(J::String(s)) => Ok(Some(s.clone())),
+                Some(_) => Err(format!("`{key}` is not a string")),
+            }
+        };
+        let number = |key: &str, default: u64| -> Result<u64, String> {
+            match obj.get(key) {
+                None | Some(J::Null) => Ok(default),
+                Some(v) => v.as_u64().ok_or(format!("`{key}` is not a number")),
+            }
+        };
+        let duration = |key: &str| -> Result<Option<Duration>, String> {
+            text(key)?
+                .map(|t| parse_duration(&t).map_err(|e| format!("`{key}`: {e}")))
+                .transpose()
+        };
+        let map = |key: &str| -> Result<ValueMap, String> {
+            match obj.get(key) {
+                None | Some(J::Null) => Ok(ValueMap::default()),
+                Some(J::Object(m)) => Ok(ValueMap(
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), Value::from_snapshot(v)))
+                        .collect(),
+                )),
+                Some(_) => Err(format!("`{key}` is not an object")),
+            }
+        };
+        let list = |key: &str| -> Result<Vec<J>, String> {
+            match obj.get(key) {
+                None | Some(J::Null) => Ok(Vec::new()),
+                Some(J::Array(items)) => Ok(items.clone()),
+                Some(_) => Err(format!("`{key}` is not a list")),
+            }
+        };
+        let names = |key: &str| -> Result<Vec<String>, String> {
+            list(key)?
+                .into_iter()
+                .map(|v| match v {
+                    J::String(s) => Ok(s),
+                    _ => Err(format!("`{key}` holds a value that is not a string")),
+                })
+                .collect()
+        };
+        let id = text("id")?.ok_or("`id` is missing")?;
+        let action = match (text("run")?, text("function")?) {
+            (Some(run), _) => Action::Run(run),
+            (None, Some(function)) => Action::Function(function),
+            (None, None) => return Err("neither `run` nor `function` is there".into()),
+        };
+        let dependencies = names("dependencies")?
+            .iter()
+            .map(|d| JobId::parse(d).ok_or(format!("`{d}` is not a job id")))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Job {
+            id: JobId::parse(&id).ok_or(format!("`{id}` is not a job id"))?,
+            title: text("title")?,
+            notes: text("notes")?,
+            action,
+            args: list("args")?.iter().map(Value::from_snapshot).collect(),
+            kwargs: map("kwargs")?,
+            env: map("env")?,
+            dependencies,
+            timeout: duration("timeout")?,
+            retries: number("retries", 0)?.min(u64::from(u32::MAX)) as u32,
+            retry_delay: duration("retry_delay")?.unwrap_or(Duration::from_secs(5)),
+            protect: obj.get("protect").and_then(J::as_bool).unwrap_or(false),
+            cleanup: text("cleanup")?,
+            schedule: text("schedule")?.map(|expr| Schedule { expr }),
+            concurrency: number("concurrency", 1)?.clamp(1, 10_000) as u32,
+            labels: names("labels")?,
+            workdir: PathBuf::from(text("workdir")?.unwrap_or_else(|| ".".into())),
+            dependency_pos: Vec::new(),
+            pos: RenderedPos::default(),
+        })
+    }
+}
+
+impl Value {
+    /// A value as a snapshot writes it: `{"!retval": JOB}` and `{"!secret": NAME}` are
+    /// references again.
+    pub fn from_snapshot(json: &serde_json::Value) -> Value {
+        use serde_json::Value as J;
+        match json {
+            J::Null => Value::Null,
+            J::Bool(b) => Value::Bool(*b),
+            J::Number(n) => match n.as_i64() {
+                Some(i) => Value::Int(i),
+                None => Value::Float(n.as_f64().unwrap_or(0.0)),
+            },
+            J::String(s) => Value::Str(s.clone()),
+            J::Array(items) => Value::List(items.iter().map(Value::from_snapshot).collect()),
+            J::Object(m) => {
+                if m.len() == 1 {
+                    let (k, v) = m.iter().next().expect("one entry");
+                    match (k.as_str(), v.as_str()) {
+                        ("!retval", Some(job)) => {
+                            if let Some(id) = JobId::parse(job) {
+                                return Value::Retval(id);
+                            }
+                        }
+                        ("!secret", Some(name)) => return Value::Secret(name.to_owned()),
+                        _ => {}
+                    }
+                }
+                Value::Map(ValueMap(
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), Value::from_snapshot(v)))
+                        .collect(),
+                ))
+            }
+        }
+    }
 }
 
 fn serialize_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

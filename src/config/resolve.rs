@@ -46,8 +46,11 @@ const JOB_KEYS: &[&str] = &[
     "schedule",
     "concurrency",
     "workdir",
+    "labels",
 ];
 const MAX_RETRIES: i64 = 1000;
+/// Labels a job may ask a worker for.
+pub const MAX_LABELS: usize = 16;
 
 /// Turns the parsed tree into a config, or every mistake found in it.
 /// The config's `rendered` text is left empty for the caller to fill.
@@ -520,6 +523,7 @@ impl Resolver {
             cleanup: None,
             schedule: None,
             concurrency: defaults.concurrency,
+            labels: Vec::new(),
             workdir: defaults
                 .workdir
                 .clone()
@@ -687,6 +691,7 @@ impl Resolver {
                         job.concurrency = n as u32;
                     }
                 }
+                "labels" => job.labels = self.labels(value),
                 _ => {
                     if let Some(dir) = self.string(value, "`workdir`") {
                         job.workdir = PathBuf::from(dir);
@@ -747,6 +752,44 @@ impl Resolver {
                 None
             }
         }
+    }
+
+    /// `labels`: a list of names a worker must have, made of the characters of a job id.
+    fn labels(&mut self, node: &Node) -> Vec<String> {
+        let mut labels = Vec::new();
+        if !self.no_tag(node) {
+            return labels;
+        }
+        match &node.kind {
+            NodeKind::Seq(items) => {
+                for item in items {
+                    let Some(label) = self.text(item, "a label") else {
+                        continue;
+                    };
+                    if JobId::parse(&label).is_none() || label.len() > 64 {
+                        self.problems.push(
+                            Problem::new(format!("`{}` is not a label", crate::limits::visible(&cut_text(&label, 64))), item.pos)
+                                .label("not a label")
+                                .help("a label is up to 64 letters, digits, `_`, `.` and `-`, such as `gpu`"),
+                        );
+                        continue;
+                    }
+                    labels.push(label);
+                }
+                if labels.len() > MAX_LABELS {
+                    self.problems.push(
+                        Problem::new(format!("a job has at most {MAX_LABELS} labels"), node.pos)
+                            .label(format!("{} labels", labels.len())),
+                    );
+                    labels.truncate(MAX_LABELS);
+                }
+            }
+            NodeKind::Null => {}
+            _ => self.wrong_type(node, "`labels`", "a list of labels"),
+        }
+        labels.sort();
+        labels.dedup();
+        labels
     }
 
     /// `kwargs` and `env`: names usable as environment variables, any values.

@@ -17,6 +17,7 @@
 
 mod postgres;
 pub mod progress;
+pub mod queue;
 mod sql;
 mod sqlite;
 pub mod status;
@@ -31,6 +32,7 @@ use serde::Serialize;
 use serde_json::Value as Json;
 
 pub use postgres::PgStore;
+pub use queue::Queue;
 pub use sqlite::SqliteStore;
 
 /// A build's number, unique in one database.
@@ -279,6 +281,12 @@ pub struct Build {
     pub pgid: Option<u32>,
     /// When someone asked for it to be cancelled (its runner acts on it at its next tick).
     pub cancel_requested_at: Option<DateTime<Utc>>,
+    /// The `jobctl build` run it is kept for; `None`: queued for any worker.
+    pub run_owner: Option<String>,
+    /// Until when its runner holds it (renewed while it runs).
+    pub lease_until: Option<DateTime<Utc>>,
+    /// The fencing token of its latest claim.
+    pub token: i64,
 }
 
 impl Build {
@@ -741,6 +749,75 @@ impl Store for AnyStore {
     }
     async fn schema_version(&self) -> Result<i64> {
         delegate!(self, s => s.schema_version())
+    }
+}
+
+impl Queue for AnyStore {
+    async fn enqueue(
+        &self,
+        builds: &[queue::Enqueue],
+        owner: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<queue::Enqueued>> {
+        delegate!(self, s => s.enqueue(builds, owner, at))
+    }
+    async fn claim(
+        &self,
+        claimer: &queue::Claimer,
+        limit: usize,
+        only: Option<&[BuildId]>,
+        lease: Duration,
+    ) -> Result<Vec<queue::Claimed>> {
+        delegate!(self, s => s.claim(claimer, limit, only, lease))
+    }
+    async fn renew(&self, claimer: &queue::Claimer, lease: Duration) -> Result<Vec<BuildId>> {
+        delegate!(self, s => s.renew(claimer, lease))
+    }
+    async fn end_claimed(
+        &self,
+        build: BuildId,
+        token: i64,
+        ending: &queue::Ending,
+        at: DateTime<Utc>,
+    ) -> Result<bool> {
+        delegate!(self, s => s.end_claimed(build, token, ending, at))
+    }
+    async fn cancel_queued(&self, build: BuildId, reason: &str, at: DateTime<Utc>) -> Result<bool> {
+        delegate!(self, s => s.cancel_queued(build, reason, at))
+    }
+    async fn rescue(
+        &self,
+        host: &str,
+        alive: &(dyn Fn(u32, i64) -> bool + Sync),
+        at: DateTime<Utc>,
+    ) -> Result<Vec<queue::Rescued>> {
+        delegate!(self, s => s.rescue(host, alive, at))
+    }
+    async fn heartbeat(
+        &self,
+        claimer: &queue::Claimer,
+        slots: u32,
+        lease: Duration,
+        draining: bool,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        delegate!(self, s => s.heartbeat(claimer, slots, lease, draining, at))
+    }
+    async fn worker_stopped(&self, claimer: &queue::Claimer, at: DateTime<Utc>) -> Result<()> {
+        delegate!(self, s => s.worker_stopped(claimer, at))
+    }
+    async fn workers(&self) -> Result<Vec<queue::WorkerRow>> {
+        delegate!(self, s => s.workers())
+    }
+}
+
+impl AnyStore {
+    /// Whether this store is PostgreSQL (wake-ups by LISTEN/NOTIFY there).
+    pub fn postgres_pool(&self) -> Option<&sqlx::PgPool> {
+        match self {
+            AnyStore::Postgres(s) => Some(s.pool()),
+            AnyStore::Sqlite(_) => None,
+        }
     }
 }
 

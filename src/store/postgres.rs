@@ -18,6 +18,9 @@ pub struct PgStore {
 }
 
 impl PgStore {
+    /// Whether claims lock rows and jobs (PostgreSQL) or the whole database does.
+    const PG: bool = true;
+
     pub(super) async fn open(url: &str, mode: OpenMode) -> Result<Self> {
         let shown = redact_url(url);
         let connect = |source: sqlx::Error| match &source {
@@ -104,12 +107,17 @@ impl PgStore {
         Ok(version.unwrap_or(0))
     }
 
+    pub(super) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     async fn begin_write(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
         self.pool.begin().await
     }
 }
 
 impl_store!(PgStore, Postgres);
+super::queue::impl_queue!(PgStore, Postgres);
 
 /// The database a PostgreSQL URL names: its path, without the query.
 fn database_name(url: &str) -> String {

@@ -6,7 +6,7 @@
 /// Columns of `builds`, in the order `build_from_row` reads them.
 pub(super) const BUILD_COLUMNS: &str = "id, job_id, status, created_at, started_at, finished_at, \
      config, config_hash, retval, exit_code, signal, timed_out, error, stderr_tail, attempt, \
-     host, pid, worker, pgid, cancel_requested_at";
+     host, pid, worker, pgid, cancel_requested_at, run_owner, lease_until, token";
 
 /// The row counts many-row statements are written with. Every statement of a batch is a
 /// round trip to the database (another thread for SQLite), so rows go many at a time; and
@@ -123,6 +123,9 @@ macro_rules! impl_store {
                         .map_err(get)?
                         .map(|p| p.max(0) as u32),
                     cancel_requested_at: row.try_get(19).map_err(get)?,
+                    run_owner: row.try_get(20).map_err(get)?,
+                    lease_until: row.try_get(21).map_err(get)?,
+                    token: row.try_get(22).map_err(get)?,
                 })
             }
 
@@ -778,6 +781,9 @@ macro_rules! impl_store {
 
             async fn uninstall(&self) -> crate::store::Result<()> {
                 for sql in [
+                    "DROP TABLE IF EXISTS build_waits",
+                    "DROP TABLE IF EXISTS build_labels",
+                    "DROP TABLE IF EXISTS workers",
                     "DROP TABLE IF EXISTS logs",
                     "DROP TABLE IF EXISTS progress",
                     "DROP TABLE IF EXISTS build_pins",

@@ -22,6 +22,9 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// Whether claims lock rows and jobs (PostgreSQL) or the whole database does.
+    const PG: bool = false;
+
     /// `rest` is the URL after `sqlite://`: a path (relative to `base`), maybe `?mode=ro`.
     pub(super) async fn open(rest: &str, base: &Path, mode: OpenMode) -> Result<Self> {
         let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
@@ -195,3 +198,4 @@ async fn lock_file(db: &Path) -> std::io::Result<std::fs::File> {
 }
 
 impl_store!(SqliteStore, Sqlite);
+super::queue::impl_queue!(SqliteStore, Sqlite);

@@ -1,0 +1,942 @@
+//! The queue: the store hands out every build, to `jobctl build`'s own runner and to
+//! `jobctl worker` processes anywhere, and decides in its transactions what may run.
+//!
+//! ```text
+//!   enqueue (builds + build_waits, one transaction) ──► created, waiting = n
+//!        │ an upstream build succeeds: waiting - 1 (in the transaction that ends it)
+//!        ▼
+//!   ready (created, waiting = 0, not_before passed)
+//!        │ claim: one transaction per batch; the job's `concurrency` counted inside it
+//!        │        (PostgreSQL: FOR UPDATE SKIP LOCKED + a lock per job; SQLite: BEGIN
+//!        │        IMMEDIATE); token + 1, lease, runner, pins
+//!        ▼
+//!   running ──renew (lease)──► … ──end (token must match)──► successful / failed / …
+//!        │                                  failed with attempts left: a new build, the
+//!        │                                  waits moved to it; else dependants not run
+//!        └─ lease expired, or runner provably gone on its host: rescued (retried, or
+//!           failed "worker lost") by any runner
+//! ```
+//!
+//! A write about a claimed build that carries a stale token changes nothing and says so:
+//! the runner that made it has lost the build and stops it.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value as Json;
+
+use super::{BuildId, NewBuild, Outcome, Pin};
+
+/// Who claims: a `jobctl worker`, or the runner inside a `jobctl build`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Claimer {
+    /// Unique among runners: the lease holder's name in the store.
+    pub id: String,
+    /// What `jobctl workers` shows (`--name`); `None` for a `jobctl build`.
+    pub name: Option<String>,
+    pub host: String,
+    pub pid: u32,
+    /// The process's start time in clock ticks after boot (Linux), so that a process
+    /// that took over the number is not taken for this one.
+    pub since: Option<i64>,
+    /// What the worker has: it claims only builds whose labels are all among these.
+    pub labels: Vec<String>,
+}
+
+impl Claimer {
+    /// This process, claiming as `name` (a worker) or for its own run (`None`).
+    pub fn this_process(name: Option<String>, labels: Vec<String>) -> Claimer {
+        let host = gethostname::gethostname().to_string_lossy().into_owned();
+        let pid = std::process::id();
+        let since = process_start(pid);
+        let stamp = Utc::now().timestamp_micros();
+        Claimer {
+            id: format!("{host}:{pid}:{}", since.unwrap_or(stamp)),
+            name,
+            host,
+            pid,
+            since,
+            labels,
+        }
+    }
+}
+
+/// When process `pid` started, in clock ticks after boot (field 22 of its `stat`).
+pub fn process_start(pid: u32) -> Option<i64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, fields) = stat.rsplit_once(')')?;
+    fields.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether the runner recorded as `pid` started at `since` is still there on this host:
+/// a process under that number, not a zombie, started at that very tick.
+pub fn runner_alive(pid: u32, since: i64) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let Some((_, fields)) = stat.rsplit_once(')') else {
+        return true;
+    };
+    let fields: Vec<&str> = fields.split_whitespace().collect();
+    if fields.first() == Some(&"Z") {
+        return false;
+    }
+    fields.get(19).and_then(|t| t.parse::<i64>().ok()) == Some(since)
+}
+
+/// One build to enqueue.
+#[derive(Debug, Clone)]
+pub struct Enqueue {
+    pub build: NewBuild,
+    /// The builds of the same batch it waits on, by their place in the batch (earlier).
+    pub waits_on: Vec<usize>,
+    pub labels: Vec<String>,
+    pub concurrency: u32,
+    /// Same key as a build still queued: that build is returned instead of a new one.
+    pub dedup_key: Option<String>,
+}
+
+/// What enqueueing one build gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Enqueued {
+    pub id: BuildId,
+    /// An equal build was already queued: this is that one.
+    pub deduplicated: bool,
+}
+
+/// A build handed to a runner.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claimed {
+    pub id: BuildId,
+    pub job_id: String,
+    /// Every later write about the build carries it.
+    pub token: i64,
+    pub attempt: u32,
+    /// The job as it was when the build was made (what runs, not today's config).
+    pub config: Json,
+    /// The dependency builds whose return values it uses: those of its run it waited on,
+    /// else each dependency's latest success.
+    pub pins: Vec<Pin>,
+}
+
+/// How a claimed build ends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ending {
+    /// Its outcome; a failure or cancel closes what waits on it as not run.
+    Done(Outcome),
+    /// Failed, with attempts left: a new build of the job runs from `not_before`, and
+    /// what waited on this one waits on it.
+    Retry {
+        outcome: Outcome,
+        not_before: DateTime<Utc>,
+    },
+    /// Not run to its end here (a worker draining): queued again for another runner.
+    HandBack,
+}
+
+/// What became of a rescued build.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Rescued {
+    pub id: BuildId,
+    pub job_id: String,
+    /// The new attempt, when it is retried.
+    pub retried_as: Option<BuildId>,
+    pub reason: String,
+}
+
+/// A runner as `jobctl workers` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WorkerRow {
+    pub id: String,
+    pub name: String,
+    pub host: String,
+    pub pid: u32,
+    pub labels: Vec<String>,
+    pub slots: u32,
+    pub lease_secs: u32,
+    pub started_at: DateTime<Utc>,
+    pub heartbeat_at: DateTime<Utc>,
+    pub draining: bool,
+    pub stopped_at: Option<DateTime<Utc>>,
+    /// Builds it holds now.
+    pub running: u32,
+}
+
+impl WorkerRow {
+    /// `running`, `draining`, `stopped`, or `lost`: silent for longer than its lease.
+    pub fn state(&self, now: DateTime<Utc>) -> &'static str {
+        if self.stopped_at.is_some() {
+            "stopped"
+        } else if now - self.heartbeat_at > chrono::Duration::seconds(i64::from(self.lease_secs))
+        {
+            "lost"
+        } else if self.draining {
+            "draining"
+        } else {
+            "running"
+        }
+    }
+}
+
+/// Why a build ended that is closed because one it waits on did not succeed.
+pub fn not_run_reason(job: &str, build: BuildId, outcome: &Outcome) -> String {
+    let how = match outcome {
+        Outcome::Cancelled { .. } => "was cancelled",
+        _ => "failed",
+    };
+    format!("not run: upstream {job} (build {build}) {how}")
+}
+
+/// The de-duplication key of a job's build: the job and its resolved arguments.
+pub fn dedup_key(job: &str, config: &Json) -> String {
+    use sha2::Digest as _;
+    let mut hash = sha2::Sha256::new();
+    hash.update(job.as_bytes());
+    for key in ["run", "function", "args", "kwargs", "env", "workdir"] {
+        hash.update([0u8]);
+        hash.update(key.as_bytes());
+        hash.update(config.get(key).map(Json::to_string).unwrap_or_default());
+    }
+    let digest = hash.finalize();
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The queue's operations; both backends implement them with the same SQL, except how a
+/// claim locks (see `impl_queue!`).
+pub trait Queue: Send + Sync {
+    /// Records builds waiting for a runner, with the edges between them; `owner` keeps
+    /// them for one runner (a `jobctl build` run), `None` leaves them to any worker.
+    fn enqueue(
+        &self,
+        builds: &[Enqueue],
+        owner: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = super::Result<Vec<Enqueued>>> + Send;
+    /// Claims up to `limit` ready builds not kept for a run (a worker), or exactly the
+    /// builds `only` of `claimer`'s own run that its job's concurrency lets run.
+    fn claim(
+        &self,
+        claimer: &Claimer,
+        limit: usize,
+        only: Option<&[BuildId]>,
+        lease: std::time::Duration,
+    ) -> impl Future<Output = super::Result<Vec<Claimed>>> + Send;
+    /// Extends the lease of every build `claimer` holds; returns those it still holds.
+    fn renew(
+        &self,
+        claimer: &Claimer,
+        lease: std::time::Duration,
+    ) -> impl Future<Output = super::Result<Vec<BuildId>>> + Send;
+    /// Ends a claimed build, if `token` is still its token; false when it is not (the
+    /// build was rescued or handed to another runner: nothing was written).
+    fn end_claimed(
+        &self,
+        build: BuildId,
+        token: i64,
+        ending: &Ending,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = super::Result<bool>> + Send;
+    /// Cancels a build still queued (and closes what waits on it); false if it was not
+    /// queued.
+    fn cancel_queued(
+        &self,
+        build: BuildId,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = super::Result<bool>> + Send;
+    /// Rescues running builds whose lease expired, or whose runner on `host` is gone
+    /// (`alive` says, from a pid and start time): retried if attempts remain, else failed.
+    fn rescue(
+        &self,
+        host: &str,
+        alive: &(dyn Fn(u32, i64) -> bool + Sync),
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = super::Result<Vec<Rescued>>> + Send;
+    /// Records (or refreshes) a worker and its heartbeat.
+    fn heartbeat(
+        &self,
+        claimer: &Claimer,
+        slots: u32,
+        lease: std::time::Duration,
+        draining: bool,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = super::Result<()>> + Send;
+    /// Marks a worker stopped.
+    fn worker_stopped(
+        &self,
+        claimer: &Claimer,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = super::Result<()>> + Send;
+    /// Every worker, newest first.
+    fn workers(&self) -> impl Future<Output = super::Result<Vec<WorkerRow>>> + Send;
+}
+
+use std::future::Future;
+
+/// The SQL of the queue, for a backend with `pool`, `begin_write` and a `PG` constant
+/// (whether claims lock rows with `FOR UPDATE SKIP LOCKED` and jobs with advisory locks).
+macro_rules! impl_queue {
+    ($store:ty, $db:ty) => {
+        impl $store {
+            /// Ends `build` in `tx` (if `token` matches; any token for `None`, a queued
+            /// build) and decides what waits on it. Returns false if nothing matched.
+            async fn end_in(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                build: crate::store::BuildId,
+                token: Option<i64>,
+                ending: &crate::store::queue::Ending,
+                at: chrono::DateTime<chrono::Utc>,
+                retried_as: &mut Option<i64>,
+            ) -> Result<bool, sqlx::Error> {
+                use crate::store::queue::Ending;
+                if let Ending::HandBack = ending {
+                    let done = sqlx::query(
+                        "UPDATE builds SET status = 'created', started_at = NULL, \
+                         lease_until = NULL, runner_id = NULL, runner_since = NULL, pgid = NULL, \
+                         host = NULL, pid = NULL, worker = NULL \
+                         WHERE id = $1 AND status = 'running' AND token = $2",
+                    )
+                    .bind(build.0)
+                    .bind(token.unwrap_or(-1))
+                    .execute(&mut **tx)
+                    .await?;
+                    if done.rows_affected() > 0 {
+                        // What it had reported belongs to a run that did not finish.
+                        sqlx::query("DELETE FROM progress WHERE build_id = $1")
+                            .bind(build.0)
+                            .execute(&mut **tx)
+                            .await?;
+                        sqlx::query("DELETE FROM build_pins WHERE build_id = $1")
+                            .bind(build.0)
+                            .execute(&mut **tx)
+                            .await?;
+                    }
+                    return Ok(done.rows_affected() > 0);
+                }
+                let outcome = match ending {
+                    Ending::Done(outcome) | Ending::Retry { outcome, .. } => outcome,
+                    Ending::HandBack => unreachable!("handled above"),
+                };
+                let (retval, exit_code, signal, timed_out, error, stderr_tail) =
+                    crate::store::sql::outcome_columns(outcome);
+                let guard = match token {
+                    Some(_) => "status = 'running' AND token = $11",
+                    None => "status = 'created' AND $11 = $11",
+                };
+                let sql = format!(
+                    "UPDATE builds SET status = $2, finished_at = $3, retval = $4, exit_code = $5, \
+                     signal = $6, timed_out = $7, error = $8, stderr_tail = $9, \
+                     started_at = COALESCE(started_at, $10), lease_until = NULL \
+                     WHERE id = $1 AND {guard} RETURNING job_id"
+                );
+                let job: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                    .bind(build.0)
+                    .bind(outcome.status().as_str())
+                    .bind(at)
+                    .bind(retval.map(sqlx::types::Json))
+                    .bind(exit_code)
+                    .bind(signal)
+                    .bind(timed_out)
+                    .bind(error)
+                    .bind(stderr_tail)
+                    .bind(at)
+                    .bind(token.unwrap_or(0))
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                let Some(job) = job else {
+                    return Ok(false);
+                };
+                match ending {
+                    Ending::Done(crate::store::Outcome::Successful { .. })
+                    | Ending::Done(crate::store::Outcome::Skipped { .. }) => {
+                        sqlx::query(
+                            "UPDATE builds SET waiting = waiting - 1 WHERE status = 'created' \
+                             AND id IN (SELECT build_id FROM build_waits WHERE waits_on = $1)",
+                        )
+                        .bind(build.0)
+                        .execute(&mut **tx)
+                        .await?;
+                    }
+                    Ending::Retry { not_before, .. } => {
+                        let new: i64 = sqlx::query_scalar(
+                            "INSERT INTO builds (job_id, status, created_at, config, config_hash, \
+                             attempt, waiting, not_before, run_owner, concurrency) \
+                             SELECT job_id, 'created', $2, config, config_hash, attempt + 1, 0, $3, \
+                             run_owner, concurrency FROM builds WHERE id = $1 RETURNING id",
+                        )
+                        .bind(build.0)
+                        .bind(at)
+                        .bind(*not_before)
+                        .fetch_one(&mut **tx)
+                        .await?;
+                        *retried_as = Some(new);
+                        sqlx::query(
+                            "INSERT INTO build_labels (build_id, label) \
+                             SELECT $2, label FROM build_labels WHERE build_id = $1",
+                        )
+                        .bind(build.0)
+                        .bind(new)
+                        .execute(&mut **tx)
+                        .await?;
+                        sqlx::query("UPDATE build_waits SET waits_on = $2 WHERE waits_on = $1")
+                            .bind(build.0)
+                            .bind(new)
+                            .execute(&mut **tx)
+                            .await?;
+                    }
+                    Ending::Done(outcome) => {
+                        let reason = crate::store::queue::not_run_reason(&job, build, outcome);
+                        sqlx::query(
+                            "WITH RECURSIVE down(id) AS ( \
+                               SELECT build_id FROM build_waits WHERE waits_on = $1 \
+                               UNION SELECT w.build_id FROM build_waits w JOIN down d ON w.waits_on = d.id) \
+                             UPDATE builds SET status = 'cancelled', error = $2, finished_at = $3, \
+                             started_at = $3 WHERE status = 'created' AND id IN (SELECT id FROM down)",
+                        )
+                        .bind(build.0)
+                        .bind(reason)
+                        .bind(at)
+                        .execute(&mut **tx)
+                        .await?;
+                    }
+                    Ending::HandBack => {}
+                }
+                Ok(true)
+            }
+        }
+
+        impl crate::store::queue::Queue for $store {
+            async fn enqueue(
+                &self,
+                builds: &[crate::store::queue::Enqueue],
+                owner: Option<&str>,
+                at: chrono::DateTime<chrono::Utc>,
+            ) -> crate::store::Result<Vec<crate::store::queue::Enqueued>> {
+                use crate::store::queue::Enqueued;
+                let q = |source| crate::store::StoreError::query("enqueue builds", source);
+                let mut tx = self.begin_write().await.map_err(q)?;
+                let mut made: Vec<Enqueued> = Vec::with_capacity(builds.len());
+                for build in builds {
+                    if let (Some(key), None) = (&build.dedup_key, owner) {
+                        if Self::PG {
+                            // Two processes enqueueing the same build meet here.
+                            sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+                                .bind(key)
+                                .execute(&mut *tx)
+                                .await
+                                .map_err(q)?;
+                        }
+                        let queued: Option<i64> = sqlx::query_scalar(
+                            "SELECT id FROM builds WHERE dedup_key = $1 AND status = 'created' \
+                             AND run_owner IS NULL ORDER BY id LIMIT 1",
+                        )
+                        .bind(key)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(q)?;
+                        if let Some(id) = queued {
+                            made.push(Enqueued { id: crate::store::BuildId(id), deduplicated: true });
+                            continue;
+                        }
+                    }
+                    let waits: Vec<i64> = build.waits_on.iter().map(|&i| made[i].id.0).collect();
+                    let id: i64 = sqlx::query_scalar(
+                        "INSERT INTO builds (job_id, status, created_at, config, config_hash, attempt, \
+                         waiting, run_owner, concurrency, dedup_key) \
+                         VALUES ($1, 'created', $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+                    )
+                    .bind(build.build.job_id.as_str())
+                    .bind(at)
+                    .bind(sqlx::types::Json(&build.build.config))
+                    .bind(build.build.config_hash.as_str())
+                    .bind(build.build.attempt as i32)
+                    .bind(waits.len() as i32)
+                    .bind(owner)
+                    .bind(build.concurrency.max(1) as i32)
+                    .bind(build.dedup_key.as_deref())
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(q)?;
+                    for on in &waits {
+                        sqlx::query("INSERT INTO build_waits (build_id, waits_on) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                            .bind(id)
+                            .bind(*on)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(q)?;
+                    }
+                    // A build waited on that has already succeeded (a de-duplicated one
+                    // that ran meanwhile) does not hold this one back.
+                    if !waits.is_empty() {
+                        sqlx::query(
+                            "UPDATE builds SET waiting = (SELECT COUNT(*) FROM build_waits w \
+                             JOIN builds u ON u.id = w.waits_on WHERE w.build_id = $1 \
+                             AND u.status NOT IN ('successful', 'skipped')) WHERE id = $1",
+                        )
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(q)?;
+                    }
+                    for label in &build.labels {
+                        sqlx::query("INSERT INTO build_labels (build_id, label) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                            .bind(id)
+                            .bind(label.as_str())
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(q)?;
+                    }
+                    made.push(Enqueued { id: crate::store::BuildId(id), deduplicated: false });
+                }
+                if Self::PG && owner.is_none() {
+                    sqlx::query("SELECT pg_notify('jobctl_queue', 'enqueued')")
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(q)?;
+                }
+                tx.commit().await.map_err(q)?;
+                Ok(made)
+            }
+
+            async fn claim(
+                &self,
+                claimer: &crate::store::queue::Claimer,
+                limit: usize,
+                only: Option<&[crate::store::BuildId]>,
+                lease: std::time::Duration,
+            ) -> crate::store::Result<Vec<crate::store::queue::Claimed>> {
+                let q = |source| crate::store::StoreError::query("claim builds", source);
+                if limit == 0 || only.is_some_and(|o| o.is_empty()) {
+                    return Ok(Vec::new());
+                }
+                let now = chrono::Utc::now();
+                let mut tx = self.begin_write().await.map_err(q)?;
+                // Candidates: the builds asked for, or the oldest ready ones this worker
+                // has the labels for (a few more than wanted: some may be held back by
+                // their job's concurrency).
+                let mut select: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
+                    "SELECT id, job_id, concurrency FROM builds WHERE status = 'created' AND ",
+                );
+                match only {
+                    Some(ids) => {
+                        select.push("run_owner = ").push_bind(claimer.id.clone());
+                        select.push(" AND id IN (");
+                        let mut list = select.separated(", ");
+                        for id in ids {
+                            list.push_bind(id.0);
+                        }
+                        select.push(")");
+                    }
+                    None => {
+                        select.push("waiting = 0 AND run_owner IS NULL AND (not_before IS NULL OR not_before <= ");
+                        select.push_bind(now);
+                        select.push(") AND NOT EXISTS (SELECT 1 FROM build_labels l WHERE l.build_id = builds.id");
+                        if !claimer.labels.is_empty() {
+                            select.push(" AND l.label NOT IN (");
+                            let mut list = select.separated(", ");
+                            for label in &claimer.labels {
+                                list.push_bind(label.clone());
+                            }
+                            select.push(")");
+                        }
+                        select.push(")");
+                    }
+                }
+                select.push(" ORDER BY id LIMIT ");
+                select.push_bind((limit.saturating_mul(2) + 16).min(10_000) as i64);
+                if Self::PG {
+                    select.push(" FOR UPDATE SKIP LOCKED");
+                }
+                let candidates: Vec<(i64, String, i32)> = select
+                    .build_query_as()
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(q)?;
+                if candidates.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut jobs: Vec<&str> = candidates.iter().map(|(_, j, _)| j.as_str()).collect();
+                jobs.sort_unstable();
+                jobs.dedup();
+                if Self::PG {
+                    // Claims of one job take turns (in one order: no deadlock), so that
+                    // the count below is the truth when this transaction commits.
+                    for job in &jobs {
+                        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('jobctl:' || $1))")
+                            .bind(*job)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(q)?;
+                    }
+                }
+                let mut count: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
+                    "SELECT job_id, COUNT(*) FROM builds WHERE status = 'running' AND job_id IN (",
+                );
+                let mut list = count.separated(", ");
+                for job in &jobs {
+                    list.push_bind(job.to_string());
+                }
+                count.push(") GROUP BY job_id");
+                let running: std::collections::HashMap<String, i64> = count
+                    .build_query_as::<(String, i64)>()
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(q)?
+                    .into_iter()
+                    .collect();
+                let mut taken: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
+                let mut chosen = Vec::new();
+                for (id, job, concurrency) in &candidates {
+                    if chosen.len() >= limit {
+                        break;
+                    }
+                    let busy = running.get(job.as_str()).copied().unwrap_or(0);
+                    let now_taken = taken.entry(job.as_str()).or_insert(0);
+                    if busy + *now_taken >= i64::from((*concurrency).max(1)) {
+                        continue;
+                    }
+                    *now_taken += 1;
+                    chosen.push(*id);
+                }
+                if chosen.is_empty() {
+                    tx.commit().await.map_err(q)?;
+                    return Ok(Vec::new());
+                }
+                let until = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30));
+                let mut update: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
+                    "UPDATE builds SET status = 'running', started_at = ",
+                );
+                update.push_bind(now);
+                update.push(", token = token + 1, lease_until = ").push_bind(until);
+                update.push(", runner_id = ").push_bind(claimer.id.clone());
+                update.push(", runner_since = ").push_bind(claimer.since);
+                update.push(", host = ").push_bind(claimer.host.clone());
+                update.push(", pid = ").push_bind(claimer.pid as i32);
+                update.push(", worker = ").push_bind(claimer.name.clone());
+                update.push(" WHERE status = 'created' AND id IN (");
+                let mut list = update.separated(", ");
+                for id in &chosen {
+                    list.push_bind(*id);
+                }
+                update.push(") RETURNING id, job_id, token, attempt, config");
+                let mut rows: Vec<(i64, String, i64, i32, sqlx::types::Json<serde_json::Value>)> =
+                    update.build_query_as().fetch_all(&mut *tx).await.map_err(q)?;
+                rows.sort_unstable_by_key(|r| r.0);
+                let mut claimed = Vec::with_capacity(rows.len());
+                for (id, job_id, token, attempt, config) in rows {
+                    let pins = if only.is_some() {
+                        // The run's own runner knows its pins.
+                        Vec::new()
+                    } else {
+                        Self::pins_for(&mut tx, id, &config.0).await.map_err(q)?
+                    };
+                    claimed.push(crate::store::queue::Claimed {
+                        id: crate::store::BuildId(id),
+                        job_id,
+                        token,
+                        attempt: attempt.max(0) as u32,
+                        config: config.0,
+                        pins,
+                    });
+                }
+                tx.commit().await.map_err(q)?;
+                Ok(claimed)
+            }
+
+            async fn renew(
+                &self,
+                claimer: &crate::store::queue::Claimer,
+                lease: std::time::Duration,
+            ) -> crate::store::Result<Vec<crate::store::BuildId>> {
+                let until = chrono::Utc::now()
+                    + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30));
+                let ids: Vec<i64> = sqlx::query_scalar(
+                    "UPDATE builds SET lease_until = $2 WHERE runner_id = $1 AND status = 'running' \
+                     RETURNING id",
+                )
+                .bind(&claimer.id)
+                .bind(until)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|source| crate::store::StoreError::query("renew leases", source))?;
+                Ok(ids.into_iter().map(crate::store::BuildId).collect())
+            }
+
+            async fn end_claimed(
+                &self,
+                build: crate::store::BuildId,
+                token: i64,
+                ending: &crate::store::queue::Ending,
+                at: chrono::DateTime<chrono::Utc>,
+            ) -> crate::store::Result<bool> {
+                let q = |source| crate::store::StoreError::query("record how a build ended", source);
+                let mut tx = self.begin_write().await.map_err(q)?;
+                let done = Self::end_in(&mut tx, build, Some(token), ending, at, &mut None)
+                    .await
+                    .map_err(q)?;
+                if done && Self::PG {
+                    sqlx::query("SELECT pg_notify('jobctl_queue', 'ended')")
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(q)?;
+                }
+                tx.commit().await.map_err(q)?;
+                Ok(done)
+            }
+
+            async fn cancel_queued(
+                &self,
+                build: crate::store::BuildId,
+                reason: &str,
+                at: chrono::DateTime<chrono::Utc>,
+            ) -> crate::store::Result<bool> {
+                let q = |source| crate::store::StoreError::query("cancel a queued build", source);
+                let mut tx = self.begin_write().await.map_err(q)?;
+                let ending = crate::store::queue::Ending::Done(crate::store::Outcome::Cancelled {
+                    reason: reason.to_owned(),
+                });
+                let done = Self::end_in(&mut tx, build, None, &ending, at, &mut None)
+                    .await
+                    .map_err(q)?;
+                tx.commit().await.map_err(q)?;
+                Ok(done)
+            }
+
+            async fn rescue(
+                &self,
+                host: &str,
+                alive: &(dyn Fn(u32, i64) -> bool + Sync),
+                at: chrono::DateTime<chrono::Utc>,
+            ) -> crate::store::Result<Vec<crate::store::queue::Rescued>> {
+                let q = |source| crate::store::StoreError::query("rescue builds of lost runners", source);
+                type Row = (
+                    i64,
+                    String,
+                    i64,
+                    i32,
+                    sqlx::types::Json<serde_json::Value>,
+                    Option<String>,
+                    Option<String>,
+                    Option<i32>,
+                    Option<i64>,
+                    Option<chrono::DateTime<chrono::Utc>>,
+                    Option<String>,
+                );
+                let rows: Vec<Row> = sqlx::query_as(
+                    "SELECT id, job_id, token, attempt, config, worker, host, pid, runner_since, \
+                     lease_until, run_owner FROM builds WHERE status = 'running' AND runner_id IS NOT NULL \
+                     AND (lease_until < $1 OR host = $2)",
+                )
+                .bind(at)
+                .bind(host)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(q)?;
+                let mut rescued = Vec::new();
+                for (id, job_id, token, attempt, config, worker, on, pid, since, until, owner) in rows {
+                    let expired = until.is_some_and(|u| u < at);
+                    let gone = on.as_deref() == Some(host)
+                        && match (pid, since) {
+                            (Some(pid), Some(since)) => !alive(pid.max(0) as u32, since),
+                            _ => false,
+                        };
+                    if !expired && !gone {
+                        continue;
+                    }
+                    let who = match (&worker, &on, pid) {
+                        (Some(name), Some(on), _) => format!("worker {name} on {on}"),
+                        (None, Some(on), Some(pid)) => format!("jobctl (pid {pid}) on {on}"),
+                        _ => "its runner".to_owned(),
+                    };
+                    let reason = if gone {
+                        format!("worker lost: {who} is gone")
+                    } else {
+                        format!("worker lost: {who} did not renew its lease")
+                    };
+                    let outcome = crate::store::Outcome::Failed {
+                        exit_code: None,
+                        signal: None,
+                        timed_out: false,
+                        error: reason.clone(),
+                        stderr_tail: None,
+                    };
+                    // A `jobctl build` run's builds have no one else to run them.
+                    let job = crate::config::Job::from_snapshot(&config.0).ok();
+                    let retries = job.as_ref().map_or(0, |j| j.retries);
+                    let ending = if owner.is_none() && (attempt.max(0) as u32) <= retries {
+                        let delay = job.as_ref().map_or(std::time::Duration::ZERO, |j| {
+                            j.retry_delay.saturating_mul(1 << (attempt.clamp(1, 16) - 1))
+                        });
+                        crate::store::queue::Ending::Retry {
+                            outcome,
+                            not_before: at + chrono::Duration::from_std(delay).unwrap_or_default(),
+                        }
+                    } else {
+                        crate::store::queue::Ending::Done(outcome)
+                    };
+                    let mut tx = self.begin_write().await.map_err(q)?;
+                    let mut retried_as = None;
+                    let ended = Self::end_in(
+                        &mut tx,
+                        crate::store::BuildId(id),
+                        Some(token),
+                        &ending,
+                        at,
+                        &mut retried_as,
+                    )
+                    .await
+                    .map_err(q)?;
+                    tx.commit().await.map_err(q)?;
+                    if !ended {
+                        continue;
+                    }
+                    rescued.push(crate::store::queue::Rescued {
+                        id: crate::store::BuildId(id),
+                        job_id,
+                        retried_as: retried_as.map(crate::store::BuildId),
+                        reason,
+                    });
+                }
+                Ok(rescued)
+            }
+
+            async fn heartbeat(
+                &self,
+                claimer: &crate::store::queue::Claimer,
+                slots: u32,
+                lease: std::time::Duration,
+                draining: bool,
+                at: chrono::DateTime<chrono::Utc>,
+            ) -> crate::store::Result<()> {
+                sqlx::query(
+                    "INSERT INTO workers (id, name, host, pid, labels, slots, lease_secs, started_at, \
+                     heartbeat_at, draining) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9) \
+                     ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, \
+                     draining = excluded.draining",
+                )
+                .bind(&claimer.id)
+                .bind(claimer.name.as_deref().unwrap_or("jobctl build"))
+                .bind(&claimer.host)
+                .bind(claimer.pid as i32)
+                .bind(serde_json::to_string(&claimer.labels).expect("strings serialize"))
+                .bind(slots as i32)
+                .bind(lease.as_secs().min(i32::MAX as u64) as i32)
+                .bind(at)
+                .bind(draining)
+                .execute(&self.pool)
+                .await
+                .map_err(|source| crate::store::StoreError::query("record a worker's heartbeat", source))?;
+                Ok(())
+            }
+
+            async fn worker_stopped(
+                &self,
+                claimer: &crate::store::queue::Claimer,
+                at: chrono::DateTime<chrono::Utc>,
+            ) -> crate::store::Result<()> {
+                sqlx::query("UPDATE workers SET stopped_at = $2, heartbeat_at = $2 WHERE id = $1")
+                    .bind(&claimer.id)
+                    .bind(at)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|source| crate::store::StoreError::query("record a worker's stop", source))?;
+                Ok(())
+            }
+
+            async fn workers(&self) -> crate::store::Result<Vec<crate::store::queue::WorkerRow>> {
+                type Row = (
+                    String,
+                    String,
+                    String,
+                    i32,
+                    String,
+                    i32,
+                    i32,
+                    chrono::DateTime<chrono::Utc>,
+                    chrono::DateTime<chrono::Utc>,
+                    bool,
+                    Option<chrono::DateTime<chrono::Utc>>,
+                    i64,
+                );
+                let rows: Vec<Row> = sqlx::query_as(
+                    "SELECT w.id, w.name, w.host, w.pid, w.labels, w.slots, w.lease_secs, w.started_at, \
+                     w.heartbeat_at, w.draining, w.stopped_at, \
+                     (SELECT COUNT(*) FROM builds b WHERE b.status = 'running' AND b.runner_id = w.id) \
+                     FROM workers w ORDER BY w.started_at DESC, w.id",
+                )
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|source| crate::store::StoreError::query("list workers", source))?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(id, name, host, pid, labels, slots, lease, started, beat, draining, stopped, running)| {
+                        crate::store::queue::WorkerRow {
+                            id,
+                            name,
+                            host,
+                            pid: pid.max(0) as u32,
+                            labels: serde_json::from_str(&labels).unwrap_or_default(),
+                            slots: slots.max(0) as u32,
+                            lease_secs: lease.max(0) as u32,
+                            started_at: started,
+                            heartbeat_at: beat,
+                            draining,
+                            stopped_at: stopped,
+                            running: running.clamp(0, i64::from(u32::MAX)) as u32,
+                        }
+                    })
+                    .collect())
+            }
+        }
+
+        impl $store {
+            /// The pins of a claimed build: for each dependency of its job, the build of
+            /// its run it waited on, else that job's latest success. Recorded with it.
+            async fn pins_for(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                build: i64,
+                config: &serde_json::Value,
+            ) -> Result<Vec<crate::store::Pin>, sqlx::Error> {
+                let deps: Vec<String> = config
+                    .get("dependencies")
+                    .and_then(serde_json::Value::as_array)
+                    .map(|d| d.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+                    .unwrap_or_default();
+                let mut pins = Vec::with_capacity(deps.len());
+                for dep in deps {
+                    let waited: Option<i64> = sqlx::query_scalar(
+                        "SELECT u.id FROM build_waits w JOIN builds u ON u.id = w.waits_on \
+                         WHERE w.build_id = $1 AND u.job_id = $2 AND u.status = 'successful' \
+                         ORDER BY u.id DESC LIMIT 1",
+                    )
+                    .bind(build)
+                    .bind(&dep)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                    let found = match waited {
+                        Some(id) => Some(id),
+                        None => sqlx::query_scalar(
+                            "SELECT id FROM builds WHERE job_id = $1 AND status = 'successful' \
+                             ORDER BY id DESC LIMIT 1",
+                        )
+                        .bind(&dep)
+                        .fetch_optional(&mut **tx)
+                        .await?,
+                    };
+                    pins.push(crate::store::Pin {
+                        job_id: dep,
+                        build_id: found.map(crate::store::BuildId),
+                    });
+                }
+                let rows: Vec<(i64, &crate::store::Pin)> = pins.iter().map(|p| (build, p)).collect();
+                sqlx::query("DELETE FROM build_pins WHERE build_id = $1")
+                    .bind(build)
+                    .execute(&mut **tx)
+                    .await?;
+                Self::insert_pins(tx, &rows).await?;
+                Ok(pins)
+            }
+        }
+    };
+}
+
+pub(super) use impl_queue;

@@ -1,0 +1,401 @@
+//! The queue's story, run unchanged against SQLite and the real PostgreSQL: enqueue a
+//! diamond, claim in batches, dependants ready only after success, a failure closes what
+//! waits on it as not run, a stale token's write is refused, an expired lease is rescued,
+//! de-duplication, cancel of a queued build, labels, and `concurrency` inside the claim.
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use jobctl::store::queue::{Claimer, Ending, Enqueue, Queue, dedup_key};
+use jobctl::store::{AnyStore, BuildId, BuildStatus, NewBuild, OpenMode, Outcome, Store};
+use serde_json::{Value, json};
+
+fn job(id: &str, deps: &[&str], extra: Value) -> Enqueue {
+    let mut config = json!({"id": id, "run": "true", "args": [], "kwargs": {}, "env": {},
+        "dependencies": deps, "retries": 0, "retry_delay": "0s", "concurrency": 1, "workdir": "."});
+    if let (Some(c), Some(e)) = (config.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            c.insert(k.clone(), v.clone());
+        }
+    }
+    let concurrency = config["concurrency"].as_u64().unwrap() as u32;
+    Enqueue {
+        dedup_key: Some(dedup_key(id, &config)),
+        build: NewBuild {
+            job_id: id.to_owned(),
+            config,
+            config_hash: format!("hash-{id}"),
+            pins: Vec::new(),
+            attempt: 1,
+            created_at: Utc::now(),
+        },
+        waits_on: Vec::new(),
+        labels: Vec::new(),
+        concurrency,
+    }
+}
+
+fn worker(name: &str, labels: &[&str]) -> Claimer {
+    let mut c = Claimer::this_process(
+        Some(name.to_owned()),
+        labels.iter().map(|l| l.to_string()).collect(),
+    );
+    c.id = format!("{}-{name}", c.id);
+    c
+}
+
+const LEASE: Duration = Duration::from_secs(30);
+
+fn ok() -> Ending {
+    Ending::Done(Outcome::Successful {
+        retval: Some(json!(1)),
+    })
+}
+
+async fn status(store: &AnyStore, id: BuildId) -> (BuildStatus, Option<String>) {
+    let b = store.build(id).await.unwrap().unwrap();
+    (b.status, b.error)
+}
+
+async fn story(store: AnyStore) {
+    let w1 = worker("w1", &[]);
+    let w2 = worker("w2", &["gpu"]);
+    let now = Utc::now();
+
+    // A diamond: a, then b and c, then d.
+    let mut batch = vec![
+        job("a", &[], json!({})),
+        job("b", &["a"], json!({})),
+        job("c", &["a"], json!({})),
+        job("d", &["b", "c"], json!({})),
+    ];
+    batch[1].waits_on = vec![0];
+    batch[2].waits_on = vec![0];
+    batch[3].waits_on = vec![1, 2];
+    let ids: Vec<BuildId> = store
+        .enqueue(&batch, None, now)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert!(
+        store
+            .enqueue(&batch, None, now)
+            .await
+            .unwrap()
+            .iter()
+            .zip(&ids)
+            .all(|(again, first)| again.deduplicated && again.id == *first),
+        "enqueueing the same builds again returns the queued ones"
+    );
+
+    // Only a is ready; a claim of four takes it alone.
+    let claimed = store.claim(&w1, 4, None, LEASE).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let a = &claimed[0];
+    assert_eq!((a.id, a.job_id.as_str(), a.attempt), (ids[0], "a", 1));
+    assert!(a.token > 0);
+    assert_eq!(status(&store, ids[0]).await.0, BuildStatus::Running);
+    assert!(store.claim(&w2, 4, None, LEASE).await.unwrap().is_empty());
+
+    // A stale token changes nothing.
+    assert!(
+        !store
+            .end_claimed(a.id, a.token + 1, &ok(), Utc::now())
+            .await
+            .unwrap()
+    );
+    assert_eq!(status(&store, ids[0]).await.0, BuildStatus::Running);
+    assert_eq!(store.renew(&w1, LEASE).await.unwrap(), vec![ids[0]]);
+    assert!(
+        store
+            .end_claimed(a.id, a.token, &ok(), Utc::now())
+            .await
+            .unwrap()
+    );
+    // Ending twice is refused: the token no longer holds a running build.
+    assert!(
+        !store
+            .end_claimed(a.id, a.token, &ok(), Utc::now())
+            .await
+            .unwrap()
+    );
+
+    // b and c are ready now, in one batch; their pins name a's build.
+    let bc = store.claim(&w2, 4, None, LEASE).await.unwrap();
+    assert_eq!(
+        bc.iter().map(|c| c.id).collect::<Vec<_>>(),
+        vec![ids[1], ids[2]]
+    );
+    assert_eq!(bc[0].pins.len(), 1);
+    assert_eq!(bc[0].pins[0].build_id, Some(ids[0]));
+    assert_eq!(store.pins(ids[1]).await.unwrap(), bc[0].pins);
+    assert!(
+        store
+            .end_claimed(bc[0].id, bc[0].token, &ok(), Utc::now())
+            .await
+            .unwrap()
+    );
+    assert!(
+        store.claim(&w1, 4, None, LEASE).await.unwrap().is_empty(),
+        "d waits for c"
+    );
+    // c fails: d is closed as not run, naming it.
+    let failed = Outcome::Failed {
+        exit_code: Some(1),
+        signal: None,
+        timed_out: false,
+        error: "exit status 1".into(),
+        stderr_tail: None,
+    };
+    assert!(
+        store
+            .end_claimed(bc[1].id, bc[1].token, &Ending::Done(failed.clone()), Utc::now())
+            .await
+            .unwrap()
+    );
+    let (d_status, d_error) = status(&store, ids[3]).await;
+    assert_eq!(d_status, BuildStatus::Cancelled);
+    assert_eq!(
+        d_error.as_deref(),
+        Some(format!("not run: upstream c (build {}) failed", ids[2]).as_str())
+    );
+
+    // A retry: the failed build stays failed, a new attempt takes its place in the waits.
+    let mut pair = vec![job("r", &[], json!({})), job("after_r", &["r"], json!({}))];
+    pair[1].waits_on = vec![0];
+    let rids: Vec<BuildId> = store
+        .enqueue(&pair, None, Utc::now())
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    let r = store.claim(&w1, 1, None, LEASE).await.unwrap().remove(0);
+    assert_eq!(r.id, rids[0]);
+    let retry = Ending::Retry {
+        outcome: failed.clone(),
+        not_before: Utc::now() + chrono::Duration::milliseconds(300),
+    };
+    assert!(
+        store
+            .end_claimed(r.id, r.token, &retry, Utc::now())
+            .await
+            .unwrap()
+    );
+    assert!(
+        store.claim(&w1, 4, None, LEASE).await.unwrap().is_empty(),
+        "a retry waits out its delay"
+    );
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let r2 = store.claim(&w1, 4, None, LEASE).await.unwrap().remove(0);
+    assert_eq!((r2.job_id.as_str(), r2.attempt), ("r", 2));
+    assert!(r2.id > rids[1]);
+    assert!(
+        store
+            .end_claimed(r2.id, r2.token, &ok(), Utc::now())
+            .await
+            .unwrap()
+    );
+    let after = store.claim(&w1, 4, None, LEASE).await.unwrap().remove(0);
+    assert_eq!(after.id, rids[1]);
+    assert_eq!(after.pins[0].build_id, Some(r2.id));
+    assert!(
+        store
+            .end_claimed(after.id, after.token, &ok(), Utc::now())
+            .await
+            .unwrap()
+    );
+
+    // An expired lease is rescued: retried when attempts remain, and the first runner's
+    // late end is refused.
+    let lost = store
+        .enqueue(
+            &[job("lost", &[], json!({"retries": 1}))],
+            None,
+            Utc::now(),
+        )
+        .await
+        .unwrap()[0]
+        .id;
+    let l = store
+        .claim(&w1, 1, None, Duration::from_millis(1))
+        .await
+        .unwrap()
+        .remove(0);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let rescued = store
+        .rescue("another-host", &|_, _| true, Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(rescued.len(), 1);
+    assert_eq!(rescued[0].id, lost);
+    assert!(rescued[0].reason.contains("worker w1"), "{rescued:?}");
+    let again = rescued[0].retried_as.expect("retried");
+    assert!(
+        !store
+            .end_claimed(l.id, l.token, &ok(), Utc::now())
+            .await
+            .unwrap()
+    );
+    let (s, e) = status(&store, lost).await;
+    assert_eq!(s, BuildStatus::Failed);
+    assert!(e.unwrap().starts_with("worker lost"));
+    let l2 = store.claim(&w2, 1, None, LEASE).await.unwrap().remove(0);
+    assert_eq!((l2.id, l2.attempt), (again, 2));
+    // A runner on this host that is provably gone is rescued at once, lease or not; its
+    // last attempt fails.
+    let rescued = store
+        .rescue(&w2.host, &|_, _| false, Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(rescued.len(), 1);
+    assert_eq!(rescued[0].retried_as, None);
+    assert!(rescued[0].reason.ends_with("is gone"), "{rescued:?}");
+
+    // Hand back (a draining worker): queued again, and the next claim has a new token.
+    let h = store
+        .enqueue(&[job("h", &[], json!({}))], None, Utc::now())
+        .await
+        .unwrap()[0]
+        .id;
+    let h1 = store.claim(&w1, 1, None, LEASE).await.unwrap().remove(0);
+    assert!(
+        store
+            .end_claimed(h, h1.token, &Ending::HandBack, Utc::now())
+            .await
+            .unwrap()
+    );
+    assert_eq!(status(&store, h).await.0, BuildStatus::Created);
+    let h2 = store.claim(&w2, 1, None, LEASE).await.unwrap().remove(0);
+    assert_eq!(h2.id, h);
+    assert!(h2.token > h1.token);
+    assert!(
+        !store
+            .end_claimed(h, h1.token, &ok(), Utc::now())
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .end_claimed(h, h2.token, &ok(), Utc::now())
+            .await
+            .unwrap()
+    );
+
+    // Cancel of a queued build closes what waits on it.
+    let mut pair = vec![job("x", &[], json!({})), job("after_x", &["x"], json!({}))];
+    pair[1].waits_on = vec![0];
+    let xs: Vec<BuildId> = store
+        .enqueue(&pair, None, Utc::now())
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert!(
+        store
+            .cancel_queued(xs[0], "cancelled (jobctl cancel)", Utc::now())
+            .await
+            .unwrap()
+    );
+    assert_eq!(status(&store, xs[0]).await.0, BuildStatus::Cancelled);
+    assert_eq!(
+        status(&store, xs[1]).await.1.as_deref(),
+        Some(format!("not run: upstream x (build {}) was cancelled", xs[0]).as_str())
+    );
+    assert!(
+        !store
+            .cancel_queued(xs[0], "again", Utc::now())
+            .await
+            .unwrap()
+    );
+
+    // Labels: a gpu job waits for a worker that has the label.
+    let mut gpu = job("train", &[], json!({"labels": ["gpu"]}));
+    gpu.labels = vec!["gpu".into()];
+    let g = store.enqueue(&[gpu], None, Utc::now()).await.unwrap()[0].id;
+    assert!(store.claim(&w1, 4, None, LEASE).await.unwrap().is_empty());
+    let g1 = store.claim(&w2, 4, None, LEASE).await.unwrap().remove(0);
+    assert_eq!(g1.id, g);
+    assert!(
+        store
+            .end_claimed(g, g1.token, &ok(), Utc::now())
+            .await
+            .unwrap()
+    );
+
+    // Concurrency: three builds of a job limited to 2 (no de-duplication: different
+    // arguments); one claim takes two, the third waits until one ends.
+    let three: Vec<Enqueue> = (0..3)
+        .map(|i| job("limited", &[], json!({"concurrency": 2, "args": [i]})))
+        .collect();
+    let ls = store.enqueue(&three, None, Utc::now()).await.unwrap();
+    assert!(ls.iter().all(|e| !e.deduplicated));
+    let first = store.claim(&w1, 8, None, LEASE).await.unwrap();
+    assert_eq!(first.len(), 2);
+    assert!(store.claim(&w2, 8, None, LEASE).await.unwrap().is_empty());
+    assert!(
+        store
+            .end_claimed(first[0].id, first[0].token, &ok(), Utc::now())
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.claim(&w2, 8, None, LEASE).await.unwrap().len(), 1);
+
+    // A `jobctl build` run's own builds are claimed by it alone, and only those asked.
+    let own = worker("run", &[]);
+    let mine = store
+        .enqueue(&[job("own", &[], json!({}))], Some(&own.id), Utc::now())
+        .await
+        .unwrap()[0]
+        .id;
+    assert!(store.claim(&w1, 8, None, LEASE).await.unwrap().is_empty());
+    let got = store
+        .claim(&own, 8, Some(&[mine]), LEASE)
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1);
+
+    // Workers and their heartbeats.
+    store
+        .heartbeat(&w1, 4, LEASE, false, Utc::now())
+        .await
+        .unwrap();
+    store
+        .heartbeat(&w2, 2, LEASE, true, Utc::now())
+        .await
+        .unwrap();
+    store.worker_stopped(&w1, Utc::now()).await.unwrap();
+    let workers = store.workers().await.unwrap();
+    let state = |name: &str| {
+        workers
+            .iter()
+            .find(|w| w.name == name)
+            .unwrap()
+            .state(Utc::now())
+    };
+    assert_eq!((state("w1"), state("w2")), ("stopped", "draining"));
+    assert_eq!(workers.iter().find(|w| w.name == "w2").unwrap().running, 1);
+}
+
+#[tokio::test]
+async fn queue_story_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    story(common::sqlite_store(dir.path()).await).await;
+}
+
+#[tokio::test]
+async fn queue_story_on_postgres() {
+    let Some(db) = common::PgDatabase::create("queue").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = jobctl::store::open(&db.url, dir.path(), OpenMode::Install)
+        .await
+        .unwrap();
+    story(store).await;
+}
