@@ -153,7 +153,12 @@ async fn story(store: AnyStore) {
     };
     assert!(
         store
-            .end_claimed(bc[1].id, bc[1].token, &Ending::Done(failed.clone()), Utc::now())
+            .end_claimed(
+                bc[1].id,
+                bc[1].token,
+                &Ending::Done(failed.clone()),
+                Utc::now()
+            )
             .await
             .unwrap()
     );
@@ -213,11 +218,7 @@ async fn story(store: AnyStore) {
     // An expired lease is rescued: retried when attempts remain, and the first runner's
     // late end is refused.
     let lost = store
-        .enqueue(
-            &[job("lost", &[], json!({"retries": 1}))],
-            None,
-            Utc::now(),
-        )
+        .enqueue(&[job("lost", &[], json!({"retries": 1}))], None, Utc::now())
         .await
         .unwrap()[0]
         .id;
@@ -354,10 +355,7 @@ async fn story(store: AnyStore) {
         .unwrap()[0]
         .id;
     assert!(store.claim(&w1, 8, None, LEASE).await.unwrap().is_empty());
-    let got = store
-        .claim(&own, 8, Some(&[mine]), LEASE)
-        .await
-        .unwrap();
+    let got = store.claim(&own, 8, Some(&[mine]), LEASE).await.unwrap();
     assert_eq!(got.len(), 1);
 
     // Workers and their heartbeats.

@@ -516,7 +516,9 @@ impl Job {
     /// read (written by a newer one, or edited by hand) is an error naming the field.
     pub fn from_snapshot(snapshot: &serde_json::Value) -> Result<Job, String> {
         use serde_json::Value as J;
-        let obj = snapshot.as_object().ok_or("the snapshot is not a JSON object")?;
+        let obj = snapshot
+            .as_object()
+            .ok_or("the snapshot is not a JSON object")?;
         let text = |key: &str| -> Result<Option<String>, String> {
             match obj.get(key) {
                 None | Some(J::Null) => Ok(None),

@@ -29,18 +29,18 @@ use serde_json::Value as Json;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 
-use super::channel::Message;
-use super::function::{self, FunctionExit, FunctionJob, Registry};
-use super::guard::Guard;
+pub use super::attempt::with_args;
+use super::attempt::{Attempt, failed};
+use super::function::Registry;
 use super::plan::Step;
-use super::process::{self, Cancel, Output, OutputLimits, ShellJob};
-use super::values::{resolve, to_arg};
-use crate::config::{Action, Config, JobId};
+use super::process::{Cancel, Output, OutputLimits};
+use super::sink::{Sink, WriteTurn, off_loop};
+use crate::config::{Config, JobId};
 use crate::graph::JobGraph;
 use crate::store::status::config_hash;
 use crate::store::{
-    AnyStore, BuildFilter, BuildId, BuildStatus, LogLevel, LogRecord, NewBuild, Outcome, Pin,
-    ProgressUpdate, Runner, Store, StoreError, Stream, Write,
+    AnyStore, BuildFilter, BuildId, BuildStatus, NewBuild, Outcome, Pin, Runner, Store, StoreError,
+    Write,
 };
 
 /// How a run goes.
@@ -158,9 +158,6 @@ struct Shared {
     /// `-j`: a job holds one while it runs, not while it waits to retry.
     slots: Arc<tokio::sync::Semaphore>,
 }
-
-/// The turn to write to the database, shared by a run's writers.
-type WriteTurn = Arc<tokio::sync::Mutex<()>>;
 
 type TaskResult = (usize, Result<(BuildId, u32, Outcome, Duration), StoreError>);
 
@@ -751,22 +748,9 @@ impl Run<'_> {
     }
 }
 
-/// Runs database work on a thread of tokio's blocking pool, driven by the run's runtime
-/// (its I/O still goes through the run's thread). Building a batch's many-row statements
-/// takes ~1 ms of CPU: on the run's thread that was 1 ms with no job noticed or started.
-fn off_loop<T: Send + 'static>(
-    work: impl Future<Output = T> + Send + 'static,
-) -> tokio::task::JoinHandle<T> {
-    let runtime = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || runtime.block_on(work))
-}
-
 /// Writes are handed to the writer when this many wait and it is free, even before the
 /// tick: the batch written when the run ends (with nothing else left to do) stays small.
 const WRITE_AT: usize = 256;
-
-/// While the writer is busy, writes gather up to this many; then the loop waits for it.
-const FLUSH_AT: usize = 5000;
 
 /// Planned builds recorded before the first job starts; the others follow while it runs,
 /// in transactions twice as large each time (a job can start once its build is
@@ -977,7 +961,20 @@ async fn run_job(
                 .events
                 .send((job, TaskEvent::Started(build, attempt)));
             let started = Instant::now();
-            let outcome = attempt_job(&shared, job, build, &retvals, &cancel).await;
+            let spec = &shared.config.jobs[job];
+            let one = Attempt {
+                spec,
+                build,
+                secrets: &shared.config.secrets,
+                dir: shared.config.dir(),
+                options: &shared.options,
+                masker: &shared.masker,
+                runner_pid: shared.runner.pid,
+            };
+            let send = |output| {
+                let _ = shared.events.send((job, TaskEvent::Output(build, output)));
+            };
+            let outcome = super::attempt::attempt(&one, &retvals, &cancel, &send).await;
             let _ = shared
                 .events
                 .send((job, TaskEvent::Ended(build, outcome.clone())));
@@ -1016,518 +1013,4 @@ async fn run_job(
     .await;
     drop(slot);
     (job, result)
-}
-
-fn failed(error: String) -> Outcome {
-    Outcome::Failed {
-        exit_code: None,
-        signal: None,
-        timed_out: false,
-        error,
-        stderr_tail: None,
-    }
-}
-
-/// How an attempt's work ended, shell or function.
-enum Ended {
-    Shell(process::Exit),
-    Function(FunctionExit),
-}
-
-/// One attempt: the process or function, and what it reported.
-async fn attempt_job(
-    shared: &Shared,
-    job: usize,
-    build: BuildId,
-    retvals: &HashMap<JobId, Json>,
-    cancel: &watch::Receiver<Cancel>,
-) -> Outcome {
-    let config = shared.config;
-    let options = &shared.options;
-    let spec = &config.jobs[job];
-    // Every `!retval` needs a return value to stand for.
-    let mut used = Vec::new();
-    for v in spec
-        .args
-        .iter()
-        .chain(spec.kwargs.iter().map(|(_, v)| v))
-        .chain(spec.env.iter().map(|(_, v)| v))
-    {
-        v.retval_targets(&mut used);
-    }
-    if let Some(dep) = used.into_iter().find(|dep| !retvals.contains_key(*dep)) {
-        return failed(format!(
-            "`!retval {dep}`: {dep} has no successful build with a return value"
-        ));
-    }
-    let args: Vec<Json> = spec
-        .args
-        .iter()
-        .map(|v| resolve(v, retvals, &config.secrets))
-        .collect();
-    let kwargs: serde_json::Map<String, Json> = spec
-        .kwargs
-        .iter()
-        .map(|(k, v)| (k.to_owned(), resolve(v, retvals, &config.secrets)))
-        .collect();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let work = async {
-        let ended = match &spec.action {
-            Action::Run(command) => {
-                let shell = shell_job(shared, job, build, command, &args, &kwargs, retvals);
-                match process::run(&shell, &tx, cancel.clone()).await {
-                    Ok(exit) => Ok(Ended::Shell(exit)),
-                    Err(err) => Err(format!(
-                        "cannot start `sh` in {}: {err}",
-                        shell.workdir.display()
-                    )),
-                }
-            }
-            Action::Function(name) => match options.functions.get(name) {
-                None => Err(format!("no function `{name}` is registered in this jobctl")),
-                Some(function) => {
-                    let call = FunctionJob {
-                        build,
-                        job: spec.id.to_string(),
-                        args: args.clone(),
-                        kwargs: kwargs.clone(),
-                        timeout: spec.timeout,
-                        secrets: config.secrets.values().cloned().collect(),
-                    };
-                    Ok(Ended::Function(
-                        function::run(function, call, &tx, cancel.clone()).await,
-                    ))
-                }
-            },
-        };
-        drop(tx);
-        ended
-    };
-    let mut retval = None;
-    let mut skip = None;
-    // Secrets masked after decoding, NUL made visible, every kind of report bounded.
-    let mut guard = Guard::new(&shared.masker);
-    let forward = async {
-        // What is waiting is taken at once and a group's progress within it kept only at
-        // its latest: a job reporting faster than anyone can look is not slowed, and
-        // nothing piles up in memory.
-        let mut burst: Vec<Output> = Vec::new();
-        let send = |output: Output, retval: &mut Option<Json>, skip: &mut Option<String>| {
-            match &output {
-                Output::Message(Message::Retval { value }) => *retval = Some(value.clone()),
-                Output::Message(Message::Skip { reason }) => *skip = Some(reason.clone()),
-                _ => {}
-            }
-            let _ = shared.events.send((job, TaskEvent::Output(build, output)));
-        };
-        while let Some(first) = rx.recv().await {
-            burst.extend(guard.admit(first));
-            while burst.len() < 4096 {
-                match rx.try_recv() {
-                    Ok(output) => burst.extend(guard.admit(output)),
-                    Err(_) => break,
-                }
-            }
-            for output in coalesce(&mut burst) {
-                send(output, &mut retval, &mut skip);
-            }
-        }
-        for output in guard.finish() {
-            send(output, &mut retval, &mut skip);
-        }
-    };
-    let (ended, ()) = tokio::join!(work, forward);
-    if let Some(size) = guard.retval_too_large() {
-        return failed(format!(
-            "its return value is {size} bytes, over the limit of {} bytes",
-            crate::limits::MAX_RETVAL
-        ));
-    }
-    let cancelled = || Outcome::Cancelled {
-        reason: "cancelled (Ctrl-C)".into(),
-    };
-    let succeeded = |retval: Option<Json>, skip: Option<String>| match skip {
-        Some(reason) => Outcome::Skipped { reason },
-        None => Outcome::Successful { retval },
-    };
-    match ended {
-        Err(error) => failed(error),
-        Ok(Ended::Function(exit)) => match exit {
-            FunctionExit::Returned(value) if value.is_null() => succeeded(retval, skip),
-            FunctionExit::Returned(value) => {
-                let size = value.to_string().len();
-                if size > crate::limits::MAX_RETVAL {
-                    return failed(format!(
-                        "its return value is {size} bytes, over the limit of {} bytes",
-                        crate::limits::MAX_RETVAL
-                    ));
-                }
-                succeeded(Some(guard.json(value)), skip)
-            }
-            FunctionExit::Failed(error) => failed(error),
-            FunctionExit::TimedOut => Outcome::Failed {
-                exit_code: None,
-                signal: None,
-                timed_out: true,
-                error: "timed out".into(),
-                stderr_tail: None,
-            },
-            FunctionExit::Cancelled => cancelled(),
-        },
-        Ok(Ended::Shell(exit)) => {
-            if exit.cancelled {
-                return cancelled();
-            }
-            if exit.success() {
-                return succeeded(retval, skip);
-            }
-            let tail = exit.stderr_tail.join("\n");
-            Outcome::Failed {
-                exit_code: exit.code,
-                signal: exit.signal,
-                timed_out: exit.timed_out,
-                error: exit.describe(),
-                stderr_tail: (!tail.is_empty()).then(|| tail + "\n"),
-            }
-        }
-    }
-}
-
-/// The outputs of a burst in order, each group's progress only once: its latest value,
-/// where the group first reported in the burst.
-fn coalesce(burst: &mut Vec<Output>) -> impl Iterator<Item = Output> + '_ {
-    let mut latest: HashMap<Vec<String>, usize> = HashMap::new();
-    let mut keep = vec![true; burst.len()];
-    for i in 0..burst.len() {
-        if let Output::Message(Message::Progress { group, .. }) = &burst[i] {
-            match latest.get(group) {
-                Some(&first) => {
-                    burst.swap(first, i);
-                    keep[i] = false;
-                }
-                None => {
-                    latest.insert(group.clone(), i);
-                }
-            }
-        }
-    }
-    let mut keep = keep.into_iter();
-    burst.drain(..).filter(move |_| keep.next().unwrap_or(true))
-}
-
-/// The process a shell job's attempt runs: values as parameters and environment.
-fn shell_job(
-    shared: &Shared,
-    job: usize,
-    build: BuildId,
-    command: &str,
-    args: &[Json],
-    kwargs: &serde_json::Map<String, Json>,
-    retvals: &HashMap<JobId, Json>,
-) -> ShellJob {
-    let config = shared.config;
-    let spec = &config.jobs[job];
-    let mut env: Vec<(String, String)> = spec
-        .env
-        .iter()
-        .map(|(k, v)| (k.to_owned(), to_arg(&resolve(v, retvals, &config.secrets))))
-        .collect();
-    env.extend(kwargs.iter().map(|(k, v)| (k.clone(), to_arg(v))));
-    env.push(("JOBCTL_ARGS".into(), Json::Array(args.to_vec()).to_string()));
-    env.push((
-        "JOBCTL_KWARGS".into(),
-        Json::Object(kwargs.clone()).to_string(),
-    ));
-    env.push(("JOBCTL_JOB_ID".into(), spec.id.to_string()));
-    env.push(("JOBCTL_BUILD_ID".into(), build.to_string()));
-    env.push(("JOBCTL_RUNNER_PID".into(), shared.runner.pid.to_string()));
-    if let Some(exe) = current_exe() {
-        env.push(("JOBCTL".into(), exe.to_owned()));
-    }
-    ShellJob {
-        name: spec.id.to_string(),
-        build: build.0,
-        command: with_args(command, !args.is_empty()),
-        args: args.iter().map(to_arg).collect(),
-        env,
-        workdir: config.dir().join(&spec.workdir),
-        timeout: spec.timeout,
-        grace: shared.options.grace,
-        secrets: config.secrets.values().cloned().collect(),
-        limits: shared.options.limits,
-    }
-}
-
-/// This binary's path, for `$JOBCTL` (read once).
-fn current_exe() -> Option<&'static str> {
-    static EXE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    EXE.get_or_init(|| {
-        std::env::current_exe()
-            .ok()
-            .map(|p| p.to_string_lossy().into_owned())
-    })
-    .as_deref()
-}
-
-/// `run: ./crawl.sh` with `args` gets them: a one-line command that does not use the
-/// positional parameters itself is followed by `"$@"`. A command that says `$1`, `$@`…
-/// (or spans lines, or has a comment) takes them where it says.
-pub fn with_args(command: &str, has_args: bool) -> String {
-    let bytes = command.as_bytes();
-    let uses_positional = bytes.windows(2).any(|w| {
-        w[0] == b'$' && (w[1].is_ascii_digit() && w[1] != b'0' || w[1] == b'@' || w[1] == b'*')
-    }) || command.contains("${");
-    if !has_args || uses_positional || command.contains('\n') || command.contains('#') {
-        return command.to_owned();
-    }
-    format!("{} \"$@\"", command.trim_end())
-}
-
-/// Builds whose writes the database refused, each with why.
-type Unstored = Vec<(BuildId, String)>;
-
-/// Writes a batch in one transaction. When that fails, each build's writes are tried
-/// in a transaction of their own: a build whose data the database refuses fails alone
-/// (returned, with why), and the run goes on. When the database does not answer a
-/// plain read either, it is the database that failed, and the batch's error is the run's.
-async fn write_batch(store: &AnyStore, writes: Vec<Write>) -> Result<Unstored, StoreError> {
-    let err = match store.write(&writes).await {
-        Ok(()) => return Ok(Vec::new()),
-        Err(err) => err,
-    };
-    if store.schema_version().await.is_err() {
-        return Err(err);
-    }
-    let mut by_build: indexmap::IndexMap<BuildId, Vec<Write>> = indexmap::IndexMap::new();
-    for write in writes {
-        by_build.entry(write.build()).or_default().push(write);
-    }
-    let mut unstored = Vec::new();
-    for (build, writes) in by_build {
-        if let Err(err) = store.write(&writes).await {
-            unstored.push((build, format!("cannot store its output: {err}")));
-        }
-    }
-    Ok(unstored)
-}
-
-/// The database sink: builds' changes, log lines and progress waiting to be written in
-/// one transaction; progress keeps only the latest value per build and group. A batch is
-/// written by a task of its own, so the loop goes on starting jobs meanwhile; one batch
-/// at a time, so they land in order. After a failed write it keeps the error and drops
-/// what comes.
-struct Sink {
-    writes: Vec<Write>,
-    progress_at: HashMap<(BuildId, Vec<String>), usize>,
-    failure: Option<StoreError>,
-    turn: WriteTurn,
-    /// The batch being written.
-    writing: Option<tokio::task::JoinHandle<Result<Unstored, StoreError>>>,
-    /// Builds whose writes the database refused, and why: the loop fails them.
-    unstored: Vec<(BuildId, String)>,
-}
-
-impl Sink {
-    fn new(turn: WriteTurn) -> Sink {
-        Sink {
-            writes: Vec::new(),
-            progress_at: HashMap::new(),
-            failure: None,
-            turn,
-            writing: None,
-            unstored: Vec::new(),
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.writes.len()
-    }
-
-    fn push(&mut self, write: Write) {
-        if self.failure.is_none() {
-            self.writes.push(write);
-        }
-    }
-
-    /// A build's process group: in its start, if that is still waiting to be written.
-    fn process_group(&mut self, build: BuildId, pgid: u32) {
-        for write in self.writes.iter_mut().rev() {
-            if let Write::Started {
-                build: b,
-                pgid: slot,
-                ..
-            } = write
-                && *b == build
-            {
-                *slot = Some(pgid);
-                return;
-            }
-        }
-        self.push(Write::ProcessGroup { build, pgid });
-    }
-
-    fn fail(&mut self, err: StoreError) {
-        self.writes.clear();
-        self.progress_at.clear();
-        self.failure.get_or_insert(err);
-    }
-
-    fn add(&mut self, build: BuildId, output: &Output) {
-        if self.failure.is_some() {
-            return;
-        }
-        let at = Utc::now();
-        let log = |level, stream, message: String| {
-            Write::Log(LogRecord {
-                build,
-                at,
-                level,
-                stream,
-                message,
-            })
-        };
-        match output {
-            Output::Line { stream, text } => {
-                let level = if *stream == Stream::Stderr {
-                    LogLevel::Warning
-                } else {
-                    LogLevel::Info
-                };
-                self.writes.push(log(level, *stream, text.clone()));
-            }
-            Output::Message(Message::Log { level, message }) => {
-                self.writes
-                    .push(log(*level, Stream::Channel, message.clone()));
-            }
-            Output::Message(Message::Progress {
-                group,
-                current,
-                total,
-                status,
-            }) => {
-                let update = Write::Progress(ProgressUpdate {
-                    build,
-                    path: group.clone(),
-                    current: *current,
-                    total: *total,
-                    status: status.clone(),
-                    at,
-                });
-                match self.progress_at.get(&(build, group.clone())) {
-                    Some(&i) => self.writes[i] = update,
-                    None => {
-                        self.progress_at
-                            .insert((build, group.clone()), self.writes.len());
-                        self.writes.push(update);
-                    }
-                }
-            }
-            // An oversized message reaches the sink as the guard's warning.
-            Output::Message(Message::Retval { .. } | Message::Skip { .. })
-            | Output::Spawned { .. }
-            | Output::Oversized { .. } => {}
-            Output::BadLine(bad) => {
-                self.writes
-                    .push(log(LogLevel::Warning, Stream::Channel, bad.to_string()));
-            }
-            Output::Dropped { lines, bytes } => {
-                self.writes.push(log(
-                    LogLevel::Warning,
-                    Stream::Stdout,
-                    format!("[{lines} lines ({bytes} bytes) of output left out]"),
-                ));
-            }
-        }
-    }
-
-    /// Hands what waits to a writing task. While the batch before is still being
-    /// written, what waits stays and gathers more (up to [`FLUSH_AT`] writes; then the
-    /// loop waits for the batch before).
-    async fn flush(&mut self, store: &Arc<AnyStore>) {
-        if let Some(writing) = &self.writing
-            && !writing.is_finished()
-            && self.writes.len() < FLUSH_AT
-        {
-            return;
-        }
-        self.settle().await;
-        if self.writes.is_empty() || self.failure.is_some() {
-            return;
-        }
-        let writes = std::mem::take(&mut self.writes);
-        self.progress_at.clear();
-        let store = store.clone();
-        let turn = self.turn.clone();
-        self.writing = Some(off_loop(async move {
-            let _turn = turn.lock().await;
-            write_batch(&store, writes).await
-        }));
-    }
-
-    /// Waits for the batch being written, if any.
-    async fn settle(&mut self) {
-        if let Some(writing) = self.writing.take() {
-            match writing.await {
-                Ok(Ok(unstored)) => self.unstored.extend(unstored),
-                Ok(Err(err)) => self.fail(err),
-                Err(panic) => std::panic::resume_unwind(panic.into_panic()),
-            }
-        }
-    }
-
-    /// Writes everything that waits and waits for it.
-    async fn finish(&mut self, store: &Arc<AnyStore>) {
-        self.settle().await;
-        self.flush(store).await;
-        self.settle().await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn progress(group: &str, current: i64) -> Output {
-        Output::Message(Message::Progress {
-            group: vec![group.to_owned()],
-            current,
-            total: None,
-            status: None,
-        })
-    }
-
-    #[test]
-    fn a_burst_keeps_each_groups_latest_progress_in_place() {
-        let line = Output::Line {
-            stream: Stream::Stdout,
-            text: "hello".into(),
-        };
-        let mut burst = vec![
-            progress("a", 1),
-            progress("b", 1),
-            line.clone(),
-            progress("a", 2),
-            progress("a", 3),
-            progress("b", 2),
-        ];
-        let out: Vec<Output> = coalesce(&mut burst).collect();
-        assert_eq!(out, vec![progress("a", 3), progress("b", 2), line]);
-        assert!(burst.is_empty());
-    }
-
-    #[test]
-    fn args_follow_a_plain_command() {
-        assert_eq!(with_args("./crawl.sh", true), "./crawl.sh \"$@\"");
-        assert_eq!(with_args("./crawl.sh", false), "./crawl.sh");
-        for own in [
-            "echo \"$1\"",
-            "printf '%s\\n' \"$@\"",
-            "echo $*",
-            "echo ${1:-x}",
-            "a\nb",
-            "./x # note",
-        ] {
-            assert_eq!(with_args(own, true), own);
-        }
-    }
 }

@@ -9,6 +9,7 @@
 //! The dispatcher, the process runner and the reporters that consume build events come with
 //! `jobctl build` (see docs/channel.md for the protocol as jobs see it).
 
+pub mod attempt;
 pub mod channel;
 pub mod dispatcher;
 #[cfg(all(target_os = "linux", any(target_env = "gnu", target_env = "musl")))]
@@ -19,5 +20,6 @@ pub mod plan;
 pub mod process;
 pub mod reaper;
 pub mod recover;
+mod sink;
 pub mod spawn;
 pub mod values;

@@ -166,8 +166,7 @@ impl WorkerRow {
     pub fn state(&self, now: DateTime<Utc>) -> &'static str {
         if self.stopped_at.is_some() {
             "stopped"
-        } else if now - self.heartbeat_at > chrono::Duration::seconds(i64::from(self.lease_secs))
-        {
+        } else if now - self.heartbeat_at > chrono::Duration::seconds(i64::from(self.lease_secs)) {
             "lost"
         } else if self.draining {
             "draining"
