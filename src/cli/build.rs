@@ -49,6 +49,17 @@ pub struct Args {
     /// Seconds a job has to end after TERM (timeout, Ctrl-C) before it is killed
     #[arg(long, default_value_t = 5)]
     grace: u64,
+    /// Leave the builds to workers (`jobctl worker`): queue them, print their numbers and
+    /// return
+    #[arg(long)]
+    queue: bool,
+    /// With --queue: follow the queued builds until they end, and exit as `build` would
+    #[arg(long, requires = "queue")]
+    wait: bool,
+    /// With --queue: queue a new build even when one of the same job and arguments is
+    /// still queued (by default that one is returned)
+    #[arg(long, requires = "queue")]
+    no_dedup: bool,
     /// How to show the run: a live tree (on a terminal by default) or plain lines
     #[arg(long, value_enum, default_value_t = Progress::Auto)]
     progress: Progress,
@@ -156,6 +167,45 @@ pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), C
             "nothing to build: everything asked for is up to date\n",
         );
     }
+    let tree = match args.progress {
+        Progress::Tree => true,
+        Progress::Plain => false,
+        Progress::Auto => {
+            std::io::stdout().is_terminal() && std::env::var("TERM").is_ok_and(|t| t != "dumb")
+        }
+    };
+    if args.queue {
+        let made = super::queue::enqueue(config, &graph, &store, &steps, !args.no_dedup).await?;
+        write_out(out, &super::queue::enqueued_text(&steps, &made))?;
+        if !args.wait {
+            if let Some(note) = &waiting_note {
+                write_out(out, note)?;
+            }
+            return match protected.is_empty() {
+                true => Ok(()),
+                false => Err(CliError::Protected(protected)),
+            };
+        }
+        out.flush().map_err(CliError::Output)?;
+        let mut errors = std::io::stderr();
+        let summary = if tree {
+            let mut reporter = Live::new(&mut *out, steps.len(), terminal_size);
+            let summary =
+                super::queue::follow(&store, &steps, &made, &mut reporter, &mut errors).await;
+            match &summary {
+                Ok(summary) => reporter.summary(summary),
+                Err(_) => reporter.clear(),
+            }
+            summary?
+        } else {
+            let mut reporter = Plain::new(&mut *out);
+            let summary =
+                super::queue::follow(&store, &steps, &made, &mut reporter, &mut errors).await?;
+            reporter.summary(&summary);
+            summary
+        };
+        return finish(out, summary, protected, waiting_note);
+    }
     let options = Options {
         jobs: args
             .parallel
@@ -168,13 +218,6 @@ pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), C
     // What the jobs start stays below this process, to be killed when their build ends.
     crate::exec::reaper::become_subreaper();
     let store = std::sync::Arc::new(store);
-    let tree = match args.progress {
-        Progress::Tree => true,
-        Progress::Plain => false,
-        Progress::Auto => {
-            std::io::stdout().is_terminal() && std::env::var("TERM").is_ok_and(|t| t != "dumb")
-        }
-    };
     let summary = if tree {
         let mut reporter = Live::new(&mut *out, steps.len(), terminal_size);
         let summary =
@@ -191,6 +234,16 @@ pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), C
         reporter.summary(&summary);
         summary
     };
+    finish(out, summary, protected, waiting_note)
+}
+
+/// How a run ends: the note on protected jobs, and the exit that says how it went.
+fn finish(
+    out: &mut dyn Write,
+    summary: crate::exec::dispatcher::Summary,
+    protected: Vec<String>,
+    waiting_note: Option<String>,
+) -> Result<(), CliError> {
     if let Some(note) = &waiting_note {
         write_out(out, note)?;
     }

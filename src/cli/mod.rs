@@ -3,6 +3,7 @@
 
 mod build;
 mod builds;
+mod cancel;
 mod check;
 mod config;
 mod delete;
@@ -11,9 +12,11 @@ mod install;
 mod jobs;
 mod logs;
 mod prune;
+mod queue;
 mod report;
 mod show;
 mod tui;
+mod worker;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -74,6 +77,12 @@ enum Command {
     /// A live dashboard over the jobs and their builds (by any process), with keys to build
     /// and cancel
     Tui(tui::Args),
+    /// Cancel builds: queued ones at once, running ones wherever they run
+    Cancel(cancel::Args),
+    /// Claim queued builds from the database and run them (on any machine that reaches it)
+    Worker(worker::Args),
+    /// List the workers: name, host, state, running builds, labels, last heartbeat
+    Workers(worker::ListArgs),
     /// From inside a running job: report progress, a log line, the return value, or a skip
     #[command(subcommand)]
     Report(report::Args),
@@ -123,6 +132,9 @@ fn run(cli: Cli, functions: Registry, out: &mut dyn Write) -> Result<(), CliErro
         Command::Install(args) => ctx.block_on(install::install(&ctx, args, out)),
         Command::Uninstall(args) => ctx.block_on(install::uninstall(&ctx, args, out)),
         Command::Tui(args) => ctx.block_on(tui::run(&ctx, args)),
+        Command::Cancel(args) => ctx.block_on(cancel::run(&ctx, args, out)),
+        Command::Worker(args) => ctx.block_on(worker::run(&ctx, args, out)),
+        Command::Workers(args) => ctx.block_on(worker::list(&ctx, args, out)),
         Command::Report(args) => report::run(args),
     }
 }

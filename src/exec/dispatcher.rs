@@ -94,6 +94,9 @@ pub enum BuildEvent {
         running: u32,
         concurrency: u32,
     },
+    /// The build was taken over by another runner (its lease lapsed): it was stopped
+    /// here and what this runner saw of its end is not recorded.
+    Lost { build: BuildId, job: JobId },
     /// The run is being stopped: `Term` on the first Ctrl-C (or a failure to record),
     /// `Kill` on the second.
     Cancelling { how: Cancel },
@@ -832,7 +835,11 @@ async fn next_signal(signal: &mut Option<Signal>) -> Option<()> {
 }
 
 /// The row a build of `job` starts as.
-fn new_build(job: &crate::config::Job, attempt: u32, at: chrono::DateTime<Utc>) -> NewBuild {
+pub(crate) fn new_build(
+    job: &crate::config::Job,
+    attempt: u32,
+    at: chrono::DateTime<Utc>,
+) -> NewBuild {
     NewBuild {
         job_id: job.id.to_string(),
         config: serde_json::to_value(job).expect("a job serializes"),

@@ -23,3 +23,4 @@ pub mod recover;
 mod sink;
 pub mod spawn;
 pub mod values;
+pub mod worker;

@@ -809,6 +809,9 @@ impl Queue for AnyStore {
     async fn workers(&self) -> Result<Vec<queue::WorkerRow>> {
         delegate!(self, s => s.workers())
     }
+    async fn queued_for_workers(&self, labels: &[String]) -> Result<u64> {
+        delegate!(self, s => s.queued_for_workers(labels))
+    }
 }
 
 impl AnyStore {

@@ -267,6 +267,12 @@ pub trait Queue: Send + Sync {
     ) -> impl Future<Output = super::Result<()>> + Send;
     /// Every worker, newest first.
     fn workers(&self) -> impl Future<Output = super::Result<Vec<WorkerRow>>> + Send;
+    /// How many builds are queued for workers with these labels (ready, or waiting on
+    /// others).
+    fn queued_for_workers(
+        &self,
+        labels: &[String],
+    ) -> impl Future<Output = super::Result<u64>> + Send;
 }
 
 use std::future::Future;
@@ -839,6 +845,29 @@ macro_rules! impl_queue {
                     .await
                     .map_err(|source| crate::store::StoreError::query("record a worker's stop", source))?;
                 Ok(())
+            }
+
+            async fn queued_for_workers(&self, labels: &[String]) -> crate::store::Result<u64> {
+                let mut count: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
+                    "SELECT COUNT(*) FROM builds WHERE status IN ('created', 'running') \
+                     AND status = 'created' AND run_owner IS NULL \
+                     AND NOT EXISTS (SELECT 1 FROM build_labels l WHERE l.build_id = builds.id",
+                );
+                if !labels.is_empty() {
+                    count.push(" AND l.label NOT IN (");
+                    let mut list = count.separated(", ");
+                    for label in labels {
+                        list.push_bind(label.clone());
+                    }
+                    count.push(")");
+                }
+                count.push(")");
+                let n: i64 = count
+                    .build_query_scalar()
+                    .fetch_one(&self.pool)
+                .await
+                .map_err(|source| crate::store::StoreError::query("count queued builds", source))?;
+                Ok(n.max(0) as u64)
             }
 
             async fn workers(&self) -> crate::store::Result<Vec<crate::store::queue::WorkerRow>> {

@@ -130,6 +130,10 @@ impl LiveState {
                 }
             }
             BuildEvent::NotRun { .. } | BuildEvent::NotStarted { .. } => self.other += 1,
+            BuildEvent::Lost { build, .. } => {
+                self.running.shift_remove(build);
+                self.other += 1;
+            }
             BuildEvent::Cancelling { .. } => self.cancelling = true,
             BuildEvent::Retrying { .. } | BuildEvent::Waiting { .. } => {}
         }

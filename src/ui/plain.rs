@@ -122,6 +122,9 @@ pub fn render(event: &BuildEvent, time: &str) -> Option<String> {
             format!("{time} not run {job}: {because} did not succeed")
         }
         BuildEvent::NotStarted { job, why } => format!("{time} not run {job}: {why}"),
+        BuildEvent::Lost { build, job } => format!(
+            "{time} lost    {job} (build {build}): taken over by another runner after a lapsed lease; its end here is not recorded"
+        ),
         BuildEvent::Waiting {
             job,
             running,

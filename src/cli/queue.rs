@@ -1,0 +1,227 @@
+//! `jobctl build --queue [--wait]`: the plan goes to the store as queued builds (with the
+//! edges between them) for workers to run; `--wait` follows them to their end with the
+//! same lines or tree as `jobctl build`, read from the store.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use super::write_out;
+use crate::config::{Config, JobId};
+use crate::error::CliError;
+use crate::exec::dispatcher::{BuildEvent, Reporter, Summary, new_build};
+use crate::exec::plan::Step;
+use crate::graph::JobGraph;
+use crate::store::queue::{Enqueue, Enqueued, Queue, dedup_key};
+use crate::store::{AnyStore, Build, BuildFilter, BuildId, BuildStatus, Outcome, Store};
+
+/// Enqueues the plan's builds; each waits on the builds of its dependencies in the plan.
+pub async fn enqueue(
+    config: &Config,
+    graph: &JobGraph,
+    store: &AnyStore,
+    steps: &[Step],
+    dedup: bool,
+) -> Result<Vec<Enqueued>, CliError> {
+    let place: HashMap<usize, usize> = steps.iter().enumerate().map(|(i, s)| (s.job, i)).collect();
+    let now = chrono::Utc::now();
+    let batch: Vec<Enqueue> = steps
+        .iter()
+        .map(|step| {
+            let job = &config.jobs[step.job];
+            let build = new_build(job, 1, now);
+            Enqueue {
+                dedup_key: dedup.then(|| dedup_key(job.id.as_str(), &build.config)),
+                waits_on: graph
+                    .dependencies(step.job)
+                    .iter()
+                    .filter_map(|d| place.get(d).copied())
+                    .collect(),
+                labels: job.labels.clone(),
+                concurrency: job.concurrency,
+                build,
+            }
+        })
+        .collect();
+    Ok(store.enqueue(&batch, None, now).await?)
+}
+
+/// The lines `--queue` prints: each build and whether it was already queued.
+pub fn enqueued_text(steps: &[Step], made: &[Enqueued]) -> String {
+    let mut text = String::new();
+    for (step, e) in steps.iter().zip(made) {
+        let how = if e.deduplicated {
+            " (already queued: the same job and arguments)"
+        } else {
+            ""
+        };
+        text.push_str(&format!("queued build {} of {}{how}\n", e.id, step.id));
+    }
+    text
+}
+
+/// What is known of a followed build.
+struct Followed {
+    job: JobId,
+    build: BuildId,
+    started: bool,
+    done: bool,
+}
+
+/// Follows queued builds until each has ended (through retries), telling `reporter`.
+pub async fn follow(
+    store: &AnyStore,
+    steps: &[Step],
+    made: &[Enqueued],
+    reporter: &mut dyn Reporter,
+    out_error: &mut dyn Write,
+) -> Result<Summary, CliError> {
+    let mut followed: Vec<Followed> = steps
+        .iter()
+        .zip(made)
+        .map(|(s, e)| Followed {
+            job: s.id.clone(),
+            build: e.id,
+            started: false,
+            done: false,
+        })
+        .collect();
+    let mut summary = Summary::default();
+    let mut interrupts =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
+    let mut pause = Duration::from_millis(20);
+    let mut last_change = Instant::now();
+    while followed.iter().any(|f| !f.done) {
+        for f in followed.iter_mut().filter(|f| !f.done) {
+            let Some(build) = store.build(f.build).await? else {
+                // Deleted meanwhile.
+                f.done = true;
+                summary.cancelled += 1;
+                continue;
+            };
+            if !f.started && build.status != BuildStatus::Created {
+                f.started = true;
+                if build.started_at.is_some() && !is_not_run(&build) {
+                    reporter.event(&BuildEvent::Started {
+                        build: build.id,
+                        job: f.job.clone(),
+                        attempt: build.attempt,
+                    });
+                }
+                last_change = Instant::now();
+            }
+            if !build.status.is_finished() {
+                continue;
+            }
+            last_change = Instant::now();
+            if let Some(because) = build.error.as_deref().filter(|_| is_not_run(&build)) {
+                summary.not_run += 1;
+                reporter.event(&BuildEvent::NotStarted {
+                    job: f.job.clone(),
+                    why: because.trim_start_matches("not run: ").to_owned(),
+                });
+                f.done = true;
+                continue;
+            }
+            let outcome = outcome_of(&build);
+            let took = build
+                .duration(chrono::Utc::now())
+                .and_then(|d| d.to_std().ok())
+                .unwrap_or_default();
+            // A failure with attempts left was followed by a new build of the job.
+            let retry = match outcome {
+                Outcome::Failed { .. } => next_attempt(store, &build).await?,
+                _ => None,
+            };
+            reporter.event(&BuildEvent::Finished {
+                build: build.id,
+                job: f.job.clone(),
+                attempt: build.attempt,
+                outcome: outcome.clone(),
+                took,
+            });
+            if let Some(next) = retry {
+                reporter.event(&BuildEvent::Retrying {
+                    job: f.job.clone(),
+                    attempt: next.attempt,
+                    after: Duration::ZERO,
+                });
+                f.build = next.id;
+                f.started = false;
+                continue;
+            }
+            f.done = true;
+            match outcome {
+                Outcome::Successful { .. } => summary.succeeded += 1,
+                Outcome::Skipped { .. } => summary.skipped += 1,
+                Outcome::Cancelled { .. } => summary.cancelled += 1,
+                Outcome::Failed { .. } => summary.failed.push((f.job.clone(), build.id, outcome)),
+            }
+        }
+        reporter.tick();
+        reporter.idle();
+        // Quick while things move, then at a steady 200 ms.
+        pause = if last_change.elapsed() < Duration::from_secs(1) {
+            Duration::from_millis(20)
+        } else {
+            (pause * 2).min(Duration::from_millis(200))
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            Some(()) = async { match &mut interrupts { Some(s) => s.recv().await, None => std::future::pending().await } } => {
+                write_out(
+                    out_error,
+                    "stopped following; the builds stay queued (`jobctl cancel` cancels them)\n",
+                )?;
+                return Err(CliError::BuildFailed {
+                    failed: summary.failed.len(),
+                    not_run: summary.not_run,
+                    cancelled: followed.iter().filter(|f| !f.done).count() + summary.cancelled,
+                });
+            }
+        }
+    }
+    Ok(summary)
+}
+
+fn is_not_run(build: &Build) -> bool {
+    build.status == BuildStatus::Cancelled
+        && build
+            .error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("not run: "))
+}
+
+/// The build that retries `build`, if one was made.
+async fn next_attempt(store: &AnyStore, build: &Build) -> Result<Option<Build>, CliError> {
+    let newer = store
+        .builds(&BuildFilter {
+            job: Some(build.job_id.clone()),
+            status: None,
+            limit: Some(50),
+        })
+        .await?;
+    Ok(newer
+        .into_iter()
+        .filter(|b| b.id > build.id && b.attempt == build.attempt + 1)
+        .min_by_key(|b| b.id))
+}
+
+/// How a stored build ended.
+pub fn outcome_of(build: &Build) -> Outcome {
+    let reason = || build.error.clone().unwrap_or_default();
+    match build.status {
+        BuildStatus::Successful => Outcome::Successful {
+            retval: build.retval.clone(),
+        },
+        BuildStatus::Skipped => Outcome::Skipped { reason: reason() },
+        BuildStatus::Cancelled => Outcome::Cancelled { reason: reason() },
+        _ => Outcome::Failed {
+            exit_code: build.exit_code,
+            signal: build.signal,
+            timed_out: build.timed_out,
+            error: reason(),
+            stderr_tail: build.stderr_tail.clone(),
+        },
+    }
+}

@@ -1,0 +1,203 @@
+//! `jobctl worker` (claim and run queued builds) and `jobctl workers` (list them).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Context, fmt_elapsed, fmt_time, write_out};
+use crate::config::model::{Masker, parse_duration};
+use crate::error::CliError;
+use crate::exec::dispatcher::Options;
+use crate::exec::process::OutputLimits;
+use crate::exec::worker::{Settings, work};
+use crate::store::OpenMode;
+use crate::store::queue::{Claimer, Queue};
+use crate::ui::plain::Plain;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Builds at once (default: the number of cores)
+    #[arg(short = 'j', long = "jobs-at-once", value_name = "N")]
+    parallel: Option<usize>,
+    /// The name `jobctl workers` shows (default: HOST-PID)
+    #[arg(long)]
+    name: Option<String>,
+    /// What this worker has, comma-separated: it runs only jobs whose `labels` are all
+    /// among these
+    #[arg(long, value_delimiter = ',')]
+    labels: Vec<String>,
+    /// How long a claim holds without renewal; a worker that cannot renew kills its
+    /// builds before then, and others take them after
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    lease: Duration,
+    /// After SIGTERM, how long running builds may finish before they are handed back
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    drain_timeout: Duration,
+    /// Seconds a build has to end after TERM before it is killed
+    #[arg(long, default_value_t = 5)]
+    grace: u64,
+    /// The database, instead of the config's `storage:`
+    #[arg(long, value_name = "URL", env = "JOBCTL_STORAGE")]
+    storage: Option<String>,
+    /// Where jobs' relative `workdir`s are taken from (default: the config's folder)
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Exit once nothing this worker could run is queued and nothing runs here
+    #[arg(long)]
+    until_idle: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// Print JSON
+    #[arg(long)]
+    json: bool,
+    /// Also list workers that stopped
+    #[arg(long)]
+    all: bool,
+    /// The database, instead of the config's `storage:`
+    #[arg(long, value_name = "URL", env = "JOBCTL_STORAGE")]
+    storage: Option<String>,
+}
+
+/// The database and the secrets a worker (or a listing) uses: `--storage`, else the
+/// config's; the config's secrets when there is a config.
+fn setting(
+    ctx: &Context,
+    storage: Option<String>,
+) -> Result<(String, Option<&'static crate::config::Config>), CliError> {
+    let config = match (&storage, ctx.config.exists()) {
+        // A worker with its own URL and no config file runs without secrets.
+        (Some(_), false) => None,
+        _ => Some(ctx.load()?),
+    };
+    let url = match storage {
+        Some(url) => url,
+        None => config.map(|c| c.storage.clone()).unwrap_or_default(),
+    };
+    Ok((url, config))
+}
+
+pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), CliError> {
+    let (url, config) = setting(ctx, args.storage)?;
+    let base = config.map_or_else(|| PathBuf::from("."), |c| c.dir().to_path_buf());
+    let store = crate::store::open(&url, &base, OpenMode::Use).await?;
+    let labels: Vec<String> = args
+        .labels
+        .iter()
+        .map(|l| l.trim().to_owned())
+        .filter(|l| !l.is_empty())
+        .collect();
+    let mut claimer = Claimer::this_process(None, labels);
+    claimer.name = Some(
+        args.name
+            .unwrap_or_else(|| format!("{}-{}", claimer.host, claimer.pid)),
+    );
+    let secrets = config.map(|c| c.secrets.clone()).unwrap_or_default();
+    let passwords: Vec<String> = crate::store::url_passwords(&url)
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let slots = args
+        .parallel
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let settings = Settings {
+        slots,
+        lease: args.lease,
+        drain_timeout: args.drain_timeout,
+        poll: if store.postgres_pool().is_some() {
+            Duration::from_secs(2)
+        } else {
+            Duration::from_millis(50)
+        },
+        until_idle: args.until_idle,
+        options: Options {
+            jobs: slots,
+            fail_fast: false,
+            grace: Duration::from_secs(args.grace),
+            limits: OutputLimits::default(),
+            functions: ctx.functions.clone(),
+        },
+        masker: Masker::new(secrets.values().chain(&passwords)),
+        secrets,
+        dir: args.dir.unwrap_or(base),
+    };
+    crate::exec::reaper::become_subreaper();
+    write_out(
+        out,
+        &format!(
+            "worker {} ({}) claims from {} with {slots} slot{}{}\n",
+            claimer.name.as_deref().unwrap_or("?"),
+            claimer.id,
+            crate::store::redact_url(&url),
+            if slots == 1 { "" } else { "s" },
+            if claimer.labels.is_empty() {
+                String::new()
+            } else {
+                format!(", labels {}", claimer.labels.join(","))
+            }
+        ),
+    )?;
+    out.flush().map_err(CliError::Output)?;
+    let mut reporter = Plain::new(&mut *out);
+    let worked = work(Arc::new(store), claimer, settings, &mut reporter).await?;
+    drop(reporter);
+    write_out(
+        out,
+        &format!(
+            "worker stopped: {} succeeded, {} failed, {} handed back, {} lost\n",
+            worked.succeeded, worked.failed, worked.handed_back, worked.lost
+        ),
+    )
+}
+
+pub async fn list(ctx: &Context, args: ListArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    let (url, config) = setting(ctx, args.storage)?;
+    let base = config.map_or_else(|| PathBuf::from("."), |c| c.dir().to_path_buf());
+    let store = crate::store::open(&url, &base, OpenMode::Use).await?;
+    let now = chrono::Utc::now();
+    let workers: Vec<_> = store
+        .workers()
+        .await?
+        .into_iter()
+        .filter(|w| args.all || w.state(now) != "stopped")
+        .collect();
+    if args.json {
+        let rows: Vec<serde_json::Value> = workers
+            .iter()
+            .map(|w| {
+                let mut v = serde_json::to_value(w).expect("a worker serializes");
+                v["state"] = w.state(now).into();
+                v
+            })
+            .collect();
+        let text = serde_json::to_string_pretty(&rows).expect("JSON serializes");
+        return write_out(out, &(text + "\n"));
+    }
+    if workers.is_empty() {
+        return write_out(out, "no workers\n");
+    }
+    let mut text = String::from(
+        "NAME                 HOST             STATE     RUNNING  LABELS        LAST HEARTBEAT\n",
+    );
+    for w in &workers {
+        text.push_str(&format!(
+            "{:20} {:16} {:9} {:>3}/{:<3}  {:13} {} ({} ago)\n",
+            crate::limits::cut_text(&w.name, 20),
+            crate::limits::cut_text(&w.host, 16),
+            w.state(now),
+            w.running,
+            w.slots,
+            if w.labels.is_empty() {
+                "-".to_owned()
+            } else {
+                w.labels.join(",")
+            },
+            fmt_time(w.heartbeat_at),
+            fmt_elapsed(now - w.heartbeat_at),
+        ));
+    }
+    write_out(out, &text)
+}

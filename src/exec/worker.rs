@@ -1,0 +1,509 @@
+//! `jobctl worker`: a runner that claims queued builds from the store, on any machine
+//! that reaches the database, and runs each from the snapshot taken when it was queued.
+//!
+//! ```text
+//!   one select! loop ──┬─ wake (NOTIFY on PostgreSQL, a short poll on SQLite) ──► claim
+//!                      │     up to the free slots, one transaction
+//!                      ├─ build tasks ──outputs──► Sink (logs, progress: batched)
+//!                      │            └──ended──► end_claimed(token) ──► store decides
+//!                      │                        what waits on it; refused: it was lost
+//!                      ├─ tick ──► flush; every lease/3: renew + heartbeat + rescue;
+//!                      │           cancel requests; no renewal for a lease: kill all
+//!                      └─ SIGTERM: drain (claim nothing, wait up to --drain-timeout,
+//!                         then cancel and hand back); again, or SIGINT: at once
+//! ```
+//!
+//! A worker never writes about a build whose lease it lost: every end carries the token
+//! of its claim, and a build taken over is stopped here the moment a renewal misses it.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use indexmap::IndexMap;
+use serde_json::Value as Json;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, watch};
+
+use super::attempt::{Attempt, attempt, failed};
+use super::dispatcher::{BuildEvent, Options, Reporter};
+use super::process::{Cancel, Output};
+use super::sink::{Sink, WriteTurn};
+use crate::config::model::Masker;
+use crate::config::{Job, JobId};
+use crate::store::queue::{Claimed, Claimer, Ending, Queue, runner_alive};
+use crate::store::{AnyStore, BuildId, Outcome, Runner, Store, StoreError};
+
+/// How a worker works.
+pub struct Settings {
+    /// Builds at once.
+    pub slots: usize,
+    /// How long a claim holds without a renewal.
+    pub lease: Duration,
+    /// After SIGTERM, how long running builds may go on before they are handed back.
+    pub drain_timeout: Duration,
+    /// How often to look for work without a wake-up.
+    pub poll: Duration,
+    /// Stop once nothing is queued for workers and nothing runs here.
+    pub until_idle: bool,
+    pub options: Options,
+    /// The worker's own secrets (a snapshot never holds their values).
+    pub secrets: IndexMap<String, String>,
+    /// Where a job's relative `workdir` is taken from on this machine.
+    pub dir: PathBuf,
+    /// Masks secrets and the database password in what jobs print.
+    pub masker: Masker,
+}
+
+/// What a worker did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Worked {
+    pub succeeded: usize,
+    pub failed: usize,
+    pub handed_back: usize,
+    /// Builds it lost (taken over after a missed renewal): stopped, nothing written.
+    pub lost: usize,
+}
+
+/// A build this worker runs.
+struct Held {
+    token: i64,
+    job: JobId,
+    attempt: u32,
+    retries: u32,
+    retry_delay: Duration,
+    cancel: watch::Sender<Cancel>,
+    /// Cancelled to be handed back (draining), not to end.
+    hand_back: bool,
+    /// Cancelled on request (`jobctl cancel`, the TUI).
+    requested: bool,
+    /// Taken over elsewhere: its end is not written.
+    lost: bool,
+}
+
+/// An end the database has not taken yet (it could not be reached): tried again each
+/// tick while the lease lasts.
+struct PendingEnd {
+    build: BuildId,
+    job: JobId,
+    token: i64,
+    ending: Ending,
+    since: Instant,
+}
+
+/// Claims and runs builds until stopped (or idle, with `until_idle`).
+pub async fn work(
+    store: Arc<AnyStore>,
+    claimer: Claimer,
+    settings: Settings,
+    reporter: &mut dyn Reporter,
+) -> Result<Worked, StoreError> {
+    let settings = Arc::new(settings);
+    let runner = Runner {
+        host: claimer.host.clone(),
+        pid: claimer.pid,
+        worker: claimer.name.clone(),
+    };
+    let slots = settings.slots.max(1);
+    let lease = settings.lease.max(Duration::from_secs(1));
+    let renew_every = lease / 3;
+    store
+        .heartbeat(&claimer, slots as u32, lease, false, Utc::now())
+        .await?;
+    let mut held: HashMap<BuildId, Held> = HashMap::new();
+    let mut tasks = FuturesUnordered::new();
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<(BuildId, Output)>();
+    let mut sink = Sink::new(WriteTurn::default());
+    let mut worked = Worked::default();
+    let mut pending: Vec<PendingEnd> = Vec::new();
+    let mut last_renewed = Instant::now();
+    let mut last_look = Instant::now() - renew_every;
+    let mut draining: Option<Instant> = None;
+    let mut stop_now = false;
+    let mut want_claim = true;
+    let mut terminations = signal(SignalKind::terminate()).ok();
+    let mut interrupts = signal(SignalKind::interrupt()).ok();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut poll = tokio::time::interval(settings.poll.max(Duration::from_millis(10)));
+    let mut listener = listen(&store).await;
+
+    loop {
+        // Claim what fits, unless stopping.
+        if want_claim && draining.is_none() && !stop_now && held.len() < slots {
+            want_claim = false;
+            // The database away: the next poll tries again.
+            if let Ok(claimed) = store.claim(&claimer, slots - held.len(), None, lease).await {
+                for c in claimed {
+                    start(
+                        &store, &settings, &runner, &out_tx, &mut held, &mut tasks, c, reporter,
+                    );
+                }
+            }
+        }
+        if held.is_empty() && pending.is_empty() && (stop_now || draining.is_some()) {
+            break;
+        }
+        reporter.idle();
+        tokio::select! {
+            Some(joined) = tasks.next() => {
+                while let Ok((build, output)) = out_rx.try_recv() {
+                    on_output(&mut sink, &held, reporter, build, output);
+                }
+                let (build, outcome, took): (BuildId, Outcome, Duration) =
+                    joined.expect("a build task does not panic");
+                let Some(h) = held.remove(&build) else { continue };
+                // Its lines go before its end.
+                sink.finish(&store).await;
+                sink.failure = None;
+                if h.lost {
+                    worked.lost += 1;
+                    continue;
+                }
+                let outcome = match outcome {
+                    Outcome::Cancelled { .. } if h.requested => Outcome::Cancelled {
+                        reason: "cancelled on request".into(),
+                    },
+                    other => other,
+                };
+                let ending = if h.hand_back && !h.requested {
+                    Ending::HandBack
+                } else if matches!(outcome, Outcome::Failed { .. }) && h.attempt <= h.retries {
+                    let delay = h.retry_delay.saturating_mul(1 << (h.attempt.clamp(1, 16) - 1));
+                    reporter.event(&BuildEvent::Retrying {
+                        job: h.job.clone(),
+                        attempt: h.attempt + 1,
+                        after: delay,
+                    });
+                    Ending::Retry {
+                        outcome: outcome.clone(),
+                        not_before: Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default(),
+                    }
+                } else {
+                    Ending::Done(outcome.clone())
+                };
+                match &ending {
+                    Ending::HandBack => worked.handed_back += 1,
+                    _ if matches!(outcome, Outcome::Successful { .. } | Outcome::Skipped { .. }) => worked.succeeded += 1,
+                    _ => worked.failed += 1,
+                }
+                reporter.event(&BuildEvent::Finished {
+                    build,
+                    job: h.job.clone(),
+                    attempt: h.attempt,
+                    outcome,
+                    took,
+                });
+                pending.push(PendingEnd { build, job: h.job.clone(), token: h.token, ending, since: Instant::now() });
+                write_ends(&store, &mut pending, &mut worked, reporter).await;
+                want_claim = true;
+            }
+            Some((build, output)) = out_rx.recv() => {
+                on_output(&mut sink, &held, reporter, build, output);
+                while let Ok((build, output)) = out_rx.try_recv() {
+                    on_output(&mut sink, &held, reporter, build, output);
+                }
+                if sink.len() >= 256 {
+                    sink.flush(&store).await;
+                }
+            }
+            _ = tick.tick() => {
+                sink.flush(&store).await;
+                if sink.failure.is_some() {
+                    // Output that cannot be written is let go; the build goes on.
+                    sink.failure = None;
+                }
+                if super::reaper::dirty() {
+                    super::reaper::sweep();
+                }
+                if !pending.is_empty() {
+                    write_ends(&store, &mut pending, &mut worked, reporter).await;
+                }
+                if let Some(since) = draining
+                    && since.elapsed() >= settings.drain_timeout
+                {
+                    for h in held.values_mut() {
+                        if !h.hand_back {
+                            h.hand_back = true;
+                            let _ = h.cancel.send(Cancel::Term);
+                        }
+                    }
+                }
+                if last_look.elapsed() >= renew_every {
+                    last_look = Instant::now();
+                    look(&store, &claimer, &runner, lease, slots, draining.is_some(), &mut held, &mut last_renewed).await;
+                }
+                if settings.until_idle && held.is_empty() && pending.is_empty() && idle(&store, &claimer).await {
+                    stop_now = true;
+                }
+                // Cut off from the database for as long as a lease: another runner may take
+                // these builds now, so they stop here first.
+                if !held.is_empty() && last_renewed.elapsed() + Duration::from_millis(500) >= lease {
+                    for h in held.values_mut() {
+                        if !h.lost {
+                            h.lost = true;
+                            let _ = h.cancel.send(Cancel::Kill);
+                        }
+                    }
+                }
+                // An end not written within a lease would be refused: the build is
+                // another runner's by then.
+                pending.retain(|end| end.since.elapsed() < lease);
+            }
+            _ = poll.tick() => want_claim = true,
+            woke = wake(&mut listener) => {
+                if !woke {
+                    listener = None;
+                }
+                want_claim = true;
+            }
+            Some(()) = next(&mut terminations) => {
+                if draining.is_none() {
+                    draining = Some(Instant::now());
+                    let _ = store.heartbeat(&claimer, slots as u32, lease, true, Utc::now()).await;
+                } else {
+                    stop_now = true;
+                    cancel_all(&mut held);
+                }
+            }
+            Some(()) = next(&mut interrupts) => {
+                stop_now = true;
+                cancel_all(&mut held);
+            }
+        }
+    }
+    sink.finish(&store).await;
+    super::reaper::sweep_all(Duration::from_secs(2)).await;
+    let _ = store.worker_stopped(&claimer, Utc::now()).await;
+    reporter.idle();
+    Ok(worked)
+}
+
+/// Cancels every build to hand it back.
+fn cancel_all(held: &mut HashMap<BuildId, Held>) {
+    for h in held.values_mut() {
+        h.hand_back = true;
+        let _ = h.cancel.send(Cancel::Term);
+    }
+}
+
+/// Renews the leases, beats the heart, reads cancel requests and rescues what lost
+/// runners left.
+#[expect(clippy::too_many_arguments)]
+async fn look(
+    store: &AnyStore,
+    claimer: &Claimer,
+    runner: &Runner,
+    lease: Duration,
+    slots: usize,
+    draining: bool,
+    held: &mut HashMap<BuildId, Held>,
+    last_renewed: &mut Instant,
+) {
+    let asked = Instant::now();
+    if let Ok(still) = store.renew(claimer, lease).await {
+        *last_renewed = asked;
+        for (id, h) in held.iter_mut() {
+            if !still.contains(id) && !h.lost {
+                // Rescued or cancelled elsewhere: it is not this worker's any more.
+                h.lost = true;
+                let _ = h.cancel.send(Cancel::Kill);
+            }
+        }
+    }
+    let _ = store
+        .heartbeat(claimer, slots as u32, lease, draining, Utc::now())
+        .await;
+    if let Ok(requested) = store.cancel_requests(runner).await {
+        for id in requested {
+            if let Some(h) = held.get_mut(&id)
+                && !h.requested
+            {
+                h.requested = true;
+                let _ = h.cancel.send(Cancel::Term);
+            }
+        }
+    }
+    let _ = store.rescue(&claimer.host, &runner_alive, Utc::now()).await;
+}
+
+/// Whether nothing this worker could run is queued.
+async fn idle(store: &AnyStore, claimer: &Claimer) -> bool {
+    store
+        .queued_for_workers(&claimer.labels)
+        .await
+        .is_ok_and(|n| n == 0)
+}
+
+/// Writes the ends waiting; those the database cannot take now wait for the next tick.
+async fn write_ends(
+    store: &AnyStore,
+    pending: &mut Vec<PendingEnd>,
+    worked: &mut Worked,
+    reporter: &mut dyn Reporter,
+) {
+    let mut left = Vec::new();
+    for end in pending.drain(..) {
+        match store
+            .end_claimed(end.build, end.token, &end.ending, Utc::now())
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                // Taken over meanwhile: the other runner's word stands.
+                worked.lost += 1;
+                reporter.event(&BuildEvent::Lost {
+                    build: end.build,
+                    job: end.job,
+                });
+            }
+            Err(_) => left.push(end),
+        }
+    }
+    *pending = left;
+}
+
+fn on_output(
+    sink: &mut Sink,
+    held: &HashMap<BuildId, Held>,
+    reporter: &mut dyn Reporter,
+    build: BuildId,
+    output: Output,
+) {
+    let Some(h) = held.get(&build) else { return };
+    if h.lost {
+        return;
+    }
+    match output {
+        Output::Spawned { pgid } => sink.process_group(build, pgid),
+        output => {
+            sink.add(build, &output);
+            reporter.event(&BuildEvent::Output {
+                build,
+                job: h.job.clone(),
+                output,
+            });
+        }
+    }
+}
+
+/// Starts a claimed build as a task of its own.
+#[expect(clippy::too_many_arguments)]
+fn start(
+    store: &Arc<AnyStore>,
+    settings: &Arc<Settings>,
+    runner: &Runner,
+    out: &mpsc::UnboundedSender<(BuildId, Output)>,
+    held: &mut HashMap<BuildId, Held>,
+    tasks: &mut FuturesUnordered<tokio::task::JoinHandle<(BuildId, Outcome, Duration)>>,
+    claimed: Claimed,
+    reporter: &mut dyn Reporter,
+) {
+    let (cancel_tx, cancel_rx) = watch::channel(Cancel::No);
+    let spec = Job::from_snapshot(&claimed.config);
+    let job = spec
+        .as_ref()
+        .map(|j| j.id.clone())
+        .ok()
+        .or_else(|| JobId::parse(&claimed.job_id))
+        .unwrap_or_else(|| JobId::parse("_").expect("a valid id"));
+    held.insert(
+        claimed.id,
+        Held {
+            token: claimed.token,
+            job: job.clone(),
+            attempt: claimed.attempt,
+            retries: spec.as_ref().map_or(0, |j| j.retries),
+            retry_delay: spec.as_ref().map_or(Duration::ZERO, |j| j.retry_delay),
+            cancel: cancel_tx,
+            hand_back: false,
+            requested: false,
+            lost: false,
+        },
+    );
+    reporter.event(&BuildEvent::Started {
+        build: claimed.id,
+        job,
+        attempt: claimed.attempt,
+    });
+    let (store, settings, out) = (store.clone(), settings.clone(), out.clone());
+    let runner_pid = runner.pid;
+    tasks.push(tokio::spawn(Box::pin(async move {
+        let started = Instant::now();
+        let build = claimed.id;
+        let spec = match spec {
+            Ok(spec) => spec,
+            Err(err) => {
+                return (
+                    build,
+                    failed(format!("cannot read the build's snapshot: {err}")),
+                    started.elapsed(),
+                );
+            }
+        };
+        let retvals = match retvals(&store, &claimed).await {
+            Ok(found) => found,
+            Err(err) => {
+                return (
+                    build,
+                    failed(format!("cannot read its pins: {err}")),
+                    started.elapsed(),
+                );
+            }
+        };
+        let one = Attempt {
+            spec: &spec,
+            build,
+            secrets: &settings.secrets,
+            dir: &settings.dir,
+            options: &settings.options,
+            masker: &settings.masker,
+            runner_pid,
+        };
+        let send = |output| {
+            let _ = out.send((build, output));
+        };
+        let outcome = attempt(&one, &retvals, &cancel_rx, &send).await;
+        (build, outcome, started.elapsed())
+    })));
+}
+
+/// The return values of a claimed build's pins.
+async fn retvals(store: &AnyStore, claimed: &Claimed) -> Result<HashMap<JobId, Json>, StoreError> {
+    let mut found = HashMap::new();
+    for pin in &claimed.pins {
+        let (Some(id), Some(job)) = (pin.build_id, JobId::parse(&pin.job_id)) else {
+            continue;
+        };
+        if let Some(value) = store.build(id).await?.and_then(|b| b.retval) {
+            found.insert(job, value);
+        }
+    }
+    Ok(found)
+}
+
+/// Listens for the queue's notifications (PostgreSQL); `None` elsewhere or on failure.
+async fn listen(store: &AnyStore) -> Option<sqlx::postgres::PgListener> {
+    let pool = store.postgres_pool()?;
+    let mut listener = sqlx::postgres::PgListener::connect_with(pool).await.ok()?;
+    listener.listen("jobctl_queue").await.ok()?;
+    Some(listener)
+}
+
+/// Waits for a notification; false when the listener failed (then never ready again).
+async fn wake(listener: &mut Option<sqlx::postgres::PgListener>) -> bool {
+    match listener {
+        Some(l) => l.recv().await.is_ok(),
+        None => std::future::pending().await,
+    }
+}
+
+async fn next(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match signal {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
+}
