@@ -9,12 +9,14 @@ use chrono::{DateTime, TimeZone, Utc};
 use jobctl::config::Config;
 use jobctl::graph::JobGraph;
 use jobctl::store::progress::tree;
+use jobctl::store::queue::{Claimer, Queue};
 use jobctl::store::status::{JobStatus, Outdated, config_hash, job_statuses};
 use jobctl::store::{
     AnyStore, BuildFilter, BuildId, BuildStatus, LogFilter, LogLevel, LogRecord, NewBuild,
     OpenMode, Outcome, Pin, ProgressUpdate, PruneLogs, Runner, Store, Stream, Write,
 };
 use serde_json::json;
+use std::time::Duration;
 
 fn t(secs: i64) -> DateTime<Utc> {
     Utc.timestamp_opt(1_700_000_000 + secs, 0).unwrap()
@@ -85,7 +87,7 @@ async fn statuses(store: &AnyStore, config: &Config) -> Vec<String> {
 }
 
 async fn story(store: AnyStore, dir: &Path) {
-    assert_eq!(store.schema_version().await.unwrap(), 3);
+    assert_eq!(store.schema_version().await.unwrap(), 4);
     let mut token = store.changes().await.unwrap();
     assert_eq!(store.changes().await.unwrap(), token, "nothing happened");
     // Asserts that a part of the token moved since the last call (a log line or progress
@@ -519,6 +521,21 @@ async fn story(store: AnyStore, dir: &Path) {
         job_id: "s0".into(),
         build_id: None,
     };
+    // The run claims what it starts; a start written for a build not claimed (or ended)
+    // changes nothing.
+    let claimer = Claimer {
+        host: "box".into(),
+        pid: 4242,
+        ..Claimer::this_process(None, Vec::new())
+    };
+    assert_eq!(
+        store
+            .claim(&claimer, 2, Some(&ids[..2]), Duration::from_secs(30))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
     store
         .write(&[
             Write::Started {
@@ -641,6 +658,14 @@ async fn story(store: AnyStore, dir: &Path) {
         .collect();
     let ids = store.create_builds(&many, &runner).await.unwrap();
     assert_eq!(ids.len(), n);
+    assert_eq!(
+        store
+            .claim(&claimer, n, Some(&ids), Duration::from_secs(30))
+            .await
+            .unwrap()
+            .len(),
+        n
+    );
     let mut batch: Vec<Write> = ids
         .iter()
         .enumerate()
@@ -792,15 +817,22 @@ async fn postgres_needs_install_and_refuses_a_newer_schema() {
         .unwrap();
     assert!(
         err.to_string()
-            .ends_with("has schema version 99, newer than this jobctl knows (3): upgrade jobctl"),
+            .ends_with("has schema version 99, newer than this jobctl knows (4): upgrade jobctl"),
         "{err}"
     );
 }
 
-/// Makes a database look as schema version 1 left it (no cancel requests).
+/// Makes a database look as schema version 1 left it (no cancel requests, no queue).
 async fn downgrade_to_v1<C: sqlx::Executor<'static>>(conn: C) {
     sqlx::raw_sql(
-        "DROP INDEX builds_cancel_requested; \
+        "DROP TABLE build_waits; DROP TABLE build_labels; DROP TABLE workers; \
+         DROP INDEX builds_ready; DROP INDEX builds_claimed; DROP INDEX builds_dedup; \
+         ALTER TABLE builds DROP COLUMN waiting; ALTER TABLE builds DROP COLUMN not_before; \
+         ALTER TABLE builds DROP COLUMN run_owner; ALTER TABLE builds DROP COLUMN concurrency; \
+         ALTER TABLE builds DROP COLUMN dedup_key; ALTER TABLE builds DROP COLUMN token; \
+         ALTER TABLE builds DROP COLUMN lease_until; ALTER TABLE builds DROP COLUMN runner_id; \
+         ALTER TABLE builds DROP COLUMN runner_since; \
+         DROP INDEX builds_cancel_requested; \
          ALTER TABLE builds DROP COLUMN cancel_requested_at; \
          DELETE FROM _sqlx_migrations WHERE version >= 2;",
     )
@@ -832,7 +864,7 @@ async fn sqlite_upgrades_a_version_1_database_by_itself() {
         pool.close().await;
     }
     let store = common::sqlite_store(dir.path()).await;
-    assert_eq!(store.schema_version().await.unwrap(), 3);
+    assert_eq!(store.schema_version().await.unwrap(), 4);
     let build = store.build(kept).await.unwrap().unwrap();
     assert_eq!(build.cancel_requested_at, None, "old builds are kept");
 }
@@ -857,14 +889,14 @@ async fn postgres_asks_for_install_to_upgrade_a_version_1_schema() {
         .unwrap();
     assert!(
         err.to_string().ends_with(
-            "has schema version 1, older than this jobctl's (3): run `jobctl install` to upgrade it"
+            "has schema version 1, older than this jobctl's (4): run `jobctl install` to upgrade it"
         ),
         "{err}"
     );
     let store = jobctl::store::open(&db.url, dir.path(), OpenMode::Install)
         .await
         .unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 3);
+    assert_eq!(store.schema_version().await.unwrap(), 4);
 }
 
 /// A job's config hash is what its recorded builds are compared with: it must not change

@@ -100,7 +100,28 @@ async fn new_build(
     ids[0]
 }
 
+/// Claims a planned build for the fixture's runner, as a run does before it starts it.
+async fn claim(store: &AnyStore, build: BuildId) {
+    use jobctl::store::queue::{Claimer, Queue};
+    let claimer = Claimer {
+        host: "ci-host".into(),
+        pid: 4242,
+        ..Claimer::this_process(None, Vec::new())
+    };
+    let claimed = store
+        .claim(
+            &claimer,
+            1,
+            Some(&[build]),
+            std::time::Duration::from_secs(3600),
+        )
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+}
+
 async fn finished(store: &AnyStore, build: BuildId, start: i64, end: i64, outcome: Outcome) {
+    claim(store, build).await;
     store
         .write(&[
             Write::Started {
@@ -179,6 +200,7 @@ async fn history(store: &AnyStore, config: &Config) -> BuildId {
     .await;
     // Its pins come with its start, as a runner writes them.
     let process = new_build(store, config, "process", 100, Vec::new()).await;
+    claim(store, process).await;
     let mut batch = vec![Write::Started {
         build: process,
         at: t(100),

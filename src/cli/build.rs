@@ -9,6 +9,7 @@ use crate::exec::plan::{Deps, plan};
 use crate::exec::process::OutputLimits;
 use crate::exec::recover::recover_orphans;
 use crate::graph::JobGraph;
+use crate::store::queue::Queue;
 use crate::store::status::job_statuses;
 use crate::store::{OpenMode, Store};
 use crate::ui::live::{Live, terminal_size};
@@ -89,6 +90,29 @@ pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), C
             write_out(
                 out,
                 &format!("closed build {} of {}: {reason}\n", build.id, build.job_id),
+            )?;
+        }
+        // Builds of lost runners anywhere (an expired lease), and of runners on this host
+        // that are provably gone: retried by the queue, or failed.
+        let host = gethostname::gethostname().to_string_lossy().into_owned();
+        let rescued = store
+            .rescue(
+                &host,
+                &crate::store::queue::runner_alive,
+                chrono::Utc::now(),
+            )
+            .await?;
+        for r in rescued {
+            let then = match r.retried_as {
+                Some(next) => format!("; queued again as build {next}"),
+                None => String::new(),
+            };
+            write_out(
+                out,
+                &format!(
+                    "closed build {} of {}: {}{then}\n",
+                    r.id, r.job_id, r.reason
+                ),
             )?;
         }
     }

@@ -37,6 +37,7 @@ use super::process::{Cancel, Output, OutputLimits};
 use super::sink::{Sink, WriteTurn, off_loop};
 use crate::config::{Config, JobId};
 use crate::graph::JobGraph;
+use crate::store::queue::{Claimer, Queue};
 use crate::store::status::config_hash;
 use crate::store::{
     AnyStore, BuildFilter, BuildId, BuildStatus, NewBuild, Outcome, Pin, Runner, Store, StoreError,
@@ -160,6 +161,8 @@ struct Shared {
     masker: crate::config::model::Masker,
     /// `-j`: a job holds one while it runs, not while it waits to retry.
     slots: Arc<tokio::sync::Semaphore>,
+    /// This run as the holder of its builds' leases.
+    claimer: Claimer,
 }
 
 type TaskResult = (usize, Result<(BuildId, u32, Outcome, Duration), StoreError>);
@@ -209,6 +212,7 @@ pub async fn run(
         writing: writing.clone(),
         masker: crate::config::model::Masker::new(config.secrets.values().chain(&passwords)),
         slots: Arc::new(tokio::sync::Semaphore::new(options.jobs.max(1))),
+        claimer: Claimer::this_process(None, Vec::new()),
     });
     let mut running = FuturesUnordered::new();
     let mut summary = Summary::default();
@@ -235,17 +239,13 @@ pub async fn run(
         .filter(|&i| waiting_on[i] == 0)
         .map(Reverse)
         .collect();
-    // Builds of each job that other runners run, read again every tick; steps ready but
-    // held back by their job's `concurrency`, and those already said to wait.
-    let mut elsewhere: HashMap<String, u32> = store
-        .running_elsewhere(&shared.runner)
-        .await?
-        .into_iter()
-        .collect();
+    // Steps ready but held back by their job's `concurrency` (builds of it run
+    // elsewhere), tried again every tick, and those already said to wait.
     let mut held: Vec<usize> = Vec::new();
     // Each tick's look at the database (cancel requests, builds running elsewhere), read
     // by a task of its own: the loop does not wait on it.
     let mut looking: Option<tokio::task::JoinHandle<Looked>> = None;
+    let mut last_renewed = Instant::now();
     let mut told_waiting: std::collections::HashSet<usize> = std::collections::HashSet::new();
     // From here on the run ends only through the loop, which waits for this.
     let (planned_tx, mut planned_rx) = mpsc::unbounded_channel();
@@ -289,63 +289,89 @@ pub async fn run(
             cancels.all(Cancel::Term);
             reporter.event(&BuildEvent::Cancelling { how: Cancel::Term });
         }
-        // Start what is ready, in plan order.
+        // Start what is ready, in plan order: claimed in one transaction, in which the
+        // store counts each job's builds running anywhere against its `concurrency`.
         // A job waiting out its retry delay has given its slot back (`-j` counts jobs
         // that run, not jobs that wait).
-        while !stopping && shared.slots.available_permits() > 0 {
-            let Some(Reverse(i)) = ready.pop() else {
+        let mut batch: Vec<(usize, tokio::sync::OwnedSemaphorePermit)> = Vec::new();
+        while !stopping {
+            let Some(&Reverse(i)) = ready.peek() else {
                 break;
             };
             if state[i] != State::Waiting {
                 // Cancelled on request before it started.
+                ready.pop();
                 continue;
             }
             if i >= build_ids.len() {
                 // Its build is still being recorded; so are those of later steps.
-                ready.push(Reverse(i));
                 break;
             }
-            let job = steps[i].job;
-            let spec = &config.jobs[job];
-            let busy = elsewhere.get(spec.id.as_str()).copied().unwrap_or(0);
-            if busy >= spec.concurrency.max(1) {
-                if told_waiting.insert(i) {
-                    reporter.event(&BuildEvent::Waiting {
-                        job: spec.id.clone(),
-                        running: busy,
-                        concurrency: spec.concurrency.max(1),
-                    });
-                }
-                held.push(i);
-                continue;
-            }
-            let (pins, retvals) =
-                match pins_and_retvals(config, graph, store, &mut successes, job).await {
-                    Ok(found) => found,
-                    Err(err) => {
-                        ready.push(Reverse(i));
-                        sink.fail(err);
-                        break;
-                    }
-                };
-            // A job back from its retry delay may have taken the slot meanwhile (the
-            // reads above wait): then this one waits for the next.
             let Ok(slot) = shared.slots.clone().try_acquire_owned() else {
-                ready.push(Reverse(i));
                 break;
             };
-            pins_of.insert(job, pins);
-            state[i] = State::Running;
-            // Boxed: the job's future is several kB, and a task's future is moved a few
-            // times on its way in; a box is moved instead.
-            running.push(tokio::spawn(Box::pin(run_job(
-                shared.clone(),
-                job,
-                build_ids[i],
-                retvals,
-                cancels.add(job),
-                slot,
-            ))));
+            ready.pop();
+            batch.push((i, slot));
+        }
+        if !batch.is_empty() {
+            let ids: Vec<BuildId> = batch.iter().map(|(i, _)| build_ids[*i]).collect();
+            let claimed = {
+                // Behind the run's batch writer, not in SQLite's busy wait.
+                let _turn = shared.writing.lock().await;
+                store
+                    .claim(&shared.claimer, ids.len(), Some(&ids), LEASE)
+                    .await
+            };
+            match claimed {
+                Err(err) => {
+                    ready.extend(batch.into_iter().map(|(i, _)| Reverse(i)));
+                    sink.fail(err);
+                }
+                Ok(claimed) => {
+                    let got: std::collections::HashSet<BuildId> =
+                        claimed.iter().map(|c| c.id).collect();
+                    for (i, slot) in batch {
+                        let job = steps[i].job;
+                        let spec = &config.jobs[job];
+                        if !got.contains(&build_ids[i]) {
+                            // As many builds of it as it allows run elsewhere.
+                            if told_waiting.insert(i) {
+                                reporter.event(&BuildEvent::Waiting {
+                                    job: spec.id.clone(),
+                                    running: spec.concurrency.max(1),
+                                    concurrency: spec.concurrency.max(1),
+                                });
+                            }
+                            held.push(i);
+                            continue;
+                        }
+                        let (pins, retvals) =
+                            match pins_and_retvals(config, graph, store, &mut successes, job).await
+                            {
+                                Ok(found) => found,
+                                Err(err) => {
+                                    // Claimed but not started: it ends with the run.
+                                    state[i] = State::Unsuccessful;
+                                    summary.cancelled += 1;
+                                    sink.fail(err);
+                                    continue;
+                                }
+                            };
+                        pins_of.insert(job, pins);
+                        state[i] = State::Running;
+                        // Boxed: the job's future is several kB, and a task's future is
+                        // moved a few times on its way in; a box is moved instead.
+                        running.push(tokio::spawn(Box::pin(run_job(
+                            shared.clone(),
+                            job,
+                            build_ids[i],
+                            retvals,
+                            cancels.add(job),
+                            slot,
+                        ))));
+                    }
+                }
+            }
         }
         // Nothing runs and nothing can start: held steps wait for a tick, ready ones
         // for their builds to be recorded.
@@ -452,14 +478,22 @@ pub async fn run(
                 }
                 if !stopping && looking.is_none() {
                     let (store, runner) = (store.clone(), shared.runner.clone());
+                    let renew = (last_renewed.elapsed() >= LEASE / 3).then(|| shared.claimer.clone());
+                    if renew.is_some() {
+                        last_renewed = Instant::now();
+                    }
                     looking = Some(tokio::spawn(async move {
                         let requested = store.cancel_requests(&runner).await;
-                        (requested, store.running_elsewhere(&runner).await)
+                        let renewed = match renew {
+                            Some(claimer) => store.renew(&claimer, LEASE).await.map(|_| ()),
+                            None => Ok(()),
+                        };
+                        (requested, renewed)
                     }));
                 }
                 reporter.tick();
             }
-            Some((requested, now)) = looked(&mut looking) => {
+            Some((requested, renewed)) = looked(&mut looking) => {
                 looking = None;
                 if !stopping {
                     match requested {
@@ -471,9 +505,8 @@ pub async fn run(
                         }
                         Err(err) => sink.fail(err),
                     }
-                    match now {
-                        Ok(now) => elsewhere = now.into_iter().collect(),
-                        Err(err) => sink.fail(err),
+                    if let Err(err) = renewed {
+                        sink.fail(err);
                     }
                     // Held steps are tried again against the new counts.
                     ready.extend(held.drain(..).map(Reverse));
@@ -751,6 +784,10 @@ impl Run<'_> {
     }
 }
 
+/// How long this run's claims hold without a renewal (renewed at a third of it): a
+/// `jobctl build` that stops renewing is taken for lost after this.
+const LEASE: Duration = Duration::from_secs(30);
+
 /// Writes are handed to the writer when this many wait and it is free, even before the
 /// tick: the batch written when the run ends (with nothing else left to do) stays small.
 const WRITE_AT: usize = 256;
@@ -811,10 +848,7 @@ async fn plan_rest(
 }
 
 /// What a tick's look at the database found.
-type Looked = (
-    Result<Vec<BuildId>, StoreError>,
-    Result<Vec<(String, u32)>, StoreError>,
-);
+type Looked = (Result<Vec<BuildId>, StoreError>, Result<(), StoreError>);
 
 /// The look's result once it is there (never while none is under way).
 async fn looked(looking: &mut Option<tokio::task::JoinHandle<Looked>>) -> Option<Looked> {
@@ -1010,11 +1044,38 @@ async fn run_job(
                 _ = cancel.changed() => return Ok((build, attempt - 1, outcome, started.elapsed())),
             }
             delay = delay.saturating_mul(2);
-            let _turn = shared.writing.lock().await;
-            build = shared
-                .store
-                .create_builds(&[new_build(spec, attempt, Utc::now())], &shared.runner)
-                .await?[0];
+            let previous = build;
+            {
+                let _turn = shared.writing.lock().await;
+                build = shared
+                    .store
+                    .create_builds(&[new_build(spec, attempt, Utc::now())], &shared.runner)
+                    .await?[0];
+            }
+            // Claimed like the first: it waits while its job's builds elsewhere fill its
+            // `concurrency`.
+            loop {
+                let claimed = {
+                    let _turn = shared.writing.lock().await;
+                    shared
+                        .store
+                        .claim(&shared.claimer, 1, Some(&[build]), LEASE)
+                        .await?
+                };
+                if !claimed.is_empty() {
+                    break;
+                }
+                let mut cancel = cancel.clone();
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    _ = cancel.changed() => {
+                        // It never started: it did not happen.
+                        let _turn = shared.writing.lock().await;
+                        shared.store.delete_build(build).await?;
+                        return Ok((previous, attempt - 1, outcome, started.elapsed()));
+                    }
+                }
+            }
         }
     }
     .await;

@@ -48,9 +48,8 @@ impl Claimer {
         let host = gethostname::gethostname().to_string_lossy().into_owned();
         let pid = std::process::id();
         let since = process_start(pid);
-        let stamp = Utc::now().timestamp_micros();
         Claimer {
-            id: format!("{host}:{pid}:{}", since.unwrap_or(stamp)),
+            id: this_process_id().to_owned(),
             name,
             host,
             pid,
@@ -58,6 +57,18 @@ impl Claimer {
             labels,
         }
     }
+}
+
+/// This process's name as a lease holder: host, pid and start time (or, without
+/// `/proc`, the time it first asked), the same every time it is asked.
+pub fn this_process_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        let host = gethostname::gethostname().to_string_lossy().into_owned();
+        let pid = std::process::id();
+        let since = process_start(pid).unwrap_or_else(|| Utc::now().timestamp_micros());
+        format!("{host}:{pid}:{since}")
+    })
 }
 
 /// When process `pid` started, in clock ticks after boot (field 22 of its `stat`).

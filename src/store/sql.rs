@@ -140,7 +140,7 @@ macro_rules! impl_store {
                 for chunk in crate::store::sql::pieces(&builds) {
                     let mut insert: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
                         "INSERT INTO builds (job_id, status, created_at, config, config_hash, \
-                         attempt, host, pid, worker) ",
+                         attempt, host, pid, worker, run_owner, concurrency) ",
                     );
                     insert.push_values(chunk, |mut row, build| {
                         row.push_bind(build.job_id.as_str())
@@ -151,7 +151,17 @@ macro_rules! impl_store {
                             .push_bind(build.attempt as i32)
                             .push_bind(runner.map(|r| r.host.as_str()))
                             .push_bind(runner.map(|r| r.pid as i32))
-                            .push_bind(runner.and_then(|r| r.worker.as_deref()));
+                            .push_bind(runner.and_then(|r| r.worker.as_deref()))
+                            // Kept for the run that planned it: only its runner claims it.
+                            .push_bind(runner.map(|_| crate::store::queue::this_process_id()))
+                            .push_bind(
+                                build
+                                    .config
+                                    .get("concurrency")
+                                    .and_then(serde_json::Value::as_i64)
+                                    .unwrap_or(1)
+                                    .clamp(1, 10_000) as i32,
+                            );
                     });
                     insert.push(" RETURNING id");
                     // One statement numbers its rows in order: sorted, the ids follow the
@@ -207,7 +217,8 @@ macro_rules! impl_store {
                             .push_bind(*at)
                             .push_bind(pgid.map(|p| p as i32));
                     });
-                    update.push(") AS v WHERE builds.id = v.column1");
+                    // A build claimed since (and not ended or taken back meanwhile).
+                    update.push(") AS v WHERE builds.id = v.column1 AND builds.status = 'running'");
                     update.build().execute(&mut **tx).await?;
                 }
                 Ok(())
