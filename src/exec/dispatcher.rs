@@ -294,10 +294,7 @@ pub async fn run(
         // A job waiting out its retry delay has given its slot back (`-j` counts jobs
         // that run, not jobs that wait).
         let mut batch: Vec<(usize, tokio::sync::OwnedSemaphorePermit)> = Vec::new();
-        while !stopping {
-            let Some(&Reverse(i)) = ready.peek() else {
-                break;
-            };
+        while let (false, Some(&Reverse(i))) = (stopping, ready.peek()) {
             if state[i] != State::Waiting {
                 // Cancelled on request before it started.
                 ready.pop();
