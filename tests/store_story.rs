@@ -826,7 +826,7 @@ async fn postgres_needs_install_and_refuses_a_newer_schema() {
 async fn downgrade_to_v1<C: sqlx::Executor<'static>>(conn: C) {
     sqlx::raw_sql(
         "DROP TABLE build_waits; DROP TABLE build_labels; DROP TABLE workers; \
-         DROP INDEX builds_ready; DROP INDEX builds_claimed; DROP INDEX builds_dedup; \
+         DROP INDEX builds_ready; DROP INDEX builds_dedup; \
          ALTER TABLE builds DROP COLUMN waiting; ALTER TABLE builds DROP COLUMN not_before; \
          ALTER TABLE builds DROP COLUMN run_owner; ALTER TABLE builds DROP COLUMN concurrency; \
          ALTER TABLE builds DROP COLUMN dedup_key; ALTER TABLE builds DROP COLUMN token; \

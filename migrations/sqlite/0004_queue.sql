@@ -17,9 +17,10 @@ ALTER TABLE builds ADD COLUMN lease_until TEXT;
 ALTER TABLE builds ADD COLUMN runner_id TEXT;
 ALTER TABLE builds ADD COLUMN runner_since INTEGER;
 
-CREATE INDEX builds_ready ON builds (id) WHERE status = 'created' AND waiting = 0;
-CREATE INDEX builds_claimed ON builds (runner_id) WHERE status = 'running';
-CREATE INDEX builds_dedup ON builds (dedup_key) WHERE status = 'created';
+-- Only queued builds for workers are indexed as ready or by their de-duplication key: the
+-- builds of a `jobctl build` run (kept for it, no key) cost those indexes nothing.
+CREATE INDEX builds_ready ON builds (id) WHERE status = 'created' AND waiting = 0 AND run_owner IS NULL;
+CREATE INDEX builds_dedup ON builds (dedup_key) WHERE status = 'created' AND dedup_key IS NOT NULL;
 
 -- The builds a build waits on (in its run): it is ready when all of them succeeded.
 CREATE TABLE build_waits (

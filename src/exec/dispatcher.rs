@@ -188,7 +188,13 @@ pub async fn run(
     let jobs: Vec<usize> = steps.iter().map(|s| s.job).collect();
     let first = jobs.len().min(FIRST_PLANNED);
     let mut build_ids = Vec::with_capacity(steps.len());
-    build_ids.extend(create_planned(config, store, &jobs[..first], &runner, now).await?);
+    // Whether each planned build was reserved for this run when it was recorded (its
+    // job's concurrency had room): then it starts when ready without another claim.
+    let mut reserved: Vec<bool> = Vec::with_capacity(steps.len());
+    for (id, ok) in create_planned(config, store, &jobs[..first], &runner, now).await? {
+        build_ids.push(id);
+        reserved.push(ok);
+    }
 
     let mut state: Vec<State> = vec![State::Waiting; steps.len()];
     // The latest successful build of each job, with its return value, as far as known.
@@ -310,8 +316,14 @@ pub async fn run(
             ready.pop();
             batch.push((i, slot));
         }
+        // Builds reserved when they were recorded start at once; the others are
+        // claimed now, together.
+        let ids: Vec<BuildId> = batch
+            .iter()
+            .filter(|(i, _)| !reserved[*i])
+            .map(|(i, _)| build_ids[*i])
+            .collect();
         if !batch.is_empty() {
-            let ids: Vec<BuildId> = batch.iter().map(|(i, _)| build_ids[*i]).collect();
             let claimed = {
                 // Behind the run's batch writer, not in SQLite's busy wait.
                 let _turn = shared.writing.lock().await;
@@ -330,7 +342,7 @@ pub async fn run(
                     for (i, slot) in batch {
                         let job = steps[i].job;
                         let spec = &config.jobs[job];
-                        if !got.contains(&build_ids[i]) {
+                        if !reserved[i] && !got.contains(&build_ids[i]) {
                             // As many builds of it as it allows run elsewhere.
                             if told_waiting.insert(i) {
                                 reporter.event(&BuildEvent::Waiting {
@@ -447,7 +459,10 @@ pub async fn run(
             created = planned_rx.recv(), if planning => match created {
                 Some(Ok(ids)) => {
                     let from = build_ids.len();
-                    build_ids.extend(ids);
+                    for (id, ok) in ids {
+                        build_ids.push(id);
+                        reserved.push(ok);
+                    }
                     for k in from..build_ids.len() {
                         if state[k] == State::NotRun {
                             sink.push(Write::Discard { build: build_ids[k] });
@@ -540,7 +555,7 @@ pub async fn run(
     let recorded = build_ids.len();
     while let Some(created) = planned_rx.recv().await {
         match created {
-            Ok(ids) => build_ids.extend(ids),
+            Ok(ids) => build_ids.extend(ids.into_iter().map(|(id, _)| id)),
             Err(err) => sink.fail(err),
         }
     }
@@ -805,17 +820,15 @@ async fn create_planned(
     jobs: &[usize],
     runner: &Runner,
     at: chrono::DateTime<Utc>,
-) -> Result<Vec<BuildId>, StoreError> {
+) -> Result<Vec<(BuildId, bool)>, StoreError> {
     let planned: Vec<NewBuild> = jobs
         .iter()
         .map(|&job| new_build(&config.jobs[job], 1, at))
         .collect();
-    store.create_builds(&planned, runner).await
+    let claimer = Claimer::this_process(None, Vec::new());
+    store.plan_builds(&planned, runner, &claimer, LEASE).await
 }
 
-/// Records the planned builds of `jobs` a transaction at a time, sending their ids in
-/// order; stops early when `stop` is raised (the run ended without them).
-#[allow(clippy::too_many_arguments)]
 async fn plan_rest(
     config: &'static Config,
     store: Arc<AnyStore>,
@@ -824,7 +837,7 @@ async fn plan_rest(
     at: chrono::DateTime<Utc>,
     turn: WriteTurn,
     stop: Arc<std::sync::atomic::AtomicBool>,
-    ids: mpsc::UnboundedSender<Result<Vec<BuildId>, StoreError>>,
+    ids: mpsc::UnboundedSender<Result<Vec<(BuildId, bool)>, StoreError>>,
 ) {
     let mut rest = &jobs[..];
     let mut size = FIRST_PLANNED;

@@ -761,6 +761,15 @@ impl Queue for AnyStore {
     ) -> Result<Vec<queue::Enqueued>> {
         delegate!(self, s => s.enqueue(builds, owner, at))
     }
+    async fn plan_builds(
+        &self,
+        builds: &[NewBuild],
+        runner: &Runner,
+        claimer: &queue::Claimer,
+        lease: Duration,
+    ) -> Result<Vec<(BuildId, bool)>> {
+        delegate!(self, s => s.plan_builds(builds, runner, claimer, lease))
+    }
     async fn claim(
         &self,
         claimer: &queue::Claimer,

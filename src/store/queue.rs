@@ -187,6 +187,11 @@ impl WorkerRow {
     }
 }
 
+/// The builds that fill a job's `concurrency`: those running, and those reserved by a
+/// run (claimed ahead, waiting for what they depend on).
+pub(crate) const OCCUPYING: &str =
+    "(status = 'running' OR (status = 'created' AND runner_id IS NOT NULL))";
+
 /// Why a build ended that is closed because one it waits on did not succeed.
 pub fn not_run_reason(job: &str, build: BuildId, outcome: &Outcome) -> String {
     let how = match outcome {
@@ -221,6 +226,17 @@ pub trait Queue: Send + Sync {
         owner: Option<&str>,
         at: DateTime<Utc>,
     ) -> impl Future<Output = super::Result<Vec<Enqueued>>> + Send;
+    /// Records the builds a `jobctl build` run planned, kept for it, and reserves (claims
+    /// ahead, in the same transaction) each whose job's `concurrency` has room, so that
+    /// the run starts it when it is ready without asking again. Returns each build and
+    /// whether it was reserved; one that was not is claimed when it is ready.
+    fn plan_builds(
+        &self,
+        builds: &[NewBuild],
+        runner: &super::Runner,
+        claimer: &Claimer,
+        lease: std::time::Duration,
+    ) -> impl Future<Output = super::Result<Vec<(BuildId, bool)>>> + Send;
     /// Claims up to `limit` ready builds not kept for a run (a worker), or exactly the
     /// builds `only` of `claimer`'s own run that its job's concurrency lets run.
     fn claim(
@@ -335,8 +351,9 @@ macro_rules! impl_queue {
                 let (retval, exit_code, signal, timed_out, error, stderr_tail) =
                     crate::store::sql::outcome_columns(outcome);
                 let guard = match token {
-                    Some(_) => "status = 'running' AND token = $11",
-                    None => "status = 'created' AND $11 = $11",
+                    // A running build, or one reserved by a run.
+                    Some(_) => "status IN ('created', 'running') AND runner_id IS NOT NULL AND token = $11",
+                    None => "status = 'created' AND runner_id IS NULL AND $11 = $11",
                 };
                 let sql = format!(
                     "UPDATE builds SET status = $2, finished_at = $3, retval = $4, exit_code = $5, \
@@ -513,6 +530,60 @@ macro_rules! impl_queue {
                 Ok(made)
             }
 
+            async fn plan_builds(
+                &self,
+                builds: &[crate::store::NewBuild],
+                runner: &crate::store::Runner,
+                claimer: &crate::store::queue::Claimer,
+                lease: std::time::Duration,
+            ) -> crate::store::Result<Vec<(crate::store::BuildId, bool)>> {
+                let q = |source| crate::store::StoreError::query("record the planned builds", source);
+                let mut tx = self.begin_write().await.map_err(q)?;
+                let ids = Self::insert_builds(&mut tx, builds, Some(runner)).await.map_err(q)?;
+                Self::lock_claims(&mut tx).await.map_err(q)?;
+                let mut jobs: Vec<&str> = builds.iter().map(|b| b.job_id.as_str()).collect();
+                jobs.sort_unstable();
+                jobs.dedup();
+                let busy = Self::occupied(&mut tx, &jobs).await.map_err(q)?;
+                // The builds just recorded are not reserved yet: they do not count.
+                let mut taken: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
+                let mut reserved = Vec::with_capacity(ids.len());
+                for (build, id) in builds.iter().zip(&ids) {
+                    let limit = build
+                        .config
+                        .get("concurrency")
+                        .and_then(serde_json::Value::as_i64)
+                        .unwrap_or(1)
+                        .max(1);
+                    let now = busy.get(build.job_id.as_str()).copied().unwrap_or(0);
+                    let mine = taken.entry(build.job_id.as_str()).or_insert(0);
+                    let ok = now + *mine < limit;
+                    if ok {
+                        *mine += 1;
+                    }
+                    reserved.push((*id, ok));
+                }
+                let until = chrono::Utc::now()
+                    + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30));
+                let chosen: Vec<i64> = reserved.iter().filter(|(_, ok)| *ok).map(|(id, _)| id.0).collect();
+                for chunk in crate::store::sql::pieces(&chosen) {
+                    let mut update: sqlx::QueryBuilder<$db> =
+                        sqlx::QueryBuilder::new("UPDATE builds SET token = token + 1, lease_until = ");
+                    update.push_bind(until);
+                    update.push(", runner_id = ").push_bind(claimer.id.clone());
+                    update.push(", runner_since = ").push_bind(claimer.since);
+                    update.push(" WHERE id IN (");
+                    let mut list = update.separated(", ");
+                    for id in chunk {
+                        list.push_bind(*id);
+                    }
+                    update.push(")");
+                    update.build().execute(&mut *tx).await.map_err(q)?;
+                }
+                tx.commit().await.map_err(q)?;
+                Ok(reserved)
+            }
+
             async fn claim(
                 &self,
                 claimer: &crate::store::queue::Claimer,
@@ -534,7 +605,7 @@ macro_rules! impl_queue {
                 );
                 match only {
                     Some(ids) => {
-                        select.push("run_owner = ").push_bind(claimer.id.clone());
+                        select.push("runner_id IS NULL AND run_owner = ").push_bind(claimer.id.clone());
                         select.push(" AND id IN (");
                         let mut list = select.separated(", ");
                         for id in ids {
@@ -543,7 +614,8 @@ macro_rules! impl_queue {
                         select.push(")");
                     }
                     None => {
-                        select.push("waiting = 0 AND run_owner IS NULL AND (not_before IS NULL OR not_before <= ");
+                        select.push("waiting = 0 AND run_owner IS NULL AND runner_id IS NULL \
+                             AND (not_before IS NULL OR not_before <= ");
                         select.push_bind(now);
                         select.push(") AND NOT EXISTS (SELECT 1 FROM build_labels l WHERE l.build_id = builds.id");
                         if !claimer.labels.is_empty() {
@@ -573,32 +645,8 @@ macro_rules! impl_queue {
                 let mut jobs: Vec<&str> = candidates.iter().map(|(_, j, _)| j.as_str()).collect();
                 jobs.sort_unstable();
                 jobs.dedup();
-                if Self::PG {
-                    // Claims of one job take turns (in one order: no deadlock), so that
-                    // the count below is the truth when this transaction commits.
-                    for job in &jobs {
-                        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('jobctl:' || $1))")
-                            .bind(*job)
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(q)?;
-                    }
-                }
-                let mut count: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
-                    "SELECT job_id, COUNT(*) FROM builds WHERE status = 'running' AND job_id IN (",
-                );
-                let mut list = count.separated(", ");
-                for job in &jobs {
-                    list.push_bind(job.to_string());
-                }
-                count.push(") GROUP BY job_id");
-                let running: std::collections::HashMap<String, i64> = count
-                    .build_query_as::<(String, i64)>()
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(q)?
-                    .into_iter()
-                    .collect();
+                Self::lock_claims(&mut tx).await.map_err(q)?;
+                let running = Self::occupied(&mut tx, &jobs).await.map_err(q)?;
                 let mut taken: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
                 let mut chosen = Vec::new();
                 for (id, job, concurrency) in &candidates {
@@ -666,8 +714,8 @@ macro_rules! impl_queue {
                 let until = chrono::Utc::now()
                     + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30));
                 let ids: Vec<i64> = sqlx::query_scalar(
-                    "UPDATE builds SET lease_until = $2 WHERE runner_id = $1 AND status = 'running' \
-                     RETURNING id",
+                    "UPDATE builds SET lease_until = $2 WHERE runner_id = $1 \
+                     AND status IN ('created', 'running') RETURNING id",
                 )
                 .bind(&claimer.id)
                 .bind(until)
@@ -739,7 +787,8 @@ macro_rules! impl_queue {
                 );
                 let rows: Vec<Row> = sqlx::query_as(
                     "SELECT id, job_id, token, attempt, config, worker, host, pid, runner_since, \
-                     lease_until, run_owner FROM builds WHERE status = 'running' AND runner_id IS NOT NULL \
+                     lease_until, run_owner FROM builds WHERE status IN ('created', 'running') \
+                     AND runner_id IS NOT NULL \
                      AND (lease_until < $1 OR host = $2)",
                 )
                 .bind(at)
@@ -928,6 +977,43 @@ macro_rules! impl_queue {
         }
 
         impl $store {
+            /// Claims and reservations take turns: on PostgreSQL one transaction-level
+            /// lock (claims are short and batched); SQLite's write lock already does.
+            async fn lock_claims(
+                tx: &mut sqlx::Transaction<'static, $db>,
+            ) -> Result<(), sqlx::Error> {
+                if Self::PG {
+                    sqlx::query("SELECT pg_advisory_xact_lock(7361626)")
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                Ok(())
+            }
+
+            /// How many builds of each of `jobs` fill its concurrency now.
+            async fn occupied(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                jobs: &[&str],
+            ) -> Result<std::collections::HashMap<String, i64>, sqlx::Error> {
+                let mut busy = std::collections::HashMap::new();
+                for chunk in crate::store::sql::pieces(jobs) {
+                    let mut count: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(format!(
+                        "SELECT job_id, COUNT(*) FROM builds WHERE status IN ('created', 'running') \
+                         AND {} AND job_id IN (",
+                        crate::store::queue::OCCUPYING
+                    ));
+                    let mut list = count.separated(", ");
+                    for job in chunk {
+                        list.push_bind(job.to_string());
+                    }
+                    count.push(") GROUP BY job_id");
+                    let rows: Vec<(String, i64)> =
+                        count.build_query_as().fetch_all(&mut **tx).await?;
+                    busy.extend(rows);
+                }
+                Ok(busy)
+            }
+
             /// The pins of a claimed build: for each dependency of its job, the build of
             /// its run it waited on, else that job's latest success. Recorded with it.
             async fn pins_for(
