@@ -102,7 +102,12 @@ pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), C
                 chrono::Utc::now(),
             )
             .await?;
-        for r in rescued {
+        for r in &rescued {
+            if r.host.as_deref() == Some(host.as_str())
+                && let Some(pid) = r.pid
+            {
+                crate::exec::recover::kill_leftovers(None, r.id.0, pid);
+            }
             let then = match r.retried_as {
                 Some(next) => format!("; queued again as build {next}"),
                 None => String::new(),

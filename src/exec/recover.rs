@@ -180,7 +180,7 @@ fn boot_time() -> Option<chrono::DateTime<Utc>> {
 /// Kills the processes of `build` run by the jobctl `runner_pid`: those that carry
 /// `JOBCTL_BUILD_ID=<build>` and are in group `pgid` (when known) or carry
 /// `JOBCTL_RUNNER_PID=<runner_pid>` (what left the group). Returns how many it signalled.
-fn kill_leftovers(pgid: Option<u32>, build: i64, runner_pid: u32) -> usize {
+pub(crate) fn kill_leftovers(pgid: Option<u32>, build: i64, runner_pid: u32) -> usize {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return 0;
     };

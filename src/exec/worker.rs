@@ -327,7 +327,21 @@ async fn look(
             }
         }
     }
-    let _ = store.rescue(&claimer.host, &runner_alive, Utc::now()).await;
+    kill_rescued(
+        &claimer.host,
+        store.rescue(&claimer.host, &runner_alive, Utc::now()).await,
+    );
+}
+
+/// Kills what rescued builds of this host left running (their runner is gone).
+pub fn kill_rescued(host: &str, rescued: Result<Vec<crate::store::queue::Rescued>, StoreError>) {
+    for r in rescued.into_iter().flatten() {
+        if r.host.as_deref() == Some(host)
+            && let Some(pid) = r.pid
+        {
+            super::recover::kill_leftovers(None, r.id.0, pid);
+        }
+    }
 }
 
 /// Whether nothing this worker could run is queued.

@@ -152,6 +152,10 @@ pub struct Rescued {
     /// The new attempt, when it is retried.
     pub retried_as: Option<BuildId>,
     pub reason: String,
+    /// Where its runner was, and its pid: what the build's job left running on this
+    /// host is killed by whoever rescued it.
+    pub host: Option<String>,
+    pub pid: Option<u32>,
 }
 
 /// A runner as `jobctl workers` shows it.
@@ -859,6 +863,8 @@ macro_rules! impl_queue {
                         job_id,
                         retried_as: retried_as.map(crate::store::BuildId),
                         reason,
+                        host: on,
+                        pid: pid.map(|p| p.max(0) as u32),
                     });
                 }
                 Ok(rescued)

@@ -1,0 +1,426 @@
+//! `jobctl worker`, `build --queue [--wait]`, `cancel` and `workers` with real processes,
+//! against SQLite and the real PostgreSQL. Each job writes what it did to a file (its
+//! side effect), and the checks read that file, not only the builds table.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{PgDatabase, run, wait_until};
+
+/// A started `jobctl` process (killed if the test fails first).
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    fn start(dir: &Path, args: &[&str]) -> Proc {
+        Proc(
+            Command::new(assert_cmd::cargo::cargo_bin("jobctl"))
+                .current_dir(dir)
+                .args(args)
+                .env_remove("JOBCTL_CONFIG")
+                .env("NO_COLOR", "1")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    fn pid(&self) -> i32 {
+        self.0.id() as i32
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: kill has no memory effects.
+        unsafe {
+            libc::kill(self.pid(), signal);
+        }
+    }
+
+    /// Waits for the end (failing after `limit`); exit code and stdout.
+    fn finish(mut self, limit: Duration) -> (i32, String) {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                let mut out = String::new();
+                use std::io::Read;
+                self.0
+                    .stdout
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut out)
+                    .unwrap();
+                let mut err = String::new();
+                self.0
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut err)
+                    .unwrap();
+                return (status.code().unwrap_or(-1), out + &err);
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "jobctl did not end within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A folder with `config` whose `storage:` is `url` (SQLite in the folder by default).
+fn setup(config: &str, url: Option<&str>) -> tempfile::TempDir {
+    let storage = url.unwrap_or("sqlite://.jobctl/state.db");
+    common::setup(&format!("storage: {storage}\n{config}"))
+}
+
+/// Lines the jobs wrote to `ran.log`: `JOB BUILD start|end TIME`.
+fn ran(dir: &Path) -> Vec<(String, i64, String, f64)> {
+    std::fs::read_to_string(dir.join("ran.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (
+                f[0].to_owned(),
+                f[1].parse().unwrap(),
+                f[2].to_owned(),
+                f[3].parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// A job's command that records its start and end in `ran.log` around `body`.
+fn logged(body: &str) -> String {
+    format!(
+        "echo \"$JOBCTL_JOB_ID $JOBCTL_BUILD_ID start $(date +%s.%N)\" >> ran.log; {body}; s=$?; echo \"$JOBCTL_JOB_ID $JOBCTL_BUILD_ID end $(date +%s.%N)\" >> ran.log; exit $s"
+    )
+}
+
+fn diamond() -> String {
+    let job = |id: &str, deps: &str, body: &str| {
+        format!(
+            "  - id: {id}\n    run: '{}'\n    dependencies: [{deps}]\n",
+            logged(body).replace('\'', "''")
+        )
+    };
+    format!(
+        "jobs:\n{}{}{}{}",
+        job("a", "", "$JOBCTL report retval '\"from a\"'"),
+        job("b", "a", "sleep 0.2"),
+        job("c", "a", "sleep 0.2"),
+        job("d", "b, c", "true"),
+    )
+}
+
+/// Two workers run a queued diamond: every build once, in order, and `--wait` follows
+/// it to the end with the exit code of `build`.
+fn queued_diamond_runs_once_in_order(url: Option<&str>) {
+    let dir = setup(&diamond(), url);
+    let d = dir.path();
+    let (code, _, err) = run(d, &["install"]);
+    assert_eq!(code, 0, "{err}");
+    let wait = Proc::start(d, &["build", "--all", "--queue", "--wait"]);
+    wait_until("the builds to be queued", Duration::from_secs(20), || {
+        run(d, &["builds", "--json"]).1.contains("\"created\"")
+    });
+    let w1 = Proc::start(d, &["worker", "-j2", "--name", "w1", "--until-idle"]);
+    let w2 = Proc::start(d, &["worker", "-j2", "--name", "w2", "--until-idle"]);
+    let (code, out) = wait.finish(Duration::from_secs(60));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("4 succeeded"), "{out}");
+    for w in [w1, w2] {
+        let (code, out) = w.finish(Duration::from_secs(30));
+        assert_eq!(code, 0, "{out}");
+    }
+    let lines = ran(d);
+    assert_eq!(lines.len(), 8, "each job ran once: {lines:?}");
+    let at = |job: &str, what: &str| {
+        lines
+            .iter()
+            .find(|l| l.0 == job && l.2 == what)
+            .unwrap_or_else(|| panic!("{job} {what} in {lines:?}"))
+            .3
+    };
+    assert!(at("b", "start") >= at("a", "end"));
+    assert!(at("c", "start") >= at("a", "end"));
+    assert!(at("d", "start") >= at("b", "end").max(at("c", "end")));
+    let builds = common::builds(d);
+    assert_eq!(builds.len(), 4);
+    assert!(builds.iter().all(|b| b["status"] == "successful"));
+    assert!(
+        builds
+            .iter()
+            .all(|b| matches!(b["worker"].as_str(), Some("w1" | "w2"))),
+        "{builds:?}"
+    );
+    // b used a's return value, pinned to the build that made it.
+    let (_, show, _) = run(
+        d,
+        &["show", &common::build_of(&builds, "b")["id"].to_string()],
+    );
+    assert!(show.contains("a -> build"), "{show}");
+    // Queued again while nothing is queued: new builds; queued twice: one.
+    let (_, first, _) = run(d, &["build", "a", "--force", "--queue"]);
+    let (_, again, _) = run(d, &["build", "a", "--force", "--queue"]);
+    assert!(first.starts_with("queued build 5 of a\n"), "{first}");
+    assert_eq!(
+        again,
+        "queued build 5 of a (already queued: the same job and arguments)\n"
+    );
+    let (_, third, _) = run(d, &["build", "a", "--force", "--queue", "--no-dedup"]);
+    assert_eq!(third, "queued build 6 of a\n");
+    // Cancel: a queued build at once.
+    let (code, out, err) = run(d, &["cancel", "--job", "a"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        "build 5 of a: cancelled (it was queued)\nbuild 6 of a: cancelled (it was queued)\n"
+    );
+    let (code, out, _) = run(d, &["workers", "--all"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("w1") && out.contains("stopped"), "{out}");
+}
+
+#[test]
+fn queued_diamond_on_sqlite() {
+    queued_diamond_runs_once_in_order(None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn queued_diamond_on_postgres() {
+    let Some(db) = PgDatabase::create("workers_diamond").await else {
+        return;
+    };
+    let url = db.url.clone();
+    tokio::task::spawn_blocking(move || queued_diamond_runs_once_in_order(Some(&url)))
+        .await
+        .unwrap();
+}
+
+/// A failure closes what waits on it as not run, naming it; `--wait` exits 4 (a build
+/// failed), as `build` does.
+#[test]
+fn a_failure_in_the_queue_closes_its_dependants() {
+    let dir = setup(
+        "jobs:\n  - {id: bad, run: 'exit 3'}\n  - {id: after, run: 'touch after-ran', dependencies: [bad]}\n",
+        None,
+    );
+    let d = dir.path();
+    let wait = Proc::start(d, &["build", "after", "--queue", "--wait"]);
+    wait_until("the builds to be queued", Duration::from_secs(20), || {
+        run(d, &["builds", "--json"]).1.contains("\"created\"")
+    });
+    let (code, out) = Proc::start(d, &["worker", "--until-idle"]).finish(Duration::from_secs(30));
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = wait.finish(Duration::from_secs(30));
+    assert_eq!(code, 4, "as `build` exits: {out}");
+    assert!(
+        out.contains("not run after: upstream bad (build 1) failed"),
+        "{out}"
+    );
+    assert!(!d.join("after-ran").exists());
+}
+
+/// `concurrency: 1` holds across three `jobctl build` processes and two workers started
+/// at once: the intervals the job wrote never overlap.
+fn concurrency_holds_everywhere(url: Option<&str>) {
+    let config = format!(
+        "jobs:\n  - id: only\n    concurrency: 1\n    run: '{}'\n",
+        logged("sleep 0.3")
+    );
+    let dir = setup(&config, url);
+    let d = dir.path();
+    let (code, _, err) = run(d, &["install"]);
+    assert_eq!(code, 0, "{err}");
+    for _ in 0..2 {
+        let (code, _, err) = run(d, &["build", "only", "--force", "--queue", "--no-dedup"]);
+        assert_eq!(code, 0, "{err}");
+    }
+    let mut procs = Vec::new();
+    for _ in 0..3 {
+        procs.push(Proc::start(
+            d,
+            &["build", "only", "--force", "--progress", "plain"],
+        ));
+    }
+    for name in ["w1", "w2"] {
+        procs.push(Proc::start(
+            d,
+            &["worker", "-j2", "--name", name, "--until-idle"],
+        ));
+    }
+    for p in procs {
+        let (code, out) = p.finish(Duration::from_secs(60));
+        assert_eq!(code, 0, "{out}");
+    }
+    let lines = ran(d);
+    assert_eq!(lines.len(), 10, "five builds ran: {lines:?}");
+    let mut spans: Vec<(f64, f64)> = lines
+        .iter()
+        .filter(|l| l.2 == "start")
+        .map(|s| {
+            let end = lines.iter().find(|e| e.1 == s.1 && e.2 == "end").unwrap().3;
+            (s.3, end)
+        })
+        .collect();
+    spans.sort_by(|a, b| a.0.total_cmp(&b.0));
+    for pair in spans.windows(2) {
+        assert!(
+            pair[1].0 >= pair[0].1,
+            "two builds of `only` ran at once: {spans:?}"
+        );
+    }
+}
+
+#[test]
+fn concurrency_holds_on_sqlite() {
+    concurrency_holds_everywhere(None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrency_holds_on_postgres() {
+    let Some(db) = PgDatabase::create("workers_concurrency").await else {
+        return;
+    };
+    let url = db.url.clone();
+    tokio::task::spawn_blocking(move || concurrency_holds_everywhere(Some(&url)))
+        .await
+        .unwrap();
+}
+
+/// kill -9 of a worker mid-build: another worker on the same host sees it is gone and
+/// retries the build at once; the first attempt is failed "worker lost", naming it.
+#[test]
+fn a_killed_workers_build_is_retried_by_another() {
+    let config = format!(
+        "jobs:\n  - id: slow\n    retries: 1\n    retry_delay: 0s\n    run: '{}'\n",
+        logged("sleep 3")
+    );
+    let dir = setup(&config, None);
+    let d = dir.path();
+    let (code, _, err) = run(d, &["build", "slow", "--queue"]);
+    assert_eq!(code, 0, "{err}");
+    let doomed = Proc::start(d, &["worker", "--name", "doomed"]);
+    wait_until("the build to start", Duration::from_secs(20), || {
+        ran(d).iter().any(|l| l.2 == "start")
+    });
+    doomed.signal(libc::SIGKILL);
+    drop(doomed);
+    let (code, out) = Proc::start(d, &["worker", "--name", "rescuer", "--until-idle"])
+        .finish(Duration::from_secs(30));
+    assert_eq!(code, 0, "{out}");
+    let builds = common::builds(d);
+    assert_eq!(builds.len(), 2, "{builds:?}");
+    let (second, first) = (&builds[0], &builds[1]);
+    assert_eq!(first["status"], "failed");
+    assert!(
+        first["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("worker lost: worker doomed on "),
+        "{first}"
+    );
+    assert_eq!(second["status"], "successful");
+    assert_eq!(
+        (second["attempt"].as_u64(), second["worker"].as_str()),
+        (Some(2), Some("rescuer"))
+    );
+    // What the killed worker's job started was killed with it: no end from build 1.
+    assert!(
+        !ran(d).iter().any(|l| l.1 == 1 && l.2 == "end"),
+        "{:?}",
+        ran(d)
+    );
+}
+
+/// SIGTERM drains: the running build finishes and the worker exits 0; with a short drain
+/// timeout the build is handed back (queued again, not failed) and another runs it.
+#[test]
+fn sigterm_drains_then_hands_back() {
+    let config = format!(
+        "jobs:\n  - id: short\n    run: '{}'\n  - id: long\n    run: '{}'\n",
+        logged("sleep 1"),
+        logged("if [ -e handed ]; then true; else touch handed; sleep 30; fi"),
+    );
+    let dir = setup(&config, None);
+    let d = dir.path();
+    run(d, &["build", "short", "--queue"]);
+    let w = Proc::start(d, &["worker", "--name", "drained"]);
+    wait_until("short to start", Duration::from_secs(20), || {
+        ran(d).iter().any(|l| l.0 == "short")
+    });
+    w.signal(libc::SIGTERM);
+    let (code, out) = w.finish(Duration::from_secs(20));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("1 succeeded"), "{out}");
+    assert_eq!(
+        common::build_of(&common::builds(d), "short")["status"],
+        "successful"
+    );
+
+    run(d, &["build", "long", "--queue"]);
+    let w = Proc::start(
+        d,
+        &["worker", "--name", "hurried", "--drain-timeout", "200ms"],
+    );
+    wait_until("long to start", Duration::from_secs(20), || {
+        ran(d).iter().any(|l| l.0 == "long")
+    });
+    w.signal(libc::SIGTERM);
+    let (code, out) = w.finish(Duration::from_secs(20));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("1 handed back"), "{out}");
+    let long = common::build_of(&common::builds(d), "long").clone();
+    assert_eq!(long["status"], "created", "queued again: {long}");
+    let (code, out) = Proc::start(d, &["worker", "--name", "next", "--until-idle"])
+        .finish(Duration::from_secs(30));
+    assert_eq!(code, 0, "{out}");
+    let long = common::build_of(&common::builds(d), "long").clone();
+    assert_eq!(
+        (
+            long["status"].as_str(),
+            long["worker"].as_str(),
+            &long["id"]
+        ),
+        (Some("successful"), Some("next"), &long["id"]),
+        "the same build, run by another worker"
+    );
+}
+
+/// `jobctl cancel` of a build running on a worker: the worker ends it within a second
+/// or so; the build is cancelled, and the worker goes on.
+#[test]
+fn cancel_reaches_a_build_on_a_worker() {
+    let config = format!(
+        "jobs:\n  - id: sleeper\n    run: '{}'\n",
+        logged("sleep 60")
+    );
+    let dir = setup(&config, None);
+    let d = dir.path();
+    run(d, &["build", "sleeper", "--queue"]);
+    let w = Proc::start(d, &["worker", "--name", "w", "--lease", "3s"]);
+    wait_until("sleeper to start", Duration::from_secs(20), || {
+        ran(d).iter().any(|l| l.2 == "start")
+    });
+    let (code, out, err) = run(d, &["cancel", "1"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "build 1 of sleeper: asked worker w to stop it\n");
+    wait_until("the build to be cancelled", Duration::from_secs(10), || {
+        common::builds(d)[0]["status"] == "cancelled"
+    });
+    assert_eq!(common::builds(d)[0]["error"], "cancelled on request");
+    w.signal(libc::SIGTERM);
+    let (code, out) = w.finish(Duration::from_secs(20));
+    assert_eq!(code, 0, "{out}");
+}
