@@ -829,6 +829,10 @@ async fn create_planned(
     store.plan_builds(&planned, runner, &claimer, LEASE).await
 }
 
+/// Records the planned builds of `jobs` a transaction at a time (each reserved where its
+/// job's concurrency has room), sending their ids in order; stops early when `stop` is
+/// raised (the run ended without them).
+#[expect(clippy::too_many_arguments)]
 async fn plan_rest(
     config: &'static Config,
     store: Arc<AnyStore>,
