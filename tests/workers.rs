@@ -424,3 +424,164 @@ fn cancel_reaches_a_build_on_a_worker() {
     let (code, out) = w.finish(Duration::from_secs(20));
     assert_eq!(code, 0, "{out}");
 }
+
+/// A TCP proxy to PostgreSQL that can be cut: the connections through it are shut and new
+/// ones closed at once, as a network cut looks to the worker behind it.
+struct Proxy {
+    port: u16,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(upstream: &'static str) -> Proxy {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let open = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (c, o) = (cut.clone(), open.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if c.load(Ordering::SeqCst) {
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(upstream) else {
+                    continue;
+                };
+                let mut list = o.lock().unwrap();
+                list.push(client.try_clone().unwrap());
+                list.push(server.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Proxy { port, cut, open }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for stream in self.open.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A worker cut off from the database kills its job before its lease runs out; another
+/// worker takes the build over after the lease (retried, the first attempt failed "worker
+/// lost"), and the two attempts never run at once. The cut-off worker records nothing of
+/// the build it lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_cut_off_from_the_database_stops_its_jobs_in_time() {
+    let Some(db) = PgDatabase::create("workers_cutoff").await else {
+        return;
+    };
+    let url = db.url.clone();
+    tokio::task::spawn_blocking(move || cut_off(&url))
+        .await
+        .unwrap();
+}
+
+fn cut_off(url: &str) {
+    let body = "echo $$ > pid.$JOBCTL_BUILD_ID; \
+        if [ -e first ]; then for p in pid.*; do [ $p = pid.$JOBCTL_BUILD_ID ] || ! kill -0 $(cat $p) 2>/dev/null || echo overlap >> overlap.log; done; \
+        else touch first; sleep 30; fi";
+    let config = format!(
+        "jobs:\n  - id: cut\n    retries: 1\n    retry_delay: 0s\n    run: '{}'\n",
+        logged(body)
+    );
+    let dir = setup(&config, Some(url));
+    let d = dir.path();
+    let (code, _, err) = run(d, &["install"]);
+    assert_eq!(code, 0, "{err}");
+    run(d, &["build", "cut", "--queue"]);
+    let proxy = Proxy::start("127.0.0.1:5432");
+    let proxied = url.replace(":5432/", &format!(":{}/", proxy.port));
+    assert_ne!(proxied, url, "the test database is on port 5432");
+    let cutoff = Proxy::start_worker(d, &proxied);
+    wait_until(
+        "the first attempt to start",
+        Duration::from_secs(20),
+        || ran(d).iter().any(|l| l.2 == "start"),
+    );
+    proxy.cut();
+    // It cannot know the lease holder is cut off: it takes the build when the lease ends.
+    let other = Proc::start(d, &["worker", "--name", "other"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !common::builds(d)
+        .iter()
+        .any(|b| b["attempt"] == 2 && b["status"] == "successful")
+    {
+        if std::time::Instant::now() > deadline {
+            other.signal(libc::SIGKILL);
+            let (_, out) = other.finish(Duration::from_secs(5));
+            panic!(
+                "the second attempt did not succeed: {:?}\nworker other said: {out}",
+                common::builds(d)
+                    .iter()
+                    .map(|b| (b["id"].clone(), b["status"].clone(), b["error"].clone()))
+                    .collect::<Vec<_>>()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    other.signal(libc::SIGTERM);
+    let (code, out) = other.finish(Duration::from_secs(30));
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        !d.join("overlap.log").exists(),
+        "the second attempt started while the first still ran"
+    );
+    let builds = common::builds(d);
+    assert_eq!(builds.len(), 2, "{builds:?}");
+    let (second, first) = (&builds[0], &builds[1]);
+    assert_eq!(first["status"], "failed", "{first}");
+    assert!(
+        first["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("worker lost: worker cutoff on "),
+        "{first}"
+    );
+    assert_eq!(
+        (second["status"].as_str(), second["worker"].as_str()),
+        (Some("successful"), Some("other"))
+    );
+    proxy.restore();
+    cutoff.signal(libc::SIGTERM);
+    let (code, out) = cutoff.finish(Duration::from_secs(30));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("1 lost"), "{out}");
+    // What it may have tried to write later changed nothing.
+    assert_eq!(common::builds(d)[1]["status"], "failed");
+}
+
+impl Proxy {
+    fn start_worker(dir: &Path, url: &str) -> Proc {
+        Proc::start(
+            dir,
+            &[
+                "worker",
+                "--name",
+                "cutoff",
+                "--lease",
+                "3s",
+                "--storage",
+                url,
+            ],
+        )
+    }
+}

@@ -111,6 +111,9 @@ pub async fn work(
     let slots = settings.slots.max(1);
     let lease = settings.lease.max(Duration::from_secs(1));
     let renew_every = lease / 3;
+    // No call to the database holds the loop longer than this: one that cannot reach it
+    // fails, and the loop goes on killing jobs on time.
+    let wait = (lease / 6).clamp(Duration::from_millis(200), Duration::from_secs(5));
     store
         .heartbeat(&claimer, slots as u32, lease, false, Utc::now())
         .await?;
@@ -129,14 +132,16 @@ pub async fn work(
     let mut interrupts = signal(SignalKind::interrupt()).ok();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut poll = tokio::time::interval(settings.poll.max(Duration::from_millis(10)));
-    let mut listener = listen(&store).await;
+    let mut listener = bounded(wait, listen(&store)).await.flatten();
 
     loop {
         // Claim what fits, unless stopping.
         if want_claim && draining.is_none() && !stop_now && held.len() < slots {
             want_claim = false;
             // The database away: the next poll tries again.
-            if let Ok(claimed) = store.claim(&claimer, slots - held.len(), None, lease).await {
+            if let Some(Ok(claimed)) =
+                bounded(wait, store.claim(&claimer, slots - held.len(), None, lease)).await
+            {
                 for c in claimed {
                     start(
                         &store, &settings, &runner, &out_tx, &mut held, &mut tasks, c, reporter,
@@ -157,7 +162,7 @@ pub async fn work(
                     joined.expect("a build task does not panic");
                 let Some(h) = held.remove(&build) else { continue };
                 // Its lines go before its end.
-                sink.finish(&store).await;
+                bounded(wait, sink.finish(&store)).await;
                 sink.failure = None;
                 if h.lost {
                     worked.lost += 1;
@@ -198,7 +203,7 @@ pub async fn work(
                     took,
                 });
                 pending.push(PendingEnd { build, job: h.job.clone(), token: h.token, ending, since: Instant::now() });
-                write_ends(&store, &mut pending, &mut worked, reporter).await;
+                bounded(wait, write_ends(&store, &mut pending, &mut worked, reporter)).await;
                 want_claim = true;
             }
             Some((build, output)) = out_rx.recv() => {
@@ -207,11 +212,11 @@ pub async fn work(
                     on_output(&mut sink, &held, reporter, build, output);
                 }
                 if sink.len() >= 256 {
-                    sink.flush(&store).await;
+                    bounded(wait, sink.flush(&store)).await;
                 }
             }
             _ = tick.tick() => {
-                sink.flush(&store).await;
+                bounded(wait, sink.flush(&store)).await;
                 if sink.failure.is_some() {
                     // Output that cannot be written is let go; the build goes on.
                     sink.failure = None;
@@ -220,7 +225,7 @@ pub async fn work(
                     super::reaper::sweep();
                 }
                 if !pending.is_empty() {
-                    write_ends(&store, &mut pending, &mut worked, reporter).await;
+                    bounded(wait, write_ends(&store, &mut pending, &mut worked, reporter)).await;
                 }
                 if let Some(since) = draining
                     && since.elapsed() >= settings.drain_timeout
@@ -234,9 +239,9 @@ pub async fn work(
                 }
                 if last_look.elapsed() >= renew_every {
                     last_look = Instant::now();
-                    look(&store, &claimer, &runner, lease, slots, draining.is_some(), &mut held, &mut last_renewed).await;
+                    look(&store, &claimer, &runner, lease, slots, draining.is_some(), &mut held, &mut last_renewed, wait).await;
                 }
-                if settings.until_idle && held.is_empty() && pending.is_empty() && idle(&store, &claimer).await {
+                if settings.until_idle && held.is_empty() && pending.is_empty() && bounded(wait, idle(&store, &claimer)).await == Some(true) {
                     stop_now = true;
                 }
                 // Cut off from the database for as long as a lease: another runner may take
@@ -263,7 +268,7 @@ pub async fn work(
             Some(()) = next(&mut terminations) => {
                 if draining.is_none() {
                     draining = Some(Instant::now());
-                    let _ = store.heartbeat(&claimer, slots as u32, lease, true, Utc::now()).await;
+                    let _ = bounded(wait, store.heartbeat(&claimer, slots as u32, lease, true, Utc::now())).await;
                 } else {
                     stop_now = true;
                     cancel_all(&mut held);
@@ -275,11 +280,17 @@ pub async fn work(
             }
         }
     }
-    sink.finish(&store).await;
+    bounded(wait, sink.finish(&store)).await;
     super::reaper::sweep_all(Duration::from_secs(2)).await;
-    let _ = store.worker_stopped(&claimer, Utc::now()).await;
+    let _ = bounded(wait, store.worker_stopped(&claimer, Utc::now())).await;
     reporter.idle();
     Ok(worked)
+}
+
+/// `work`, or `None` if it takes longer than `limit` (dropped: what it sent may still
+/// land).
+async fn bounded<T>(limit: Duration, work: impl Future<Output = T>) -> Option<T> {
+    tokio::time::timeout(limit, work).await.ok()
 }
 
 /// Cancels every build to hand it back.
@@ -302,9 +313,10 @@ async fn look(
     draining: bool,
     held: &mut HashMap<BuildId, Held>,
     last_renewed: &mut Instant,
+    wait: Duration,
 ) {
     let asked = Instant::now();
-    if let Ok(still) = store.renew(claimer, lease).await {
+    if let Some(Ok(still)) = bounded(wait, store.renew(claimer, lease)).await {
         *last_renewed = asked;
         for (id, h) in held.iter_mut() {
             if !still.contains(id) && !h.lost {
@@ -314,10 +326,12 @@ async fn look(
             }
         }
     }
-    let _ = store
-        .heartbeat(claimer, slots as u32, lease, draining, Utc::now())
-        .await;
-    if let Ok(requested) = store.cancel_requests(runner).await {
+    let _ = bounded(
+        wait,
+        store.heartbeat(claimer, slots as u32, lease, draining, Utc::now()),
+    )
+    .await;
+    if let Some(Ok(requested)) = bounded(wait, store.cancel_requests(runner)).await {
         for id in requested {
             if let Some(h) = held.get_mut(&id)
                 && !h.requested
@@ -327,10 +341,11 @@ async fn look(
             }
         }
     }
-    kill_rescued(
-        &claimer.host,
-        store.rescue(&claimer.host, &runner_alive, Utc::now()).await,
-    );
+    if let Some(rescued) =
+        bounded(wait, store.rescue(&claimer.host, &runner_alive, Utc::now())).await
+    {
+        kill_rescued(&claimer.host, rescued);
+    }
 }
 
 /// Kills what rescued builds of this host left running (their runner is gone).
