@@ -229,7 +229,7 @@ async fn story(store: AnyStore) {
         .remove(0);
     tokio::time::sleep(Duration::from_millis(20)).await;
     let rescued = store
-        .rescue("another-host", &|_, _| true, Utc::now())
+        .rescue("another-host", &|_, _, _| false, Utc::now())
         .await
         .unwrap();
     assert_eq!(rescued.len(), 1);
@@ -250,7 +250,7 @@ async fn story(store: AnyStore) {
     // A runner on this host that is provably gone is rescued at once, lease or not; its
     // last attempt fails.
     let rescued = store
-        .rescue(&w2.host, &|_, _| false, Utc::now())
+        .rescue(&w2.host, &|_, _, _| true, Utc::now())
         .await
         .unwrap();
     assert_eq!(rescued.len(), 1);

@@ -96,18 +96,9 @@ pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), C
         // that are provably gone: retried by the queue, or failed.
         let host = gethostname::gethostname().to_string_lossy().into_owned();
         let rescued = store
-            .rescue(
-                &host,
-                &crate::store::queue::runner_alive,
-                chrono::Utc::now(),
-            )
+            .rescue(&host, &crate::exec::worker::runner_gone, chrono::Utc::now())
             .await?;
         for r in &rescued {
-            if r.host.as_deref() == Some(host.as_str())
-                && let Some(pid) = r.pid
-            {
-                crate::exec::recover::kill_leftovers(None, r.id.0, pid);
-            }
             let then = match r.retried_as {
                 Some(next) => format!("; queued again as build {next}"),
                 None => String::new(),

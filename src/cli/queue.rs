@@ -12,8 +12,8 @@ use crate::error::CliError;
 use crate::exec::dispatcher::{BuildEvent, Reporter, Summary, new_build};
 use crate::exec::plan::Step;
 use crate::graph::JobGraph;
-use crate::store::queue::{Enqueue, Enqueued, Queue, dedup_key};
-use crate::store::{AnyStore, Build, BuildFilter, BuildId, BuildStatus, Outcome, Store};
+use crate::store::queue::{BuildState, Enqueue, Enqueued, Queue, dedup_key};
+use crate::store::{AnyStore, Build, BuildId, BuildStatus, Outcome, Store};
 
 /// Enqueues the plan's builds; each waits on the builds of its dependencies in the plan.
 pub async fn enqueue(
@@ -69,6 +69,7 @@ struct Followed {
 }
 
 /// Follows queued builds until each has ended (through retries), telling `reporter`.
+/// One light query a turn reads every build of the run (and those made after it).
 pub async fn follow(
     store: &AnyStore,
     steps: &[Step],
@@ -91,17 +92,24 @@ pub async fn follow(
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
     let mut pause = Duration::from_millis(20);
     let mut last_change = Instant::now();
-    while followed.iter().any(|f| !f.done) {
+    while let Some(from) = followed.iter().filter(|f| !f.done).map(|f| f.build).min() {
+        let states = store.build_states(from, BuildId(i64::MAX)).await?;
+        let by_id: HashMap<BuildId, &BuildState> = states.iter().map(|s| (s.id, s)).collect();
         for f in followed.iter_mut().filter(|f| !f.done) {
-            let Some(build) = store.build(f.build).await? else {
+            let Some(build) = by_id.get(&f.build) else {
                 // Deleted meanwhile.
                 f.done = true;
                 summary.cancelled += 1;
                 continue;
             };
+            let not_run = build.status == BuildStatus::Cancelled
+                && build
+                    .error
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with("not run: "));
             if !f.started && build.status != BuildStatus::Created {
                 f.started = true;
-                if build.started_at.is_some() && !is_not_run(&build) {
+                if build.started_at.is_some() && !not_run {
                     reporter.event(&BuildEvent::Started {
                         build: build.id,
                         job: f.job.clone(),
@@ -114,8 +122,9 @@ pub async fn follow(
                 continue;
             }
             last_change = Instant::now();
-            if let Some(because) = build.error.as_deref().filter(|_| is_not_run(&build)) {
+            if not_run {
                 summary.not_run += 1;
+                let because = build.error.as_deref().unwrap_or_default();
                 reporter.event(&BuildEvent::NotStarted {
                     job: f.job.clone(),
                     why: because.trim_start_matches("not run: ").to_owned(),
@@ -123,14 +132,38 @@ pub async fn follow(
                 f.done = true;
                 continue;
             }
-            let outcome = outcome_of(&build);
-            let took = build
-                .duration(chrono::Utc::now())
-                .and_then(|d| d.to_std().ok())
-                .unwrap_or_default();
-            // A failure with attempts left was followed by a new build of the job.
+            let reason = || build.error.clone().unwrap_or_default();
+            let outcome = match build.status {
+                BuildStatus::Successful => Outcome::Successful { retval: None },
+                BuildStatus::Skipped => Outcome::Skipped { reason: reason() },
+                BuildStatus::Cancelled => Outcome::Cancelled { reason: reason() },
+                // A failure is read in full: its exit status and stderr tail are shown.
+                _ => match store.build(build.id).await? {
+                    Some(full) => outcome_of(&full),
+                    None => Outcome::Failed {
+                        exit_code: None,
+                        signal: None,
+                        timed_out: false,
+                        error: reason(),
+                        stderr_tail: None,
+                    },
+                },
+            };
+            let took = match (build.started_at, build.finished_at) {
+                (Some(start), Some(end)) => (end - start).to_std().unwrap_or_default(),
+                _ => Duration::ZERO,
+            };
+            // A failure with attempts left was followed by a new build of the job, made
+            // in the same transaction.
             let retry = match outcome {
-                Outcome::Failed { .. } => next_attempt(store, &build).await?,
+                Outcome::Failed { .. } => states
+                    .iter()
+                    .find(|s| {
+                        s.id > build.id
+                            && s.job_id == build.job_id
+                            && s.attempt == build.attempt + 1
+                    })
+                    .map(|s| (s.id, s.attempt)),
                 _ => None,
             };
             reporter.event(&BuildEvent::Finished {
@@ -140,13 +173,13 @@ pub async fn follow(
                 outcome: outcome.clone(),
                 took,
             });
-            if let Some(next) = retry {
+            if let Some((next, attempt)) = retry {
                 reporter.event(&BuildEvent::Retrying {
                     job: f.job.clone(),
-                    attempt: next.attempt,
+                    attempt,
                     after: Duration::ZERO,
                 });
-                f.build = next.id;
+                f.build = next;
                 f.started = false;
                 continue;
             }
@@ -182,29 +215,6 @@ pub async fn follow(
         }
     }
     Ok(summary)
-}
-
-fn is_not_run(build: &Build) -> bool {
-    build.status == BuildStatus::Cancelled
-        && build
-            .error
-            .as_deref()
-            .is_some_and(|e| e.starts_with("not run: "))
-}
-
-/// The build that retries `build`, if one was made.
-async fn next_attempt(store: &AnyStore, build: &Build) -> Result<Option<Build>, CliError> {
-    let newer = store
-        .builds(&BuildFilter {
-            job: Some(build.job_id.clone()),
-            status: None,
-            limit: Some(50),
-        })
-        .await?;
-    Ok(newer
-        .into_iter()
-        .filter(|b| b.id > build.id && b.attempt == build.attempt + 1)
-        .min_by_key(|b| b.id))
 }
 
 /// How a stored build ended.

@@ -32,6 +32,11 @@ pub async fn recover_orphans(store: &AnyStore) -> Result<Vec<(Build, String)>, S
             let (Some(host), Some(pid)) = (&build.host, build.pid) else {
                 continue;
             };
+            // A worker's build is the queue's to rescue: retried if it can be, what
+            // waits on it told (`Queue::rescue`).
+            if build.run_owner.is_none() && build.lease_until.is_some() {
+                continue;
+            }
             if *host != me.host || pid == me.pid || runner_alive(pid, build.created_at) {
                 continue;
             }

@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 use indexmap::IndexMap;
 use serde_json::Value as Json;
 use tokio::signal::unix::{SignalKind, signal};
@@ -83,6 +83,9 @@ struct Held {
     requested: bool,
     /// Taken over elsewhere: its end is not written.
     lost: bool,
+    /// Its job's process group, written with the next tick's batch if it still runs
+    /// then (a build that ends first costs no write for it).
+    pgid: Option<u32>,
 }
 
 /// An end the database has not taken yet (it could not be reached): tried again each
@@ -155,67 +158,62 @@ pub async fn work(
         reporter.idle();
         tokio::select! {
             Some(joined) = tasks.next() => {
-                while let Ok((build, output)) = out_rx.try_recv() {
-                    on_output(&mut sink, &held, reporter, build, output);
+                // Every build that has ended by now, together: one write of their lines,
+                // one transaction for their ends (and the next claim).
+                let mut ended = vec![joined];
+                while let Some(Some(joined)) = tasks.next().now_or_never() {
+                    ended.push(joined);
                 }
-                let (build, outcome, took): (BuildId, Outcome, Duration) =
-                    joined.expect("a build task does not panic");
-                let Some(h) = held.remove(&build) else { continue };
-                // Its lines go before its end.
+                while let Ok((build, output)) = out_rx.try_recv() {
+                    on_output(&mut sink, &mut held, reporter, build, output);
+                }
+                // Their lines go before their ends.
                 bounded(wait, sink.finish(&store)).await;
                 sink.failure = None;
-                if h.lost {
-                    worked.lost += 1;
-                    continue;
+                for joined in ended {
+                    let (build, outcome, took): (BuildId, Outcome, Duration) =
+                        joined.expect("a build task does not panic");
+                    if let Some(end) = ended_here(&mut held, &mut worked, reporter, build, outcome, took) {
+                        pending.push(end);
+                    }
                 }
-                let outcome = match outcome {
-                    Outcome::Cancelled { .. } if h.requested => Outcome::Cancelled {
-                        reason: "cancelled on request".into(),
-                    },
-                    other => other,
-                };
-                let ending = if h.hand_back && !h.requested {
-                    Ending::HandBack
-                } else if matches!(outcome, Outcome::Failed { .. }) && h.attempt <= h.retries {
-                    let delay = h.retry_delay.saturating_mul(1 << (h.attempt.clamp(1, 16) - 1));
-                    reporter.event(&BuildEvent::Retrying {
-                        job: h.job.clone(),
-                        attempt: h.attempt + 1,
-                        after: delay,
-                    });
-                    Ending::Retry {
-                        outcome: outcome.clone(),
-                        not_before: Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default(),
+                if draining.is_none() && !stop_now && held.len() < slots {
+                    // The ends and the next claim in one transaction: one commit a turn.
+                    let ends: Vec<(BuildId, i64, Ending)> = pending
+                        .iter()
+                        .map(|e| (e.build, e.token, e.ending.clone()))
+                        .collect();
+                    let turn = store.end_and_claim(&ends, &claimer, slots - held.len(), lease, Utc::now());
+                    if let Some(Ok((done, claimed))) = bounded(wait, turn).await {
+                        for (end, recorded) in pending.drain(..).zip(done) {
+                            if !recorded {
+                                worked.lost += 1;
+                                reporter.event(&BuildEvent::Lost { build: end.build, job: end.job });
+                            }
+                        }
+                        for c in claimed {
+                            start(&store, &settings, &runner, &out_tx, &mut held, &mut tasks, c, reporter);
+                        }
                     }
                 } else {
-                    Ending::Done(outcome.clone())
-                };
-                match &ending {
-                    Ending::HandBack => worked.handed_back += 1,
-                    _ if matches!(outcome, Outcome::Successful { .. } | Outcome::Skipped { .. }) => worked.succeeded += 1,
-                    _ => worked.failed += 1,
+                    bounded(wait, write_ends(&store, &mut pending, &mut worked, reporter)).await;
                 }
-                reporter.event(&BuildEvent::Finished {
-                    build,
-                    job: h.job.clone(),
-                    attempt: h.attempt,
-                    outcome,
-                    took,
-                });
-                pending.push(PendingEnd { build, job: h.job.clone(), token: h.token, ending, since: Instant::now() });
-                bounded(wait, write_ends(&store, &mut pending, &mut worked, reporter)).await;
-                want_claim = true;
             }
             Some((build, output)) = out_rx.recv() => {
-                on_output(&mut sink, &held, reporter, build, output);
+                on_output(&mut sink, &mut held, reporter, build, output);
                 while let Ok((build, output)) = out_rx.try_recv() {
-                    on_output(&mut sink, &held, reporter, build, output);
+                    on_output(&mut sink, &mut held, reporter, build, output);
                 }
                 if sink.len() >= 256 {
                     bounded(wait, sink.flush(&store)).await;
                 }
             }
             _ = tick.tick() => {
+                for (build, h) in held.iter_mut() {
+                    if let Some(pgid) = h.pgid.take() {
+                        sink.process_group(*build, pgid);
+                    }
+                }
                 bounded(wait, sink.flush(&store)).await;
                 if sink.failure.is_some() {
                     // Output that cannot be written is let go; the build goes on.
@@ -293,6 +291,72 @@ async fn bounded<T>(limit: Duration, work: impl Future<Output = T>) -> Option<T>
     tokio::time::timeout(limit, work).await.ok()
 }
 
+/// A build that ended here: what it comes to (its end to write, unless it was lost),
+/// said to the reporter.
+fn ended_here(
+    held: &mut HashMap<BuildId, Held>,
+    worked: &mut Worked,
+    reporter: &mut dyn Reporter,
+    build: BuildId,
+    outcome: Outcome,
+    took: Duration,
+) -> Option<PendingEnd> {
+    let h = held.remove(&build)?;
+    if h.lost {
+        worked.lost += 1;
+        return None;
+    }
+    let outcome = match outcome {
+        Outcome::Cancelled { .. } if h.requested => Outcome::Cancelled {
+            reason: "cancelled on request".into(),
+        },
+        other => other,
+    };
+    let ending = if h.hand_back && !h.requested {
+        Ending::HandBack
+    } else if matches!(outcome, Outcome::Failed { .. }) && h.attempt <= h.retries {
+        let delay = h
+            .retry_delay
+            .saturating_mul(1 << (h.attempt.clamp(1, 16) - 1));
+        reporter.event(&BuildEvent::Retrying {
+            job: h.job.clone(),
+            attempt: h.attempt + 1,
+            after: delay,
+        });
+        Ending::Retry {
+            outcome: outcome.clone(),
+            not_before: Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default(),
+        }
+    } else {
+        Ending::Done(outcome.clone())
+    };
+    match &ending {
+        Ending::HandBack => worked.handed_back += 1,
+        _ if matches!(
+            outcome,
+            Outcome::Successful { .. } | Outcome::Skipped { .. }
+        ) =>
+        {
+            worked.succeeded += 1
+        }
+        _ => worked.failed += 1,
+    }
+    reporter.event(&BuildEvent::Finished {
+        build,
+        job: h.job.clone(),
+        attempt: h.attempt,
+        outcome,
+        took,
+    });
+    Some(PendingEnd {
+        build,
+        job: h.job,
+        token: h.token,
+        ending,
+        since: Instant::now(),
+    })
+}
+
 /// Cancels every build to hand it back.
 fn cancel_all(held: &mut HashMap<BuildId, Held>) {
     for h in held.values_mut() {
@@ -341,22 +405,17 @@ async fn look(
             }
         }
     }
-    if let Some(rescued) =
-        bounded(wait, store.rescue(&claimer.host, &runner_alive, Utc::now())).await
-    {
-        kill_rescued(&claimer.host, rescued);
-    }
+    let _ = bounded(wait, store.rescue(&claimer.host, &runner_gone, Utc::now())).await;
 }
 
-/// Kills what rescued builds of this host left running (their runner is gone).
-pub fn kill_rescued(host: &str, rescued: Result<Vec<crate::store::queue::Rescued>, StoreError>) {
-    for r in rescued.into_iter().flatten() {
-        if r.host.as_deref() == Some(host)
-            && let Some(pid) = r.pid
-        {
-            super::recover::kill_leftovers(None, r.id.0, pid);
-        }
+/// Whether the runner `pid` (started at `since`) of `build` on this host is gone; if so,
+/// what the build left running is killed first, so that its retry never runs beside it.
+pub fn runner_gone(build: BuildId, pid: u32, since: i64) -> bool {
+    if runner_alive(pid, since) {
+        return false;
     }
+    super::recover::kill_leftovers(None, build.0, pid);
+    true
 }
 
 /// Whether nothing this worker could run is queued.
@@ -367,47 +426,48 @@ async fn idle(store: &AnyStore, claimer: &Claimer) -> bool {
         .is_ok_and(|n| n == 0)
 }
 
-/// Writes the ends waiting; those the database cannot take now wait for the next tick.
+/// Writes the ends waiting, in one transaction; if the database cannot take them now,
+/// they wait for the next tick.
 async fn write_ends(
     store: &AnyStore,
     pending: &mut Vec<PendingEnd>,
     worked: &mut Worked,
     reporter: &mut dyn Reporter,
 ) {
-    let mut left = Vec::new();
-    for end in pending.drain(..) {
-        match store
-            .end_claimed(end.build, end.token, &end.ending, Utc::now())
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => {
-                // Taken over meanwhile: the other runner's word stands.
-                worked.lost += 1;
-                reporter.event(&BuildEvent::Lost {
-                    build: end.build,
-                    job: end.job,
-                });
-            }
-            Err(_) => left.push(end),
+    let ends: Vec<(BuildId, i64, Ending)> = pending
+        .iter()
+        .map(|e| (e.build, e.token, e.ending.clone()))
+        .collect();
+    let Ok(done) = store.end_many(&ends, Utc::now()).await else {
+        return;
+    };
+    for (end, recorded) in pending.drain(..).zip(done) {
+        if !recorded {
+            // Taken over meanwhile: the other runner's word stands.
+            worked.lost += 1;
+            reporter.event(&BuildEvent::Lost {
+                build: end.build,
+                job: end.job,
+            });
         }
     }
-    *pending = left;
 }
 
 fn on_output(
     sink: &mut Sink,
-    held: &HashMap<BuildId, Held>,
+    held: &mut HashMap<BuildId, Held>,
     reporter: &mut dyn Reporter,
     build: BuildId,
     output: Output,
 ) {
-    let Some(h) = held.get(&build) else { return };
+    let Some(h) = held.get_mut(&build) else {
+        return;
+    };
     if h.lost {
         return;
     }
     match output {
-        Output::Spawned { pgid } => sink.process_group(build, pgid),
+        Output::Spawned { pgid } => h.pgid = Some(pgid),
         output => {
             sink.add(build, &output);
             reporter.event(&BuildEvent::Output {
@@ -451,6 +511,7 @@ fn start(
             hand_back: false,
             requested: false,
             lost: false,
+            pgid: None,
         },
     );
     reporter.event(&BuildEvent::Started {

@@ -779,6 +779,16 @@ impl Queue for AnyStore {
     ) -> Result<Vec<queue::Claimed>> {
         delegate!(self, s => s.claim(claimer, limit, only, lease))
     }
+    async fn end_and_claim(
+        &self,
+        ends: &[(BuildId, i64, queue::Ending)],
+        claimer: &queue::Claimer,
+        limit: usize,
+        lease: Duration,
+        at: DateTime<Utc>,
+    ) -> Result<(Vec<bool>, Vec<queue::Claimed>)> {
+        delegate!(self, s => s.end_and_claim(ends, claimer, limit, lease, at))
+    }
     async fn renew(&self, claimer: &queue::Claimer, lease: Duration) -> Result<Vec<BuildId>> {
         delegate!(self, s => s.renew(claimer, lease))
     }
@@ -791,16 +801,23 @@ impl Queue for AnyStore {
     ) -> Result<bool> {
         delegate!(self, s => s.end_claimed(build, token, ending, at))
     }
+    async fn end_many(
+        &self,
+        ends: &[(BuildId, i64, queue::Ending)],
+        at: DateTime<Utc>,
+    ) -> Result<Vec<bool>> {
+        delegate!(self, s => s.end_many(ends, at))
+    }
     async fn cancel_queued(&self, build: BuildId, reason: &str, at: DateTime<Utc>) -> Result<bool> {
         delegate!(self, s => s.cancel_queued(build, reason, at))
     }
     async fn rescue(
         &self,
         host: &str,
-        alive: &(dyn Fn(u32, i64) -> bool + Sync),
+        gone: &(dyn Fn(BuildId, u32, i64) -> bool + Sync),
         at: DateTime<Utc>,
     ) -> Result<Vec<queue::Rescued>> {
-        delegate!(self, s => s.rescue(host, alive, at))
+        delegate!(self, s => s.rescue(host, gone, at))
     }
     async fn heartbeat(
         &self,
@@ -817,6 +834,9 @@ impl Queue for AnyStore {
     }
     async fn workers(&self) -> Result<Vec<queue::WorkerRow>> {
         delegate!(self, s => s.workers())
+    }
+    async fn build_states(&self, from: BuildId, to: BuildId) -> Result<Vec<queue::BuildState>> {
+        delegate!(self, s => s.build_states(from, to))
     }
     async fn queued_for_workers(&self, labels: &[String]) -> Result<u64> {
         delegate!(self, s => s.queued_for_workers(labels))

@@ -144,6 +144,19 @@ pub enum Ending {
     HandBack,
 }
 
+/// Where a build is, for following it (`build --queue --wait`): its row without the
+/// config, return value and stderr tail.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildState {
+    pub id: BuildId,
+    pub job_id: String,
+    pub status: super::BuildStatus,
+    pub attempt: u32,
+    pub error: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
 /// What became of a rescued build.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Rescued {
@@ -250,6 +263,16 @@ pub trait Queue: Send + Sync {
         only: Option<&[BuildId]>,
         lease: std::time::Duration,
     ) -> impl Future<Output = super::Result<Vec<Claimed>>> + Send;
+    /// Ends builds (as [`Queue::end_many`]) and claims up to `limit` ready ones (as a
+    /// worker's [`Queue::claim`]) in one transaction: a worker's turn, one commit.
+    fn end_and_claim(
+        &self,
+        ends: &[(BuildId, i64, Ending)],
+        claimer: &Claimer,
+        limit: usize,
+        lease: std::time::Duration,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = super::Result<(Vec<bool>, Vec<Claimed>)>> + Send;
     /// Extends the lease of every build `claimer` holds; returns those it still holds.
     fn renew(
         &self,
@@ -265,6 +288,13 @@ pub trait Queue: Send + Sync {
         ending: &Ending,
         at: DateTime<Utc>,
     ) -> impl Future<Output = super::Result<bool>> + Send;
+    /// Ends many claimed builds in one transaction, as [`Queue::end_claimed`] each;
+    /// returns, for each, whether its token still held.
+    fn end_many(
+        &self,
+        ends: &[(BuildId, i64, Ending)],
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = super::Result<Vec<bool>>> + Send;
     /// Cancels a build still queued (and closes what waits on it); false if it was not
     /// queued.
     fn cancel_queued(
@@ -274,11 +304,12 @@ pub trait Queue: Send + Sync {
         at: DateTime<Utc>,
     ) -> impl Future<Output = super::Result<bool>> + Send;
     /// Rescues running builds whose lease expired, or whose runner on `host` is gone
-    /// (`alive` says, from a pid and start time): retried if attempts remain, else failed.
+    /// (`gone` says, from the build, its runner's pid and start time — and kills what the
+    /// build left running before it says so): retried if attempts remain, else failed.
     fn rescue(
         &self,
         host: &str,
-        alive: &(dyn Fn(u32, i64) -> bool + Sync),
+        gone: &(dyn Fn(BuildId, u32, i64) -> bool + Sync),
         at: DateTime<Utc>,
     ) -> impl Future<Output = super::Result<Vec<Rescued>>> + Send;
     /// Records (or refreshes) a worker and its heartbeat.
@@ -298,6 +329,12 @@ pub trait Queue: Send + Sync {
     ) -> impl Future<Output = super::Result<()>> + Send;
     /// Every worker, newest first.
     fn workers(&self) -> impl Future<Output = super::Result<Vec<WorkerRow>>> + Send;
+    /// The state of every build numbered `from` to `to` (one light query however many).
+    fn build_states(
+        &self,
+        from: BuildId,
+        to: BuildId,
+    ) -> impl Future<Output = super::Result<Vec<BuildState>>> + Send;
     /// How many builds are queued for workers with these labels (ready, or waiting on
     /// others).
     fn queued_for_workers(
@@ -599,115 +636,40 @@ macro_rules! impl_queue {
                 if limit == 0 || only.is_some_and(|o| o.is_empty()) {
                     return Ok(Vec::new());
                 }
-                let now = chrono::Utc::now();
                 let mut tx = self.begin_write().await.map_err(q)?;
-                // Candidates: the builds asked for, or the oldest ready ones this worker
-                // has the labels for (a few more than wanted: some may be held back by
-                // their job's concurrency).
-                let mut select: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
-                    "SELECT id, job_id, concurrency FROM builds WHERE status = 'created' AND ",
-                );
-                match only {
-                    Some(ids) => {
-                        select.push("runner_id IS NULL AND run_owner = ").push_bind(claimer.id.clone());
-                        select.push(" AND id IN (");
-                        let mut list = select.separated(", ");
-                        for id in ids {
-                            list.push_bind(id.0);
-                        }
-                        select.push(")");
-                    }
-                    None => {
-                        select.push("waiting = 0 AND run_owner IS NULL AND runner_id IS NULL \
-                             AND (not_before IS NULL OR not_before <= ");
-                        select.push_bind(now);
-                        select.push(") AND NOT EXISTS (SELECT 1 FROM build_labels l WHERE l.build_id = builds.id");
-                        if !claimer.labels.is_empty() {
-                            select.push(" AND l.label NOT IN (");
-                            let mut list = select.separated(", ");
-                            for label in &claimer.labels {
-                                list.push_bind(label.clone());
-                            }
-                            select.push(")");
-                        }
-                        select.push(")");
-                    }
-                }
-                select.push(" ORDER BY id LIMIT ");
-                select.push_bind((limit.saturating_mul(2) + 16).min(10_000) as i64);
-                if Self::PG {
-                    select.push(" FOR UPDATE SKIP LOCKED");
-                }
-                let candidates: Vec<(i64, String, i32)> = select
-                    .build_query_as()
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(q)?;
-                if candidates.is_empty() {
-                    return Ok(Vec::new());
-                }
-                let mut jobs: Vec<&str> = candidates.iter().map(|(_, j, _)| j.as_str()).collect();
-                jobs.sort_unstable();
-                jobs.dedup();
-                Self::lock_claims(&mut tx).await.map_err(q)?;
-                let running = Self::occupied(&mut tx, &jobs).await.map_err(q)?;
-                let mut taken: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
-                let mut chosen = Vec::new();
-                for (id, job, concurrency) in &candidates {
-                    if chosen.len() >= limit {
-                        break;
-                    }
-                    let busy = running.get(job.as_str()).copied().unwrap_or(0);
-                    let now_taken = taken.entry(job.as_str()).or_insert(0);
-                    if busy + *now_taken >= i64::from((*concurrency).max(1)) {
-                        continue;
-                    }
-                    *now_taken += 1;
-                    chosen.push(*id);
-                }
-                if chosen.is_empty() {
-                    tx.commit().await.map_err(q)?;
-                    return Ok(Vec::new());
-                }
-                let until = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30));
-                let mut update: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
-                    "UPDATE builds SET status = 'running', started_at = ",
-                );
-                update.push_bind(now);
-                update.push(", token = token + 1, lease_until = ").push_bind(until);
-                update.push(", runner_id = ").push_bind(claimer.id.clone());
-                update.push(", runner_since = ").push_bind(claimer.since);
-                update.push(", host = ").push_bind(claimer.host.clone());
-                update.push(", pid = ").push_bind(claimer.pid as i32);
-                update.push(", worker = ").push_bind(claimer.name.clone());
-                update.push(" WHERE status = 'created' AND id IN (");
-                let mut list = update.separated(", ");
-                for id in &chosen {
-                    list.push_bind(*id);
-                }
-                update.push(") RETURNING id, job_id, token, attempt, config");
-                let mut rows: Vec<(i64, String, i64, i32, sqlx::types::Json<serde_json::Value>)> =
-                    update.build_query_as().fetch_all(&mut *tx).await.map_err(q)?;
-                rows.sort_unstable_by_key(|r| r.0);
-                let mut claimed = Vec::with_capacity(rows.len());
-                for (id, job_id, token, attempt, config) in rows {
-                    let pins = if only.is_some() {
-                        // The run's own runner knows its pins.
-                        Vec::new()
-                    } else {
-                        Self::pins_for(&mut tx, id, &config.0).await.map_err(q)?
-                    };
-                    claimed.push(crate::store::queue::Claimed {
-                        id: crate::store::BuildId(id),
-                        job_id,
-                        token,
-                        attempt: attempt.max(0) as u32,
-                        config: config.0,
-                        pins,
-                    });
-                }
+                let claimed = Self::claim_in(&mut tx, claimer, limit, only, lease).await.map_err(q)?;
                 tx.commit().await.map_err(q)?;
                 Ok(claimed)
+            }
+
+            async fn end_and_claim(
+                &self,
+                ends: &[(crate::store::BuildId, i64, crate::store::queue::Ending)],
+                claimer: &crate::store::queue::Claimer,
+                limit: usize,
+                lease: std::time::Duration,
+                at: chrono::DateTime<chrono::Utc>,
+            ) -> crate::store::Result<(Vec<bool>, Vec<crate::store::queue::Claimed>)> {
+                let q = |source| crate::store::StoreError::query("record ends and claim builds", source);
+                let mut tx = self.begin_write().await.map_err(q)?;
+                let mut done = Vec::with_capacity(ends.len());
+                for (build, token, ending) in ends {
+                    done.push(
+                        Self::end_in(&mut tx, *build, Some(*token), ending, at, &mut None)
+                            .await
+                            .map_err(q)?,
+                    );
+                }
+                let claimed = Self::claim_in(&mut tx, claimer, limit, None, lease).await.map_err(q)?;
+                // Others may claim what these ends made ready and this claim left.
+                if Self::PG && done.iter().any(|d| *d) {
+                    sqlx::query("SELECT pg_notify('jobctl_queue', 'ended')")
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(q)?;
+                }
+                tx.commit().await.map_err(q)?;
+                Ok((done, claimed))
             }
 
             async fn renew(
@@ -751,6 +713,34 @@ macro_rules! impl_queue {
                 Ok(done)
             }
 
+            async fn end_many(
+                &self,
+                ends: &[(crate::store::BuildId, i64, crate::store::queue::Ending)],
+                at: chrono::DateTime<chrono::Utc>,
+            ) -> crate::store::Result<Vec<bool>> {
+                let q = |source| crate::store::StoreError::query("record how builds ended", source);
+                if ends.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut tx = self.begin_write().await.map_err(q)?;
+                let mut done = Vec::with_capacity(ends.len());
+                for (build, token, ending) in ends {
+                    done.push(
+                        Self::end_in(&mut tx, *build, Some(*token), ending, at, &mut None)
+                            .await
+                            .map_err(q)?,
+                    );
+                }
+                if Self::PG && done.iter().any(|d| *d) {
+                    sqlx::query("SELECT pg_notify('jobctl_queue', 'ended')")
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(q)?;
+                }
+                tx.commit().await.map_err(q)?;
+                Ok(done)
+            }
+
             async fn cancel_queued(
                 &self,
                 build: crate::store::BuildId,
@@ -772,7 +762,7 @@ macro_rules! impl_queue {
             async fn rescue(
                 &self,
                 host: &str,
-                alive: &(dyn Fn(u32, i64) -> bool + Sync),
+                gone: &(dyn Fn(crate::store::BuildId, u32, i64) -> bool + Sync),
                 at: chrono::DateTime<chrono::Utc>,
             ) -> crate::store::Result<Vec<crate::store::queue::Rescued>> {
                 let q = |source| crate::store::StoreError::query("rescue builds of lost runners", source);
@@ -788,10 +778,11 @@ macro_rules! impl_queue {
                     Option<i64>,
                     Option<chrono::DateTime<chrono::Utc>>,
                     Option<String>,
+                    String,
                 );
                 let rows: Vec<Row> = sqlx::query_as(
                     "SELECT id, job_id, token, attempt, config, worker, host, pid, runner_since, \
-                     lease_until, run_owner FROM builds WHERE status IN ('created', 'running') \
+                     lease_until, run_owner, status FROM builds WHERE status IN ('created', 'running') \
                      AND runner_id IS NOT NULL \
                      AND (lease_until < $1 OR host = $2)",
                 )
@@ -801,14 +792,41 @@ macro_rules! impl_queue {
                 .await
                 .map_err(q)?;
                 let mut rescued = Vec::new();
-                for (id, job_id, token, attempt, config, worker, on, pid, since, until, owner) in rows {
+                for (id, job_id, token, attempt, config, worker, on, pid, since, until, owner, status) in rows {
                     let expired = until.is_some_and(|u| u < at);
+                    // A `jobctl build` run that died on this host is closed by the next
+                    // jobctl there (`exec::recover`), with its real end time; here only
+                    // when its lease runs out.
                     let gone = on.as_deref() == Some(host)
+                        && owner.is_none()
                         && match (pid, since) {
-                            (Some(pid), Some(since)) => !alive(pid.max(0) as u32, since),
+                            (Some(pid), Some(since)) => gone(crate::store::BuildId(id), pid.max(0) as u32, since),
                             _ => false,
                         };
                     if !expired && !gone {
+                        continue;
+                    }
+                    if status == "created" {
+                        // Reserved by a run that is gone: it never started, so it did not
+                        // happen; its job's concurrency is free again.
+                        let done = sqlx::query(
+                            "DELETE FROM builds WHERE id = $1 AND status = 'created' AND token = $2",
+                        )
+                        .bind(id)
+                        .bind(token)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(q)?;
+                        if done.rows_affected() > 0 {
+                            rescued.push(crate::store::queue::Rescued {
+                                id: crate::store::BuildId(id),
+                                job_id,
+                                retried_as: None,
+                                reason: "removed: reserved by a run that is gone, it never started".into(),
+                                host: on,
+                                pid: pid.map(|p| p.max(0) as u32),
+                            });
+                        }
                         continue;
                     }
                     let who = match (&worker, &on, pid) {
@@ -816,10 +834,11 @@ macro_rules! impl_queue {
                         (None, Some(on), Some(pid)) => format!("jobctl (pid {pid}) on {on}"),
                         _ => "its runner".to_owned(),
                     };
+                    let lost = if owner.is_some() { "runner died" } else { "worker lost" };
                     let reason = if gone {
-                        format!("worker lost: {who} is gone")
+                        format!("{lost}: {who} is gone")
                     } else {
-                        format!("worker lost: {who} did not renew its lease")
+                        format!("{lost}: {who} did not renew its lease")
                     };
                     let outcome = crate::store::Outcome::Failed {
                         exit_code: None,
@@ -913,6 +932,46 @@ macro_rules! impl_queue {
                 Ok(())
             }
 
+            async fn build_states(
+                &self,
+                from: crate::store::BuildId,
+                to: crate::store::BuildId,
+            ) -> crate::store::Result<Vec<crate::store::queue::BuildState>> {
+                type Row = (
+                    i64,
+                    String,
+                    String,
+                    i32,
+                    Option<String>,
+                    Option<chrono::DateTime<chrono::Utc>>,
+                    Option<chrono::DateTime<chrono::Utc>>,
+                );
+                let rows: Vec<Row> = sqlx::query_as(
+                    "SELECT id, job_id, status, attempt, error, started_at, finished_at FROM builds \
+                     WHERE id >= $1 AND id <= $2 ORDER BY id",
+                )
+                .bind(from.0)
+                .bind(to.0)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|source| crate::store::StoreError::query("follow builds", source))?;
+                rows.into_iter()
+                    .map(|(id, job_id, status, attempt, error, started_at, finished_at)| {
+                        Ok(crate::store::queue::BuildState {
+                            id: crate::store::BuildId(id),
+                            job_id,
+                            started_at,
+                            finished_at,
+                            status: crate::store::BuildStatus::parse(&status).ok_or_else(|| {
+                                crate::store::StoreError::Corrupt { what: "build status", detail: status.clone() }
+                            })?,
+                            attempt: attempt.max(0) as u32,
+                            error,
+                        })
+                    })
+                    .collect()
+            }
+
             async fn queued_for_workers(&self, labels: &[String]) -> crate::store::Result<u64> {
                 let mut count: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
                     "SELECT COUNT(*) FROM builds WHERE status IN ('created', 'running') \
@@ -983,6 +1042,124 @@ macro_rules! impl_queue {
         }
 
         impl $store {
+            /// Claims in `tx` (see [`Queue::claim`]).
+            async fn claim_in(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                claimer: &crate::store::queue::Claimer,
+                limit: usize,
+                only: Option<&[crate::store::BuildId]>,
+                lease: std::time::Duration,
+            ) -> Result<Vec<crate::store::queue::Claimed>, sqlx::Error> {
+                if limit == 0 || only.is_some_and(|o| o.is_empty()) {
+                    return Ok(Vec::new());
+                }
+                let now = chrono::Utc::now();
+                // Candidates: the builds asked for, or the oldest ready ones this worker
+                // has the labels for (a few more than wanted: some may be held back by
+                // their job's concurrency).
+                let mut select: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
+                    "SELECT id, job_id, concurrency FROM builds WHERE status = 'created' AND ",
+                );
+                match only {
+                    Some(ids) => {
+                        select.push("runner_id IS NULL AND run_owner = ").push_bind(claimer.id.clone());
+                        select.push(" AND id IN (");
+                        let mut list = select.separated(", ");
+                        for id in ids {
+                            list.push_bind(id.0);
+                        }
+                        select.push(")");
+                    }
+                    None => {
+                        select.push("waiting = 0 AND run_owner IS NULL AND runner_id IS NULL \
+                             AND (not_before IS NULL OR not_before <= ");
+                        select.push_bind(now);
+                        select.push(") AND NOT EXISTS (SELECT 1 FROM build_labels l WHERE l.build_id = builds.id");
+                        if !claimer.labels.is_empty() {
+                            select.push(" AND l.label NOT IN (");
+                            let mut list = select.separated(", ");
+                            for label in &claimer.labels {
+                                list.push_bind(label.clone());
+                            }
+                            select.push(")");
+                        }
+                        select.push(")");
+                    }
+                }
+                select.push(" ORDER BY id LIMIT ");
+                select.push_bind((limit.saturating_mul(2) + 16).min(10_000) as i64);
+                if Self::PG {
+                    select.push(" FOR UPDATE SKIP LOCKED");
+                }
+                let candidates: Vec<(i64, String, i32)> = select
+                    .build_query_as()
+                    .fetch_all(&mut **tx)
+                    .await?;
+                if candidates.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut jobs: Vec<&str> = candidates.iter().map(|(_, j, _)| j.as_str()).collect();
+                jobs.sort_unstable();
+                jobs.dedup();
+                Self::lock_claims(tx).await?;
+                let running = Self::occupied(tx, &jobs).await?;
+                let mut taken: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
+                let mut chosen = Vec::new();
+                for (id, job, concurrency) in &candidates {
+                    if chosen.len() >= limit {
+                        break;
+                    }
+                    let busy = running.get(job.as_str()).copied().unwrap_or(0);
+                    let now_taken = taken.entry(job.as_str()).or_insert(0);
+                    if busy + *now_taken >= i64::from((*concurrency).max(1)) {
+                        continue;
+                    }
+                    *now_taken += 1;
+                    chosen.push(*id);
+                }
+                if chosen.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let until = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30));
+                let mut update: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
+                    "UPDATE builds SET status = 'running', started_at = ",
+                );
+                update.push_bind(now);
+                update.push(", token = token + 1, lease_until = ").push_bind(until);
+                update.push(", runner_id = ").push_bind(claimer.id.clone());
+                update.push(", runner_since = ").push_bind(claimer.since);
+                update.push(", host = ").push_bind(claimer.host.clone());
+                update.push(", pid = ").push_bind(claimer.pid as i32);
+                update.push(", worker = ").push_bind(claimer.name.clone());
+                update.push(" WHERE status = 'created' AND id IN (");
+                let mut list = update.separated(", ");
+                for id in &chosen {
+                    list.push_bind(*id);
+                }
+                update.push(") RETURNING id, job_id, token, attempt, config");
+                let mut rows: Vec<(i64, String, i64, i32, sqlx::types::Json<serde_json::Value>)> =
+                    update.build_query_as().fetch_all(&mut **tx).await?;
+                rows.sort_unstable_by_key(|r| r.0);
+                let mut claimed = Vec::with_capacity(rows.len());
+                for (id, job_id, token, attempt, config) in rows {
+                    let pins = if only.is_some() {
+                        // The run's own runner knows its pins.
+                        Vec::new()
+                    } else {
+                        Self::pins_for(tx, id, &config.0).await?
+                    };
+                    claimed.push(crate::store::queue::Claimed {
+                        id: crate::store::BuildId(id),
+                        job_id,
+                        token,
+                        attempt: attempt.max(0) as u32,
+                        config: config.0,
+                        pins,
+                    });
+                }
+                Ok(claimed)
+            }
+
             /// Claims and reservations take turns: on PostgreSQL one transaction-level
             /// lock (claims are short and batched); SQLite's write lock already does.
             async fn lock_claims(
