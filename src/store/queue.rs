@@ -580,47 +580,38 @@ macro_rules! impl_queue {
             ) -> crate::store::Result<Vec<(crate::store::BuildId, bool)>> {
                 let q = |source| crate::store::StoreError::query("record the planned builds", source);
                 let mut tx = self.begin_write().await.map_err(q)?;
-                let ids = Self::insert_builds(&mut tx, builds, Some(runner)).await.map_err(q)?;
+                // Which of them the jobs' concurrency has room for, counted before they
+                // are recorded (under the claims' lock), then recorded so in one statement.
                 Self::lock_claims(&mut tx).await.map_err(q)?;
                 let mut jobs: Vec<&str> = builds.iter().map(|b| b.job_id.as_str()).collect();
                 jobs.sort_unstable();
                 jobs.dedup();
                 let busy = Self::occupied(&mut tx, &jobs).await.map_err(q)?;
-                // The builds just recorded are not reserved yet: they do not count.
                 let mut taken: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
-                let mut reserved = Vec::with_capacity(ids.len());
-                for (build, id) in builds.iter().zip(&ids) {
-                    let limit = build
-                        .config
-                        .get("concurrency")
-                        .and_then(serde_json::Value::as_i64)
-                        .unwrap_or(1)
-                        .max(1);
-                    let now = busy.get(build.job_id.as_str()).copied().unwrap_or(0);
-                    let mine = taken.entry(build.job_id.as_str()).or_insert(0);
-                    let ok = now + *mine < limit;
-                    if ok {
-                        *mine += 1;
-                    }
-                    reserved.push((*id, ok));
-                }
+                let marked: Vec<bool> = builds
+                    .iter()
+                    .map(|build| {
+                        let limit = build
+                            .config
+                            .get("concurrency")
+                            .and_then(serde_json::Value::as_i64)
+                            .unwrap_or(1)
+                            .max(1);
+                        let now = busy.get(build.job_id.as_str()).copied().unwrap_or(0);
+                        let mine = taken.entry(build.job_id.as_str()).or_insert(0);
+                        let ok = now + *mine < limit;
+                        if ok {
+                            *mine += 1;
+                        }
+                        ok
+                    })
+                    .collect();
                 let until = chrono::Utc::now()
                     + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30));
-                let chosen: Vec<i64> = reserved.iter().filter(|(_, ok)| *ok).map(|(id, _)| id.0).collect();
-                for chunk in crate::store::sql::pieces(&chosen) {
-                    let mut update: sqlx::QueryBuilder<$db> =
-                        sqlx::QueryBuilder::new("UPDATE builds SET token = token + 1, lease_until = ");
-                    update.push_bind(until);
-                    update.push(", runner_id = ").push_bind(claimer.id.clone());
-                    update.push(", runner_since = ").push_bind(claimer.since);
-                    update.push(" WHERE id IN (");
-                    let mut list = update.separated(", ");
-                    for id in chunk {
-                        list.push_bind(*id);
-                    }
-                    update.push(")");
-                    update.build().execute(&mut *tx).await.map_err(q)?;
-                }
+                let ids = Self::insert_reserved(&mut tx, builds, Some(runner), Some((claimer, until, &marked)))
+                    .await
+                    .map_err(q)?;
+                let reserved: Vec<(crate::store::BuildId, bool)> = ids.into_iter().zip(marked).collect();
                 tx.commit().await.map_err(q)?;
                 Ok(reserved)
             }

@@ -13,7 +13,7 @@ pub(super) const BUILD_COLUMNS: &str = "id, job_id, status, created_at, started_
 /// a statement's text depends only on its row count, so with these few counts each text
 /// is prepared once and kept in sqlx's cache. (Parsing a new 500-row text each time was a
 /// third of SQLite's work in a run of `true` jobs; a cache of texts of every count held
-/// ~10 MB at 10k jobs.) At most 256 rows of at most 11 values: within both databases'
+/// ~10 MB at 10k jobs.) At most 256 rows of at most 15 values: within both databases'
 /// limits on parameters.
 const STATEMENT_ROWS: [usize; 5] = [256, 64, 16, 4, 1];
 
@@ -136,13 +136,27 @@ macro_rules! impl_store {
                 builds: &[crate::store::NewBuild],
                 runner: Option<&crate::store::Runner>,
             ) -> Result<Vec<crate::store::BuildId>, sqlx::Error> {
+                Self::insert_reserved(tx, builds, runner, None).await
+            }
+
+            /// As `insert_builds`; with `reserve`, the builds it marks are recorded
+            /// reserved by that claimer until that time (token 1) in the same statement.
+            async fn insert_reserved(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                builds: &[crate::store::NewBuild],
+                runner: Option<&crate::store::Runner>,
+                reserve: Option<(&crate::store::queue::Claimer, chrono::DateTime<chrono::Utc>, &[bool])>,
+            ) -> Result<Vec<crate::store::BuildId>, sqlx::Error> {
                 let mut ids = Vec::with_capacity(builds.len());
-                for chunk in crate::store::sql::pieces(&builds) {
+                let rows: Vec<(usize, &crate::store::NewBuild)> = builds.iter().enumerate().collect();
+                for chunk in crate::store::sql::pieces(&rows) {
                     let mut insert: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
                         "INSERT INTO builds (job_id, status, created_at, config, config_hash, \
-                         attempt, host, pid, worker, run_owner, concurrency) ",
+                         attempt, host, pid, worker, run_owner, concurrency, runner_id, runner_since, \
+                         token, lease_until) ",
                     );
-                    insert.push_values(chunk, |mut row, build| {
+                    insert.push_values(chunk, |mut row, (i, build)| {
+                        let held = reserve.filter(|(_, _, marked)| marked[*i]);
                         row.push_bind(build.job_id.as_str())
                             .push_bind("created")
                             .push_bind(build.created_at)
@@ -161,7 +175,11 @@ macro_rules! impl_store {
                                     .and_then(serde_json::Value::as_i64)
                                     .unwrap_or(1)
                                     .clamp(1, 10_000) as i32,
-                            );
+                            )
+                            .push_bind(held.map(|(c, _, _)| c.id.clone()))
+                            .push_bind(held.and_then(|(c, _, _)| c.since))
+                            .push_bind(if held.is_some() { 1i64 } else { 0 })
+                            .push_bind(held.map(|(_, until, _)| until));
                     });
                     insert.push(" RETURNING id");
                     // One statement numbers its rows in order: sorted, the ids follow the
