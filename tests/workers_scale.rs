@@ -12,16 +12,28 @@ use std::time::{Duration, Instant};
 
 use common::{PgDatabase, run};
 
-fn worker(dir: &Path, name: &str, args: &[&str]) -> Child {
-    Command::new(assert_cmd::cargo::cargo_bin("jobctl"))
-        .current_dir(dir)
-        .args(["worker", "--name", name])
-        .args(args)
-        .env_remove("JOBCTL_CONFIG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+/// A worker process, killed when dropped (a failing test leaves none behind).
+struct Worker(Child);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn worker(dir: &Path, name: &str, args: &[&str]) -> Worker {
+    Worker(
+        Command::new(assert_cmd::cargo::cargo_bin("jobctl"))
+            .current_dir(dir)
+            .args(["worker", "--name", name])
+            .args(args)
+            .env_remove("JOBCTL_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 /// Every build's `(id, job, status, attempt, error)`.
@@ -114,13 +126,13 @@ async fn four_workers_run_ten_thousand_builds_once_each_in_order() {
         assert_eq!(code, 0, "{err}");
         let (code, _, err) = run(d, &["build", "--all", "--queue"]);
         assert_eq!(code, 0, "{err}");
-        let mut workers: Vec<Child> = (0..4)
+        let mut workers: Vec<Worker> = (0..4)
             .map(|i| worker(d, &format!("w{i}"), &["-j", "2", "--until-idle"]))
             .collect();
         let deadline = Instant::now() + Duration::from_secs(900);
         for w in &mut workers {
             loop {
-                if let Some(status) = w.try_wait().unwrap() {
+                if let Some(status) = w.0.try_wait().unwrap() {
                     assert!(status.success());
                     break;
                 }
@@ -172,7 +184,7 @@ fn chaos(url: &str) {
     assert_eq!(code, 0, "{err}");
     let (code, _, err) = run(d, &["build", "--all", "--queue"]);
     assert_eq!(code, 0, "{err}");
-    let mut workers: Vec<Child> = (0..3)
+    let mut workers: Vec<Worker> = (0..3)
         .map(|i| worker(d, &format!("w{i}"), &["-j", "3", "--lease", "3s"]))
         .collect();
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -190,8 +202,8 @@ fn chaos(url: &str) {
         seed ^= seed << 17;
         let pick = (seed % workers.len() as u64) as usize;
         let mut victim = workers.swap_remove(pick);
-        victim.kill().unwrap();
-        victim.wait().unwrap();
+        victim.0.kill().unwrap();
+        victim.0.wait().unwrap();
         killed += 1;
         workers.push(worker(
             d,
@@ -232,9 +244,9 @@ fn chaos(url: &str) {
     for mut w in workers {
         // SAFETY: kill has no memory effects.
         unsafe {
-            libc::kill(w.id() as i32, libc::SIGTERM);
+            libc::kill(w.0.id() as i32, libc::SIGTERM);
         }
-        assert!(w.wait().unwrap().success());
+        assert!(w.0.wait().unwrap().success());
     }
     assert_eq!(killed, 20);
     let builds = all_builds(d);
