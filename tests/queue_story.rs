@@ -355,6 +355,13 @@ async fn story(store: AnyStore) {
         .unwrap()[0]
         .id;
     assert!(store.claim(&w1, 8, None, LEASE).await.unwrap().is_empty());
+    // Cancelling it is its run's to do (on request), not the queue's.
+    assert!(
+        !store
+            .cancel_queued(mine, "cancelled (jobctl cancel)", Utc::now())
+            .await
+            .unwrap()
+    );
     let got = store.claim(&own, 8, Some(&[mine]), LEASE).await.unwrap();
     assert_eq!(got.len(), 1);
 

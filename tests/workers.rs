@@ -187,6 +187,13 @@ fn queued_diamond_runs_once_in_order(url: Option<&str>) {
         out,
         "build 5 of a: cancelled (it was queued)\nbuild 6 of a: cancelled (it was queued)\n"
     );
+    // Delete --cancel: a queued build is cancelled at once, then deleted.
+    let (_, queued, _) = run(d, &["build", "d", "--force", "--queue", "--deps", "none"]);
+    assert!(queued.starts_with("queued build "), "{queued}");
+    let id = queued.split_whitespace().nth(2).unwrap().to_owned();
+    let (code, out, err) = run(d, &["delete", &id, "--cancel", "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("\"deleted\":{id}")), "{out}");
     let (code, out, _) = run(d, &["workers", "--all"]);
     assert_eq!(code, 0);
     assert!(out.contains("w1") && out.contains("stopped"), "{out}");

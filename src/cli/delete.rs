@@ -9,6 +9,7 @@ use super::{Context, find_build, parse_build_id, write_out};
 use crate::config::model::parse_duration;
 use crate::error::CliError;
 use crate::exec::process::{self, Cancel, Output, OutputLimits, ShellJob};
+use crate::store::queue::Queue;
 use crate::store::{BuildId, OpenMode, Store};
 
 #[derive(Debug, clap::Args)]
@@ -44,7 +45,17 @@ pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), C
         }
         // Its runner, wherever it is, sees the request and ends it; one that died is
         // closed by the recovery.
-        store.request_cancel(build.id, chrono::Utc::now()).await?;
+        // Queued for workers: cancelled at once; else its runner is asked.
+        if !store
+            .cancel_queued(
+                build.id,
+                "cancelled (jobctl delete --cancel)",
+                chrono::Utc::now(),
+            )
+            .await?
+        {
+            store.request_cancel(build.id, chrono::Utc::now()).await?;
+        }
         let until = tokio::time::Instant::now() + CANCEL_WAIT;
         while !build.status.is_finished() {
             if tokio::time::Instant::now() >= until {

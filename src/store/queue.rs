@@ -295,8 +295,8 @@ pub trait Queue: Send + Sync {
         ends: &[(BuildId, i64, Ending)],
         at: DateTime<Utc>,
     ) -> impl Future<Output = super::Result<Vec<bool>>> + Send;
-    /// Cancels a build still queued (and closes what waits on it); false if it was not
-    /// queued.
+    /// Cancels a build still queued for workers (and closes what waits on it); false if it
+    /// was not (claimed, ended, or a `jobctl build` run's own: ask that run instead).
     fn cancel_queued(
         &self,
         build: BuildId,
@@ -394,7 +394,9 @@ macro_rules! impl_queue {
                 let guard = match token {
                     // A running build, or one reserved by a run.
                     Some(_) => "status IN ('created', 'running') AND runner_id IS NOT NULL AND token = $11",
-                    None => "status = 'created' AND runner_id IS NULL AND $11 = $11",
+                    // A build queued for workers; a `jobctl build` run's own is cancelled
+                    // by that run, on request.
+                    None => "status = 'created' AND runner_id IS NULL AND run_owner IS NULL AND $11 = $11",
                 };
                 let sql = format!(
                     "UPDATE builds SET status = $2, finished_at = $3, retval = $4, exit_code = $5, \

@@ -35,6 +35,7 @@ use data::{Snapshot, State};
 
 use crate::config::Config;
 use crate::graph::JobGraph;
+use crate::store::queue::Queue;
 use crate::store::{AnyStore, BuildId, ChangeToken, OpenMode, Runner, Store, StoreError};
 
 /// How often the store is asked whether anything changed.
@@ -424,6 +425,15 @@ async fn cancel(store: &AnyStore, id: BuildId) -> String {
         Ok(None) => return format!("build #{id} is gone"),
         Err(err) => return format!("cannot read build #{id}: {}", chain(&err)),
     };
+    // Queued for workers: cancelled at once, and what waits on it with it.
+    match store
+        .cancel_queued(id, "cancelled on request", chrono::Utc::now())
+        .await
+    {
+        Ok(true) => return format!("cancelled #{id} of {}: it was queued", build.job_id),
+        Ok(false) => {}
+        Err(err) => return format!("cannot cancel build #{id}: {}", chain(&err)),
+    }
     match store.request_cancel(id, chrono::Utc::now()).await {
         Ok(true) => {}
         Ok(false) => return format!("build #{id} has already ended"),
