@@ -7,8 +7,9 @@
 //!                      ├─ build tasks ──outputs──► Sink (logs, progress: batched)
 //!                      │            └──ended──► end_claimed(token) ──► store decides
 //!                      │                        what waits on it; refused: it was lost
-//!                      ├─ tick ──► flush; every lease/3: renew + heartbeat + rescue;
-//!                      │           cancel requests; no renewal for a lease: kill all
+//!                      ├─ tick ──► flush; cancel requests (every 500 ms); every
+//!                      │           lease/3: renew + heartbeat + rescue; no renewal
+//!                      │           for a lease: kill all
 //!                      └─ SIGTERM: drain (claim nothing, wait up to --drain-timeout,
 //!                         then cancel and hand back); again, or SIGINT: at once
 //! ```
@@ -128,6 +129,7 @@ pub async fn work(
     let mut pending: Vec<PendingEnd> = Vec::new();
     let mut last_renewed = Instant::now();
     let mut last_look = Instant::now() - renew_every;
+    let mut last_cancels = Instant::now();
     let mut draining: Option<Instant> = None;
     let mut stop_now = false;
     let mut want_claim = true;
@@ -235,9 +237,13 @@ pub async fn work(
                         }
                     }
                 }
+                if !held.is_empty() && last_cancels.elapsed() >= Duration::from_millis(500) {
+                    last_cancels = Instant::now();
+                    cancels(&store, &runner, &mut held, wait).await;
+                }
                 if last_look.elapsed() >= renew_every {
                     last_look = Instant::now();
-                    look(&store, &claimer, &runner, lease, slots, draining.is_some(), &mut held, &mut last_renewed, wait).await;
+                    look(&store, &claimer, lease, slots, draining.is_some(), &mut held, &mut last_renewed, wait).await;
                 }
                 if settings.until_idle && held.is_empty() && pending.is_empty() && bounded(wait, idle(&store, &claimer)).await == Some(true) {
                     stop_now = true;
@@ -365,13 +371,11 @@ fn cancel_all(held: &mut HashMap<BuildId, Held>) {
     }
 }
 
-/// Renews the leases, beats the heart, reads cancel requests and rescues what lost
-/// runners left.
+/// Renews the leases, beats the heart and rescues what lost runners left.
 #[expect(clippy::too_many_arguments)]
 async fn look(
     store: &AnyStore,
     claimer: &Claimer,
-    runner: &Runner,
     lease: Duration,
     slots: usize,
     draining: bool,
@@ -395,6 +399,16 @@ async fn look(
         store.heartbeat(claimer, slots as u32, lease, draining, Utc::now()),
     )
     .await;
+    let _ = bounded(wait, store.rescue(&claimer.host, &runner_gone, Utc::now())).await;
+}
+
+/// Acts on the cancel requests for builds this worker runs (read twice a second).
+async fn cancels(
+    store: &AnyStore,
+    runner: &Runner,
+    held: &mut HashMap<BuildId, Held>,
+    wait: Duration,
+) {
     if let Some(Ok(requested)) = bounded(wait, store.cancel_requests(runner)).await {
         for id in requested {
             if let Some(h) = held.get_mut(&id)
@@ -405,7 +419,6 @@ async fn look(
             }
         }
     }
-    let _ = bounded(wait, store.rescue(&claimer.host, &runner_gone, Utc::now())).await;
 }
 
 /// Whether the runner `pid` (started at `since`) of `build` on this host is gone; if so,
