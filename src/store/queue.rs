@@ -564,10 +564,7 @@ macro_rules! impl_queue {
                     made.push(Enqueued { id: crate::store::BuildId(id), deduplicated: false });
                 }
                 if Self::PG && owner.is_none() {
-                    sqlx::query("SELECT pg_notify('jobctl_queue', 'enqueued')")
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(q)?;
+                    Self::notify(&mut tx, "enqueued").await.map_err(q)?;
                 }
                 tx.commit().await.map_err(q)?;
                 Ok(made)
@@ -656,10 +653,7 @@ macro_rules! impl_queue {
                 let claimed = Self::claim_in(&mut tx, claimer, limit, None, lease).await.map_err(q)?;
                 // Others may claim what these ends made ready and this claim left.
                 if Self::PG && done.iter().any(|d| *d) {
-                    sqlx::query("SELECT pg_notify('jobctl_queue', 'ended')")
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(q)?;
+                    Self::notify(&mut tx, "ended").await.map_err(q)?;
                 }
                 tx.commit().await.map_err(q)?;
                 Ok((done, claimed))
@@ -697,10 +691,7 @@ macro_rules! impl_queue {
                     .await
                     .map_err(q)?;
                 if done && Self::PG {
-                    sqlx::query("SELECT pg_notify('jobctl_queue', 'ended')")
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(q)?;
+                    Self::notify(&mut tx, "ended").await.map_err(q)?;
                 }
                 tx.commit().await.map_err(q)?;
                 Ok(done)
@@ -725,10 +716,7 @@ macro_rules! impl_queue {
                     );
                 }
                 if Self::PG && done.iter().any(|d| *d) {
-                    sqlx::query("SELECT pg_notify('jobctl_queue', 'ended')")
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(q)?;
+                    Self::notify(&mut tx, "ended").await.map_err(q)?;
                 }
                 tx.commit().await.map_err(q)?;
                 Ok(done)
@@ -1151,6 +1139,18 @@ macro_rules! impl_queue {
                     });
                 }
                 Ok(claimed)
+            }
+
+            /// Wakes the workers that listen (PostgreSQL), when this transaction commits.
+            async fn notify(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                what: &str,
+            ) -> Result<(), sqlx::Error> {
+                sqlx::query("SELECT pg_notify('jobctl_queue', $1)")
+                    .bind(what)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(())
             }
 
             /// Claims and reservations take turns: on PostgreSQL one transaction-level
