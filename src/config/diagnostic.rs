@@ -19,6 +19,9 @@ pub struct Problem {
     pub help: Option<String>,
     /// Other places that matter (the first definition of a duplicate id, say).
     pub related: Vec<(String, RenderedPos)>,
+    /// The id of the job it was found in, to tell apart the expansions of one
+    /// macro or loop when the same lines are wrong in each.
+    pub within: Option<String>,
 }
 
 impl Problem {
@@ -29,6 +32,7 @@ impl Problem {
             label: None,
             help: None,
             related: Vec::new(),
+            within: None,
         }
     }
 
@@ -59,12 +63,77 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
+    /// What makes two mistakes the same one: what is said, and where.
+    fn identity(&self) -> String {
+        let place = |p: &SourcePos| format!("{}:{}:{}+{}", p.file.name, p.line, p.col, p.len);
+        let mut key = format!(
+            "{}\u{0}{}\u{0}{:?}\u{0}{:?}",
+            self.message,
+            self.at.as_ref().map(place).unwrap_or_default(),
+            self.label,
+            self.help
+        );
+        for (label, pos) in &self.related {
+            key.push_str(&format!("\u{0}{label}@{}", place(pos)));
+        }
+        key
+    }
+
     /// `file:line:col`, or the file alone.
     pub fn location(&self) -> Option<String> {
         self.at
             .as_ref()
             .map(|p| format!("{}:{}:{}", p.file.name, p.line, p.col))
     }
+}
+
+/// Names of expansions listed in a merged mistake, at most.
+const LISTED_EXPANSIONS: usize = 5;
+
+/// One mistake for each place in the files the user wrote: lines a macro or a loop
+/// expands several times are wrong in each expansion, and are said once, naming the
+/// expansions (the jobs they made) it was found in.
+pub fn merge_expansions(items: Vec<(Diagnostic, Option<String>)>) -> Vec<Diagnostic> {
+    let mut merged: Vec<(Diagnostic, Vec<Option<String>>)> = Vec::new();
+    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for (item, within) in items {
+        let key = item.identity();
+        match seen.get(&key) {
+            Some(&at) if item.at.is_some() => merged[at].1.push(within),
+            _ => {
+                seen.insert(key, merged.len());
+                merged.push((item, vec![within]));
+            }
+        }
+    }
+    merged
+        .into_iter()
+        .map(|(mut item, within)| {
+            if within.len() > 1 {
+                item.message = format!("{} ({})", item.message, expansions(&within));
+            }
+            item
+        })
+        .collect()
+}
+
+/// `in 2 expansions: jobs `a`, `b``.
+fn expansions(within: &[Option<String>]) -> String {
+    let names: Vec<String> = within
+        .iter()
+        .flatten()
+        .map(|id| format!("`{id}`"))
+        .collect();
+    let mut text = format!("in {} expansions", within.len());
+    if !names.is_empty() {
+        let shown = names.len().min(LISTED_EXPANSIONS);
+        let noun = if names.len() == 1 { "job" } else { "jobs" };
+        text.push_str(&format!(": {noun} {}", names[..shown].join(", ")));
+        if names.len() > shown {
+            text.push_str(&format!(" and {} more", names.len() - shown));
+        }
+    }
+    text
 }
 
 /// Every mistake found in one config; nothing runs while there is one.

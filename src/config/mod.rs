@@ -115,20 +115,23 @@ fn invalid(renderer: &Renderer, rendered: &str, mut problems: Vec<Problem>) -> L
     problems.sort_by_key(|p| p.pos.map(|pos| (pos.line, pos.col)));
     let items = problems
         .into_iter()
-        .map(|p| Diagnostic {
-            message: p.message,
-            at: p.pos.map(locate),
-            label: p.label,
-            help: p.help,
-            related: p
-                .related
-                .into_iter()
-                .map(|(label, pos)| (label, locate(pos)))
-                .collect(),
+        .map(|p| {
+            let item = Diagnostic {
+                message: p.message,
+                at: p.pos.map(locate),
+                label: p.label,
+                help: p.help,
+                related: p
+                    .related
+                    .into_iter()
+                    .map(|(label, pos)| (label, locate(pos)))
+                    .collect(),
+            };
+            (item, p.within)
         })
         .collect();
     LoadError::Invalid(Diagnostics {
         file: renderer.main_display_name(),
-        items,
+        items: diagnostic::merge_expansions(items),
     })
 }

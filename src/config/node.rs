@@ -90,11 +90,24 @@ pub fn parse(text: &str) -> Result<Node, YamlError> {
                 pos: Some(RenderedPos::new(mark.line().max(1), mark.col() + 1, 1)),
             }
         })?;
-        let pos = RenderedPos::new(
+        let mut pos = RenderedPos::new(
             span.start.line(),
             span.start.col() + 1,
             span.end.index().saturating_sub(span.start.index()).max(1),
         );
+        // A tag jobctl does not know is all that will be said of its value: point at
+        // the tag as written, not at the value after it.
+        if let Some(tag) = span.tag_span()
+            && tag
+                .slice(text)
+                .is_some_and(|t| !matches!(t, "!retval" | "!secret"))
+        {
+            pos = RenderedPos::new(
+                tag.start.line(),
+                tag.start.col() + 1,
+                tag.end.index().saturating_sub(tag.start.index()).max(1),
+            );
+        }
         match event {
             Event::StreamEnd => break,
             Event::DocumentStart(..) => {

@@ -490,7 +490,19 @@ impl Resolver {
         }
     }
 
+    /// A job, its mistakes marked with its id (see [`Problem::within`]).
     fn job(&mut self, node: &Node, defaults: &Defaults) -> Option<Job> {
+        let first = self.problems.len();
+        let job = self.job_fields(node, defaults);
+        if let Some(job) = &job {
+            for problem in &mut self.problems[first..] {
+                problem.within.get_or_insert_with(|| job.id.to_string());
+            }
+        }
+        job
+    }
+
+    fn job_fields(&mut self, node: &Node, defaults: &Defaults) -> Option<Job> {
         if !self.no_tag(node) {
             return None;
         }
