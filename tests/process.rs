@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::alive;
 use jobctl::exec::channel::Message;
-use jobctl::exec::process::{Cancel, Exit, Output, OutputLimits, ShellJob, run};
+use jobctl::exec::process::{Cancel, Exit, Output, OutputLimits, QUIET, ShellJob, run};
 use jobctl::store::{LogLevel, Stream};
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
@@ -25,6 +25,7 @@ fn job(command: &str, dir: &std::path::Path) -> ShellJob {
         grace: Duration::from_millis(300),
         secrets: Vec::new(),
         limits: OutputLimits::default(),
+        quiet: QUIET,
     }
 }
 
@@ -204,17 +205,30 @@ async fn a_job_that_cannot_start_is_an_error_not_a_build_of_nothing() {
 #[tokio::test]
 async fn a_job_that_ends_at_once_is_read_whole_and_one_that_fills_a_pipe_goes_on() {
     let dir = tempfile::tempdir().unwrap();
-    // Ends before its pipes are watched: all it wrote is read at the end, in order.
-    let j = job(
-        r#"seq 1 2000; echo oops >&2; echo '{"type": "retval", "value": [1, 2]}' >&3"#,
-        dir.path(),
-    );
+    let numbers = |n: usize| -> Vec<String> { (1..=n).map(|i| i.to_string()).collect() };
+    let short = r#"seq 1 2000; echo oops >&2; echo '{"type": "retval", "value": [1, 2]}' >&3"#;
+    // Ends long before its pipes would be watched: all it wrote is read at its end, in
+    // order, without the runtime.
+    let mut j = job(short, dir.path());
+    j.quiet = Duration::from_secs(600);
     let (exit, outputs) = run_job(&j).await;
     assert!(exit.success(), "{exit:?}");
-    let numbers = |n: usize| -> Vec<String> { (1..=n).map(|i| i.to_string()).collect() };
+    assert!(
+        !exit.watched,
+        "a job that ended at once was read at its end"
+    );
     assert_eq!(lines(&outputs, Stream::Stdout), numbers(2000));
     assert_eq!(lines(&outputs, Stream::Stderr), ["oops"]);
     assert!(outputs.contains(&Output::Message(Message::Retval {
+        value: json!([1, 2])
+    })));
+    // The same job with its pipes watched from the start reads the same.
+    j.quiet = Duration::ZERO;
+    let (exit, watched) = run_job(&j).await;
+    assert!(exit.watched, "{exit:?}");
+    assert_eq!(lines(&watched, Stream::Stdout), numbers(2000));
+    assert_eq!(lines(&watched, Stream::Stderr), ["oops"]);
+    assert!(watched.contains(&Output::Message(Message::Retval {
         value: json!([1, 2])
     })));
     // Writes more than a pipe holds (576 KiB) at once: it waits for its pipes to be
@@ -222,6 +236,7 @@ async fn a_job_that_ends_at_once_is_read_whole_and_one_that_fills_a_pipe_goes_on
     let j = job("seq 1 100000; echo end >&2", dir.path());
     let (exit, outputs) = run_job(&j).await;
     assert!(exit.success(), "{exit:?}");
+    assert!(exit.watched, "a job that filled its pipe was watched");
     assert_eq!(lines(&outputs, Stream::Stdout), numbers(100000));
     assert_eq!(lines(&outputs, Stream::Stderr), ["end"]);
 }
@@ -310,6 +325,10 @@ async fn a_secret_never_comes_out_even_split_across_writes() {
     );
     j.env = vec![("TOKEN".into(), "tok-secret-123".into())];
     j.secrets = vec!["tok-secret-123".into()];
+    // Watched from the start, so the pieces the job writes 50 ms apart arrive as reads
+    // of their own (that a secret split across reads is masked whole is checked
+    // byte by byte by process.rs's unit tests, which choose the reads).
+    j.quiet = Duration::ZERO;
     let (exit, outputs) = run_job(&j).await;
     // Channel messages are masked once decoded, by the guard every build's output
     // passes (lines already are, here).

@@ -103,6 +103,7 @@ pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), C
             grace: Duration::from_secs(5),
             secrets: config.secrets.values().cloned().collect(),
             limits: OutputLimits::default(),
+            quiet: crate::exec::process::QUIET,
         };
         crate::exec::reaper::become_subreaper();
         let (tx, mut rx) = mpsc::unbounded_channel();

@@ -268,6 +268,7 @@ fn shell_job(
         grace: a.options.grace,
         secrets: a.secrets.values().cloned().collect(),
         limits: a.options.limits,
+        quiet: super::process::QUIET,
     }
 }
 

@@ -61,6 +61,8 @@ pub struct ShellJob {
     /// Values masked out of everything the job prints or sends.
     pub secrets: Vec<String>,
     pub limits: OutputLimits,
+    /// How long it runs before its pipes are watched through the runtime ([`QUIET`]).
+    pub quiet: Duration,
 }
 
 /// Linux's limit on one argument or `NAME=value` environment string, with its NUL.
@@ -249,6 +251,9 @@ pub struct Exit {
     pub cancelled: bool,
     /// The last lines of stderr, masked.
     pub stderr_tail: Vec<String>,
+    /// Whether its pipes were watched through the runtime before it ended; one that
+    /// ended within [`ShellJob::quiet`] was read at its end instead.
+    pub watched: bool,
 }
 
 impl Exit {
@@ -334,7 +339,7 @@ pub async fn run(
     let _ = out.send(Output::Spawned { pgid: child.pid() });
     // Not watched through the runtime until QUIET has passed (see the module's note).
     let mut quiet = Some([spawned.stdout, spawned.stderr, spawned.channel]);
-    let quiet_until = tokio::time::Instant::now() + QUIET;
+    let quiet_until = tokio::time::Instant::now() + job.quiet;
     let mut watched: [Option<Receiver>; 3] = [None, None, None];
 
     let mut state = Reader::new(job, out);
@@ -370,6 +375,7 @@ pub async fn run(
                 open[2] = state.feed(Stream::Channel, &chan_buf[..n?]);
             }
             _ = sleep_until(Some(quiet_until)), if quiet.is_some() && status.is_none() => {
+                exit.watched = true;
                 watch(&mut quiet, &mut watched, &open)?;
             }
             waited = child.wait(), if status.is_none() => {
@@ -477,7 +483,7 @@ fn is_current_dir(dir: &Path) -> bool {
 
 /// How long a job runs before its pipes are watched through the runtime. A job that
 /// fills a pipe (64 KiB) sooner waits for the rest of this once.
-const QUIET: Duration = Duration::from_millis(2);
+pub const QUIET: Duration = Duration::from_millis(2);
 
 const STREAMS: [Stream; 3] = [Stream::Stdout, Stream::Stderr, Stream::Channel];
 
@@ -810,7 +816,48 @@ mod tests {
             grace: Duration::from_secs(1),
             secrets: Vec::new(),
             limits: OutputLimits { head: 1, tail: 1 },
+            quiet: QUIET,
         }
+    }
+
+    /// Feeds `pieces` to a reader of a job with `secret`, as separate reads of stdout.
+    fn read_pieces(secret: &str, pieces: &[&[u8]]) -> Vec<String> {
+        let mut j = job(Vec::new(), Vec::new());
+        j.secrets = vec![secret.to_owned()];
+        j.limits = OutputLimits::default();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut reader = Reader::new(&j, &tx);
+        for piece in pieces {
+            assert!(reader.feed(Stream::Stdout, piece));
+        }
+        assert!(!reader.feed(Stream::Stdout, &[]));
+        reader.finish();
+        drop(reader);
+        drop(tx);
+        let mut lines = Vec::new();
+        while let Ok(output) = rx.try_recv() {
+            if let Output::Line { text, .. } = output {
+                lines.push(text);
+            }
+        }
+        lines
+    }
+
+    #[test]
+    fn a_secret_split_across_reads_is_masked_whole() {
+        let secret = "tok-secret-123";
+        let text = b"a tok-secret-123 b\ntok-secret-123\nend tok-secret-123";
+        let masked = ["a ******** b", "********", "end ********"];
+        // In the pieces a job's writes arrive in, and one byte a read.
+        let pieces: [&[u8]; 4] = [
+            b"a tok-",
+            b"se",
+            b"cret-123 b\ntok-secr",
+            b"et-123\nend tok-secret-123",
+        ];
+        assert_eq!(read_pieces(secret, &pieces), masked);
+        let bytes: Vec<&[u8]> = text.chunks(1).collect();
+        assert_eq!(read_pieces(secret, &bytes), masked);
     }
 
     #[test]
