@@ -582,18 +582,23 @@ fn a_retval_with_nothing_to_stand_for_fails_the_build_clearly() {
 
 #[test]
 fn a_terminal_gets_the_live_tree_and_a_pipe_plain_lines() {
+    use std::io::Read;
+
+    // The job goes on once the test has seen its progress on the screen (`drawn`), or
+    // after a minute, when the test has already failed.
     let config = r#"jobs:
   - id: crawl
     run: |
       "$JOBCTL" report progress --group pages 1 4 --status "page 1"
-      sleep 0.6
+      i=0
+      while [ ! -f drawn ] && [ $i -lt 3000 ]; do sleep 0.02; i=$((i + 1)); done
       "$JOBCTL" report progress --group pages 4 4
 "#;
     let dir = setup(config);
     let d = dir.path();
     // `script` gives jobctl a pseudo-terminal (util-linux, on every Debian).
     let bin = assert_cmd::cargo::cargo_bin("jobctl");
-    let out = std::process::Command::new("script")
+    let mut child = std::process::Command::new("script")
         .current_dir(d)
         .env("TERM", "xterm")
         .args([
@@ -601,17 +606,37 @@ fn a_terminal_gets_the_live_tree_and_a_pipe_plain_lines() {
             &format!("stty rows 30 cols 100; '{}' build crawl", bin.display()),
             "/dev/null",
         ])
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let screen = String::from_utf8_lossy(&out.stdout);
+    let mut stdout = child.stdout.take().unwrap();
+    let mut screen = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let mut seen = false;
+    loop {
+        let n = stdout.read(&mut chunk).unwrap();
+        if n == 0 {
+            break;
+        }
+        screen.extend_from_slice(&chunk[..n]);
+        if !seen && String::from_utf8_lossy(&screen).contains("page 1") {
+            seen = true;
+            std::fs::write(d.join("drawn"), "").unwrap();
+        }
+    }
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let screen = String::from_utf8_lossy(&screen);
+    assert!(
+        seen,
+        "the live tree never showed the job's status: {screen:?}"
+    );
     assert!(
         screen.contains("\x1b[J"),
         "the live area is redrawn: {screen:?}"
     );
     assert!(screen.contains("▸ crawl #1"), "{screen:?}");
     assert!(screen.contains("└─ pages"), "{screen:?}");
-    assert!(screen.contains("page 1"), "{screen:?}");
     assert!(screen.trim_end().ends_with("1 succeeded"), "{screen:?}");
 
     let (code, out, err) = run(d, &["build", "crawl", "--force"]);

@@ -267,7 +267,13 @@ fn fail_fast_names_every_job_it_did_not_start() {
         "jobs:
   - {id: bad, run: 'exit 1'}
   - {id: after_bad, run: 'true', dependencies: [bad]}
-  - {id: slow, run: 'sleep 0.5'}
+  - id: slow
+    # Ends once bad's failure is recorded (or after a minute, when the test fails).
+    run: |
+      i=0
+      until \"$JOBCTL\" builds bad --status failed | grep -q failed || [ $i -ge 600 ]; do
+        sleep 0.1; i=$((i + 1))
+      done
   - {id: later1, run: 'true', dependencies: [slow]}
   - {id: later2, run: 'true', dependencies: [slow]}
 ",

@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use chrono::Utc;
-use jobctl::store::queue::{Claimer, Ending, Enqueue, Queue, dedup_key};
+use jobctl::store::queue::{Claimed, Claimer, Ending, Enqueue, Queue, dedup_key};
 use jobctl::store::{AnyStore, BuildId, BuildStatus, NewBuild, OpenMode, Outcome, Store};
 use serde_json::{Value, json};
 
@@ -57,6 +57,24 @@ fn ok() -> Ending {
 async fn status(store: &AnyStore, id: BuildId) -> (BuildStatus, Option<String>) {
     let b = store.build(id).await.unwrap().unwrap();
     (b.status, b.error)
+}
+
+/// The one build `claimer` can claim once its retry delay has passed; claims read the
+/// clock themselves, so this asks until then (failing after a while).
+async fn claim_when_ready(store: &AnyStore, claimer: &Claimer, what: &str) -> Claimed {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut claimed = store.claim(claimer, 4, None, LEASE).await.unwrap();
+        if !claimed.is_empty() {
+            assert_eq!(claimed.len(), 1, "{what}: {claimed:?}");
+            return claimed.remove(0);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} was never ready"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 async fn story(store: AnyStore) {
@@ -195,8 +213,7 @@ async fn story(store: AnyStore) {
         store.claim(&w1, 4, None, LEASE).await.unwrap().is_empty(),
         "a retry waits out its delay"
     );
-    tokio::time::sleep(Duration::from_millis(350)).await;
-    let r2 = store.claim(&w1, 4, None, LEASE).await.unwrap().remove(0);
+    let r2 = claim_when_ready(&store, &w1, "the retry").await;
     assert_eq!((r2.job_id.as_str(), r2.attempt), ("r", 2));
     assert!(r2.id > rids[1]);
     assert!(
@@ -227,9 +244,14 @@ async fn story(store: AnyStore) {
         .await
         .unwrap()
         .remove(0);
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Looked at a second later, its 1 ms lease has expired (and the retry is due
+    // from then).
     let rescued = store
-        .rescue("another-host", &|_, _, _| false, Utc::now())
+        .rescue(
+            "another-host",
+            &|_, _, _| false,
+            Utc::now() + chrono::Duration::seconds(1),
+        )
         .await
         .unwrap();
     assert_eq!(rescued.len(), 1);
@@ -245,7 +267,7 @@ async fn story(store: AnyStore) {
     let (s, e) = status(&store, lost).await;
     assert_eq!(s, BuildStatus::Failed);
     assert!(e.unwrap().starts_with("worker lost"));
-    let l2 = store.claim(&w2, 1, None, LEASE).await.unwrap().remove(0);
+    let l2 = claim_when_ready(&store, &w2, "the rescued build's retry").await;
     assert_eq!((l2.id, l2.attempt), (again, 2));
     // A runner on this host that is provably gone is rescued at once, lease or not; its
     // last attempt fails.
