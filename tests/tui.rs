@@ -6,7 +6,6 @@ use std::path::Path;
 use chrono::{DateTime, TimeZone, Utc};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use jobctl::config::Config;
-use jobctl::graph::JobGraph;
 use jobctl::store::status::config_hash;
 use jobctl::store::{
     AnyStore, BuildId, LogLevel, LogRecord, NewBuild, OpenMode, Outcome, Pin, ProgressUpdate,
@@ -18,6 +17,7 @@ use jobctl::ui::tui::data::{self, Snapshot};
 use jobctl::ui::tui::draw;
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
+use std::sync::Arc;
 
 const CONFIG: &str = r#"
 storage: sqlite://state.db
@@ -59,10 +59,10 @@ fn now() -> DateTime<Utc> {
     t(600)
 }
 
-fn load_config(dir: &Path, text: &str) -> &'static Config {
+fn load_config(dir: &Path, text: &str) -> Arc<Config> {
     let path = dir.join("jobs.yaml");
     std::fs::write(&path, text).unwrap();
-    Box::leak(Box::new(jobctl::config::load(&path, &[]).unwrap()))
+    Arc::new(jobctl::config::load(&path, &[]).unwrap())
 }
 
 async fn open(config: &Config) -> AnyStore {
@@ -233,8 +233,7 @@ async fn history(store: &AnyStore, config: &Config) -> BuildId {
 
 struct Fixture {
     _dir: tempfile::TempDir,
-    config: &'static Config,
-    graph: &'static JobGraph,
+    config: Arc<Config>,
     store: AnyStore,
     process: BuildId,
     /// The change token of the last read.
@@ -244,13 +243,11 @@ struct Fixture {
 async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let config = load_config(dir.path(), CONFIG);
-    let graph: &'static JobGraph = Box::leak(Box::new(JobGraph::new(config)));
-    let store = open(config).await;
-    let process = history(&store, config).await;
+    let store = open(&config).await;
+    let process = history(&store, &config).await;
     Fixture {
         _dir: dir,
         config,
-        graph,
         store,
         process,
         token: std::sync::Mutex::new(None),
@@ -258,21 +255,21 @@ async fn fixture() -> Fixture {
 }
 
 impl Fixture {
-    fn app(&self) -> App<'static> {
-        let mut app = App::new(self.config, self.graph, "sqlite://state.db".into());
+    fn app(&self) -> App {
+        let mut app = App::new(self.config.clone(), "sqlite://state.db".into());
         app.now = now();
         app
     }
 
     /// An app that has read the database once.
-    async fn ready(&self) -> App<'static> {
+    async fn ready(&self) -> App {
         let mut app = self.app();
         self.refresh(&mut app).await;
         app
     }
 
     /// Moves the jobs pane's selection down to `job`.
-    async fn select(&self, app: &mut App<'_>, job: &str) {
+    async fn select(&self, app: &mut App, job: &str) {
         let job = self.config.job_index(job).unwrap();
         while app.selected != Some(job) {
             self.keys(app, &[KeyCode::Down]).await;
@@ -280,13 +277,13 @@ impl Fixture {
     }
 
     /// From the jobs pane: opens the selected job, then its latest build.
-    async fn open_latest_build(&self, app: &mut App<'_>) {
+    async fn open_latest_build(&self, app: &mut App) {
         let keys = [KeyCode::Enter, KeyCode::Tab, KeyCode::Tab, KeyCode::Enter];
         self.keys(app, &keys).await;
     }
 
     /// Reads what the app's views want, as the loop does after a key.
-    async fn refresh(&self, app: &mut App<'_>) {
+    async fn refresh(&self, app: &mut App) {
         let mut token = self.token.lock().unwrap().take();
         jobctl::ui::tui::read(app, &self.store, &mut token, true).await;
         assert!(app.loaded().is_some(), "read: {:?}", app.message);
@@ -294,7 +291,7 @@ impl Fixture {
     }
 
     /// Reads again only if the database changed, as the loop does on its tick.
-    async fn tick(&self, app: &mut App<'_>) -> bool {
+    async fn tick(&self, app: &mut App) -> bool {
         let mut token = self.token.lock().unwrap().take();
         let changed = jobctl::ui::tui::read(app, &self.store, &mut token, false).await;
         *self.token.lock().unwrap() = token;
@@ -303,7 +300,7 @@ impl Fixture {
 
     /// Presses keys one by one (reading the database after each, like the loop);
     /// returns the commands they gave.
-    async fn keys(&self, app: &mut App<'_>, keys: &[KeyCode]) -> Vec<Command> {
+    async fn keys(&self, app: &mut App, keys: &[KeyCode]) -> Vec<Command> {
         let mut commands = Vec::new();
         for &code in keys {
             commands.extend(app.key(KeyEvent::new(code, KeyModifiers::NONE)));
@@ -472,6 +469,7 @@ async fn a_protected_job_builds_only_when_armed() {
         vec![Command::Build {
             jobs: vec![deploy],
             deps: true,
+            downstream: false,
             yes: true
         }]
     );
@@ -487,6 +485,7 @@ async fn a_protected_job_builds_only_when_armed() {
         vec![Command::Build {
             jobs: vec![fx.config.job_index("setup").unwrap()],
             deps: false,
+            downstream: false,
             yes: false
         }]
     );
@@ -511,11 +510,84 @@ async fn cancel_and_rebuild_failed_name_the_right_builds() {
         vec![Command::Build {
             jobs: vec![fx.config.job_index("crawl_b").unwrap()],
             deps: true,
+            downstream: false,
             yes: false
+        }]
+    );
+    // d builds a job and then what it makes outdated downstream: crawl_a's reaches the
+    // protected deploy, so it is armed first.
+    fx.select(&mut app, "crawl_a").await;
+    let crawl_a = fx.config.job_index("crawl_a").unwrap();
+    assert!(fx.keys(&mut app, &[KeyCode::Char('d')]).await.is_empty());
+    assert_eq!(
+        app.message.as_deref(),
+        Some("deploy is protected: press a to arm crawl_a, then d")
+    );
+    let downstream = fx
+        .keys(&mut app, &[KeyCode::Char('a'), KeyCode::Char('d')])
+        .await;
+    assert_eq!(
+        downstream,
+        vec![Command::Build {
+            jobs: vec![crawl_a],
+            deps: true,
+            downstream: true,
+            yes: true
         }]
     );
     let quit = app.key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL));
     assert_eq!(quit, Some(Command::Quit));
+}
+
+#[tokio::test]
+async fn a_config_read_again_keeps_the_selection_and_a_broken_one_is_a_bar() {
+    let fx = fixture().await;
+    let mut app = fx.ready().await;
+    // The job view of process, opened from the jobs pane.
+    fx.select(&mut app, "process").await;
+    fx.keys(&mut app, &[KeyCode::Enter]).await;
+    let dir = fx.config.dir().to_path_buf();
+    // setup, crawl_a and process are gone; new_first comes first.
+    let edited = load_config(
+        &dir,
+        "storage: sqlite://state.db\njobs:\n  - {id: new_first, run: 'true'}\n  \
+         - {id: crawl_b, run: 'true'}\n  - {id: report, run: 'true', dependencies: [crawl_b]}\n",
+    );
+    app.reload(edited.clone());
+    assert_eq!(app.views.len(), 1, "the view of a job that is gone closed");
+    assert_eq!(
+        app.selected,
+        edited.job_index("new_first"),
+        "process is gone: the first job is selected"
+    );
+    fx.refresh(&mut app).await;
+    assert_eq!(app.visible.len(), 3);
+    assert_eq!(
+        app.message.as_deref(),
+        Some("config reloaded: 3 jobs (was 6)")
+    );
+    // Selected by id: report is found at its new index.
+    let report = edited.job_index("report");
+    while app.selected != report {
+        fx.keys(&mut app, &[KeyCode::Down]).await;
+    }
+    fx.keys(&mut app, &[KeyCode::Enter]).await;
+    app.reload(edited.clone());
+    let View::Job(v) = app.view() else {
+        panic!("the job view of a job still there stays open")
+    };
+    assert_eq!(edited.jobs[v.job].id.as_str(), "report");
+    fx.keys(&mut app, &[KeyCode::Esc]).await;
+    std::fs::write(
+        dir.join("broken.yaml"),
+        "jobs:\n  - {id: a, run: 'true', tmeout: 1h}\n  - {id: a, run: 'true'}\n",
+    )
+    .unwrap();
+    let failure = jobctl::config::load(&dir.join("broken.yaml"), &[]).unwrap_err();
+    let bar = jobctl::ui::tui::load_failure(&failure);
+    app.config_error = Some(bar.replace(&dir.display().to_string(), "[dir]"));
+    app.message = None;
+    insta::assert_snapshot!("config_error_bar", frame(&app, 110, 12));
 }
 
 #[tokio::test]
@@ -544,10 +616,9 @@ async fn graph_of_a_job_with_fifty_dependencies() {
         parts.join(", ")
     ));
     let config = load_config(dir.path(), &text);
-    let graph: &'static JobGraph = Box::leak(Box::new(JobGraph::new(config)));
-    let store = open(config).await;
+    let store = open(&config).await;
     for (i, part) in parts.iter().enumerate().take(20) {
-        let id = new_build(&store, config, part, i as i64, Vec::new()).await;
+        let id = new_build(&store, &config, part, i as i64, Vec::new()).await;
         let outcome = if i == 7 {
             Outcome::Failed {
                 exit_code: Some(1),
@@ -561,9 +632,10 @@ async fn graph_of_a_job_with_fifty_dependencies() {
         };
         finished(&store, id, i as i64, i as i64 + 1, outcome).await;
     }
-    let mut app = App::new(config, graph, "sqlite://state.db".into());
+    let mut app = App::new(config.clone(), "sqlite://state.db".into());
     app.now = now();
-    let loaded = data::load(&store, config, graph, app.wanted(), None, true)
+    let graph = app.graph.clone();
+    let loaded = data::load(&store, &config, &graph, app.wanted(), None, true)
         .await
         .unwrap();
     app.update(Snapshot::Ready(Box::new(loaded)));
@@ -591,10 +663,9 @@ async fn graph_of_a_job_with_fifty_dependencies() {
 async fn no_database_yet_is_said_plainly() {
     let dir = tempfile::tempdir().unwrap();
     let config = load_config(dir.path(), CONFIG);
-    let graph: &'static JobGraph = Box::leak(Box::new(JobGraph::new(config)));
-    let mut app = App::new(config, graph, "sqlite://state.db".into());
+    let mut app = App::new(config.clone(), "sqlite://state.db".into());
     app.now = now();
-    let Source::Waiting(message) = jobctl::ui::tui::connect(config).await else {
+    let Source::Waiting(message) = jobctl::ui::tui::connect(&config).await else {
         panic!("there is no database to open")
     };
     assert!(
@@ -605,10 +676,10 @@ async fn no_database_yet_is_said_plainly() {
     app.update(Snapshot::NoDatabase { message });
     insta::assert_snapshot!(frame(&app, 80, 24));
     // Once a build made it, it opens.
-    let store = open(config).await;
+    let store = open(&config).await;
     drop(store);
     assert!(matches!(
-        jobctl::ui::tui::connect(config).await,
+        jobctl::ui::tui::connect(&config).await,
         Source::Open(_)
     ));
 }

@@ -23,8 +23,11 @@ impl Tmux {
             eprintln!("skipping the terminal test of `jobctl tui`: tmux is not installed");
             return None;
         }
+        // One server per test: the tests of this file run side by side.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let tmux = Tmux {
-            socket: format!("jobctl-test-{}", std::process::id()),
+            socket: format!("jobctl-test-{}-{n}", std::process::id()),
         };
         let started = tmux.run(&[
             "new-session",
@@ -189,6 +192,68 @@ fn the_dashboard_follows_a_build_run_by_another_process() {
         !after.contains("Build #"),
         "the dashboard's screen is gone after quitting:\n{after}"
     );
+}
+
+#[test]
+fn the_dashboard_reads_the_config_again_when_it_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("jobs.yaml.j2"),
+        "jobs:\n  - {id: alpha, run: 'true'}\n{% include 'more.yaml.j2' %}\n",
+    )
+    .unwrap();
+    std::fs::write(d.join("more.yaml.j2"), "  - {id: beta, run: 'true'}\n").unwrap();
+    let bin = assert_cmd::cargo::cargo_bin("jobctl");
+    let command = format!("{} tui; echo \"tui exited $?\"; sleep 60", bin.display());
+    let Some(tmux) = Tmux::start(d, &command) else {
+        return;
+    };
+    tmux.wait_for("the two jobs", |s| {
+        s.contains("alpha") && s.contains("beta")
+    });
+
+    // A job added in the included file appears.
+    std::fs::write(
+        d.join("more.yaml.j2"),
+        "  - {id: beta, run: 'true'}\n  - {id: gamma_added, run: 'true', dependencies: [beta]}\n",
+    )
+    .unwrap();
+    tmux.wait_for("the added job", |s| {
+        s.contains("gamma_added") && s.contains("config reloaded: 3 jobs (was 2)")
+    });
+
+    // A broken edit is an error bar; the jobs before it stay.
+    std::fs::write(
+        d.join("jobs.yaml.j2"),
+        "jobs:\n  - {id: alpha, run: 'true', tmeout: 1h}\n{% include 'more.yaml.j2' %}\n",
+    )
+    .unwrap();
+    let broken = tmux.wait_for("the error bar", |s| {
+        s.contains("config not reloaded") && s.contains("unknown job key `tmeout`")
+    });
+    assert!(broken.contains("gamma_added"), "{broken}");
+    assert!(broken.contains("jobs.yaml.j2:2:"), "{broken}");
+
+    // Mended, with a job gone: the bar goes, and so does the job.
+    std::fs::write(
+        d.join("jobs.yaml.j2"),
+        "jobs:\n{% include 'more.yaml.j2' %}\n",
+    )
+    .unwrap();
+    let mended = tmux.wait_for("the mended config", |s| {
+        !s.contains("config not reloaded") && s.contains("(was 3)")
+    });
+    assert!(!mended.contains("alpha"), "{mended}");
+    assert!(mended.contains("gamma_added"), "{mended}");
+
+    // And on a key.
+    tmux.keys("r");
+    tmux.wait_for("the config read on r", |s| {
+        s.contains("config reloaded: 2 jobs") && !s.contains("(was")
+    });
+    tmux.keys("q");
+    tmux.wait_for("the terminal given back", |s| s.contains("tui exited 0"));
 }
 
 #[test]

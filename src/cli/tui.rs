@@ -8,7 +8,9 @@ use crate::ui::tui::{self, Launch};
 pub struct Args {}
 
 pub async fn run(ctx: &Context, _args: Args) -> Result<(), CliError> {
-    let config = ctx.load()?;
+    // Owned, not kept to the end of the process: the dashboard replaces it when the
+    // file changes.
+    let config = std::sync::Arc::new(crate::config::load(&ctx.config, &ctx.vars)?);
     let launch = Launch {
         config: ctx.config.clone(),
         vars: ctx.vars.clone(),

@@ -64,7 +64,7 @@ pub fn load_with(
         source,
     })?;
     let renderer = Renderer::new(path, vars.to_vec());
-    let text = renderer.render().map_err(|failure| {
+    let (text, sources) = renderer.render_from().map_err(|failure| {
         LoadError::Invalid(Diagnostics {
             file: renderer.main_display_name(),
             items: vec![Diagnostic {
@@ -90,6 +90,7 @@ pub fn load_with(
     match resolve::resolve_with(root, path.to_path_buf(), functions) {
         Ok(mut config) => {
             config.rendered = text;
+            config.sources = sources;
             Ok(config)
         }
         Err(problems) => Err(invalid(&renderer, &text, problems)),

@@ -266,6 +266,9 @@ pub struct Config {
     pub path: PathBuf,
     /// The rendered YAML (secrets in it are not masked: see [`Config::masked_yaml`]).
     pub rendered: String,
+    /// The files its template read: the config file and what it includes or imports
+    /// (watched by the dashboard, which loads the config again when one changes).
+    pub sources: Vec<PathBuf>,
     /// The storage URL as written (`sqlite://…` or `postgresql://…`).
     pub storage: String,
     pub defaults: Defaults,

@@ -83,6 +83,11 @@ impl Renderer {
 
     /// Renders the template as it is: the text that is parsed.
     pub fn render(&self) -> Result<String, Box<TemplateFailure>> {
+        self.render_from().map(|(text, _)| text)
+    }
+
+    /// As [`Renderer::render`], with the paths of the files the template read.
+    pub fn render_from(&self) -> Result<(String, Vec<PathBuf>), Box<TemplateFailure>> {
         let loaded = Loaded::default();
         let env = self.environment(&loaded, false);
         let result = env
@@ -100,7 +105,11 @@ impl Renderer {
                 pos: None,
             }));
         }
-        Ok(text)
+        let sources = match loaded.lock() {
+            Ok(files) => files.iter().map(|(name, _)| self.dir.join(name)).collect(),
+            Err(_) => vec![self.dir.join(&self.main)],
+        };
+        Ok((text, sources))
     }
 
     /// Renders again with line markers and builds the map back to template lines. `None`

@@ -160,6 +160,7 @@ impl Resolver {
         Some(Config {
             path,
             rendered: String::new(),
+            sources: Vec::new(),
             storage: storage.unwrap_or_else(|| DEFAULT_STORAGE.to_owned()),
             defaults,
             secrets: std::mem::take(&mut self.secrets),

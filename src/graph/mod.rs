@@ -142,19 +142,34 @@ impl JobGraph {
 
     /// `targets` and every job they depend on, directly or not, in [`Self::topo_order`].
     pub fn closure(&self, targets: &[usize]) -> Vec<usize> {
+        self.order_of(&self.reach(targets, Direction::Incoming))
+    }
+
+    /// Every job that depends on one of `targets`, directly or not (the targets
+    /// themselves only where one depends on another), in [`Self::topo_order`].
+    pub fn downstream(&self, targets: &[usize]) -> Vec<usize> {
+        let mut starts = Vec::new();
+        for &job in targets {
+            starts.extend(self.dependants(job));
+        }
+        self.order_of(&self.reach(&starts, Direction::Outgoing))
+    }
+
+    /// `starts` and every job reached from them following edges in `dir`.
+    fn reach(&self, starts: &[usize], dir: Direction) -> Vec<bool> {
         let mut keep = vec![false; self.len()];
-        let mut stack: Vec<usize> = targets.to_vec();
+        let mut stack: Vec<usize> = starts.to_vec();
         while let Some(job) = stack.pop() {
             if std::mem::replace(&mut keep[job], true) {
                 continue;
             }
             stack.extend(
                 self.graph
-                    .neighbors_directed(NodeIndex::new(job), Direction::Incoming)
+                    .neighbors_directed(NodeIndex::new(job), dir)
                     .map(NodeIndex::index),
             );
         }
-        self.order_of(&keep)
+        keep
     }
 
     /// Kahn's algorithm over the kept jobs, smallest index first among the ready ones.
@@ -231,6 +246,10 @@ mod tests {
         assert_eq!(g.topo_order(), vec![0, 1, 2, 3, 4]);
         assert_eq!(g.closure(&[3]), vec![0, 1, 2, 3]);
         assert_eq!(g.closure(&[1]), vec![0, 1]);
+        assert_eq!(g.downstream(&[1]), vec![3]);
+        assert_eq!(g.downstream(&[0]), vec![1, 2, 3]);
+        assert_eq!(g.downstream(&[0, 1]), vec![1, 2, 3]);
+        assert!(g.downstream(&[4]).is_empty());
         assert_eq!(
             g.layers(&g.topo_order()),
             vec![vec![0, 4], vec![1, 2], vec![3]]

@@ -2,6 +2,8 @@
 //! database is in `data.rs`. A key never does I/O: it changes the state, or returns a
 //! [`Command`] for the loop to carry out (start a build, cancel one, quit).
 
+use std::sync::Arc;
+
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use super::data::{Loaded, Snapshot, State, Wanted};
@@ -13,13 +15,17 @@ use crate::store::{BuildId, LogLevel};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Quit,
-    /// `jobctl build JOB…`, with the dependencies that need it or without them;
-    /// `yes` when a protected job among them was armed.
+    /// `jobctl build JOB…`, with the dependencies that need it or without them, and
+    /// with what its new build makes outdated downstream (`--downstream`); `yes` when a
+    /// protected job among them was armed.
     Build {
         jobs: Vec<usize>,
         deps: bool,
+        downstream: bool,
         yes: bool,
     },
+    /// Read the config file again.
+    Reload,
     /// Cancel the run that builds this build.
     Cancel {
         build: BuildId,
@@ -84,9 +90,12 @@ pub enum Input {
     Search,
 }
 
-pub struct App<'a> {
-    pub config: &'a Config,
-    pub graph: &'a JobGraph,
+pub struct App {
+    /// The config as last loaded; replaced by [`App::reload`] when the file changes.
+    pub config: Arc<Config>,
+    pub graph: Arc<JobGraph>,
+    /// Why the file as it is now could not be loaded (the config before it is in use).
+    pub config_error: Option<String>,
     /// Shown in the header: where the builds are read from.
     pub database: String,
     pub snapshot: Snapshot,
@@ -108,15 +117,14 @@ pub struct App<'a> {
     rank: Vec<usize>,
 }
 
-impl<'a> App<'a> {
-    pub fn new(config: &'a Config, graph: &'a JobGraph, database: String) -> Self {
-        let mut rank = vec![0; config.jobs.len()];
-        for (at, job) in graph.topo_order().into_iter().enumerate() {
-            rank[job] = at;
-        }
+impl App {
+    pub fn new(config: Arc<Config>, database: String) -> Self {
+        let graph = Arc::new(JobGraph::new(&config));
+        let rank = ranks(&graph);
         let mut app = App {
             config,
             graph,
+            config_error: None,
             database,
             snapshot: Snapshot::NoDatabase {
                 message: "reading the database…".to_owned(),
@@ -176,6 +184,58 @@ impl<'a> App<'a> {
     /// Takes a new snapshot; the selection stays on the same job.
     pub fn update(&mut self, snapshot: Snapshot) {
         self.snapshot = snapshot;
+        self.refilter();
+    }
+
+    /// Takes the config read again from its file. What is selected and open stays on
+    /// the same jobs, by id; a view of a job that is gone is closed. The snapshot read
+    /// for the old jobs is dropped: the loop reads the store again.
+    pub fn reload(&mut self, config: Arc<Config>) {
+        let old = std::mem::replace(&mut self.config, config);
+        self.graph = Arc::new(JobGraph::new(&self.config));
+        self.rank = ranks(&self.graph);
+        self.config_error = None;
+        let new = &self.config;
+        let map = |job: usize| new.job_index(old.jobs.get(job)?.id.as_str());
+        self.selected = self.selected.and_then(map);
+        self.armed = self.armed.and_then(map);
+        let mut views = Vec::with_capacity(self.views.len());
+        for view in self.views.drain(..) {
+            let kept = match view {
+                View::Job(mut v) => map(v.job).map(|job| {
+                    v.job = job;
+                    View::Job(v)
+                }),
+                View::Graph(mut v) => map(v.center).map(|center| {
+                    v.center = center;
+                    View::Graph(v)
+                }),
+                other => Some(other),
+            };
+            match kept {
+                Some(view) => views.push(view),
+                // What was opened from a job that is gone goes with it.
+                None => break,
+            }
+        }
+        self.views = views;
+        let before = old.jobs.len();
+        let now = self.config.jobs.len();
+        self.message = Some(match now.cmp(&before) {
+            std::cmp::Ordering::Equal => format!("config reloaded: {now} jobs"),
+            _ => format!("config reloaded: {now} jobs (was {before})"),
+        });
+        self.snapshot = match std::mem::replace(
+            &mut self.snapshot,
+            Snapshot::NoDatabase {
+                message: String::new(),
+            },
+        ) {
+            Snapshot::NoDatabase { message } => Snapshot::NoDatabase { message },
+            Snapshot::Ready(_) => Snapshot::NoDatabase {
+                message: "reading the database…".to_owned(),
+            },
+        };
         self.refilter();
     }
 
@@ -324,6 +384,14 @@ impl<'a> App<'a> {
             }
             KeyCode::Char('b') => return self.build(false),
             KeyCode::Char('B') => return self.build(true),
+            KeyCode::Char('d') => {
+                let job = self.current_job()?;
+                return self.start(vec![job], true, true);
+            }
+            KeyCode::Char('r') => {
+                self.message = Some("reading the config again…".to_owned());
+                return Some(Command::Reload);
+            }
             KeyCode::Char('a') => {
                 self.arm();
                 return None;
@@ -658,7 +726,7 @@ impl<'a> App<'a> {
 
     fn build(&mut self, alone: bool) -> Option<Command> {
         let job = self.current_job()?;
-        self.start(vec![job], !alone)
+        self.start(vec![job], !alone, false)
     }
 
     fn rebuild_failed(&mut self) -> Option<Command> {
@@ -669,16 +737,19 @@ impl<'a> App<'a> {
             self.message = Some("no job has failed".to_owned());
             return None;
         }
-        self.start(failed, true)
+        self.start(failed, true, false)
     }
 
     /// A build command, unless a protected job among those it may run is not armed.
-    fn start(&mut self, jobs: Vec<usize>, deps: bool) -> Option<Command> {
-        let reach = if deps {
+    fn start(&mut self, jobs: Vec<usize>, deps: bool, downstream: bool) -> Option<Command> {
+        let mut reach = if deps {
             self.graph.closure(&jobs)
         } else {
             jobs.clone()
         };
+        if downstream {
+            reach.extend(self.graph.downstream(&jobs));
+        }
         let protected: Vec<usize> = reach
             .into_iter()
             .filter(|&j| self.config.jobs[j].protect)
@@ -692,9 +763,10 @@ impl<'a> App<'a> {
                 .collect();
             self.message = Some(match jobs.as_slice() {
                 [one] => format!(
-                    "{} is protected: press a to arm {}, then b",
+                    "{} is protected: press a to arm {}, then {}",
                     names.join(", "),
-                    self.config.jobs[*one].id
+                    self.config.jobs[*one].id,
+                    if downstream { 'd' } else { 'b' }
                 ),
                 _ => format!("{} is protected: build it on its own", names.join(", ")),
             });
@@ -705,13 +777,19 @@ impl<'a> App<'a> {
             .map(|&j| self.config.jobs[j].id.as_str())
             .collect();
         self.message = Some(format!(
-            "building {}{}",
+            "building {}{}{}",
             names.join(" "),
-            if deps { "" } else { " (without dependencies)" }
+            if deps { "" } else { " (without dependencies)" },
+            if downstream {
+                " and what it makes outdated downstream"
+            } else {
+                ""
+            }
         ));
         Some(Command::Build {
             jobs,
             deps,
+            downstream,
             yes: !protected.is_empty(),
         })
     }
@@ -723,16 +801,16 @@ impl<'a> App<'a> {
         if self.armed == Some(job) {
             self.armed = None;
             self.message = Some("disarmed".to_owned());
-        } else if self.config.jobs[job].protect
-            || self
-                .graph
-                .closure(&[job])
-                .iter()
-                .any(|&j| self.config.jobs[j].protect)
+        } else if self
+            .graph
+            .closure(&[job])
+            .into_iter()
+            .chain(self.graph.downstream(&[job]))
+            .any(|j| self.config.jobs[j].protect)
         {
             self.armed = Some(job);
             self.message = Some(format!(
-                "ARMED {}: press b to build it (--yes); moving away disarms",
+                "ARMED {}: press b (or d) to build it (--yes); moving away disarms",
                 self.config.jobs[job].id
             ));
         } else {
@@ -764,6 +842,15 @@ impl<'a> App<'a> {
             }
         }
     }
+}
+
+/// Each job's place in graph order.
+fn ranks(graph: &JobGraph) -> Vec<usize> {
+    let mut rank = vec![0; graph.len()];
+    for (at, job) in graph.topo_order().into_iter().enumerate() {
+        rank[job] = at;
+    }
+    rank
 }
 
 fn next_section(section: Section, by: i32) -> Section {

@@ -14,14 +14,24 @@ use crate::store::progress::ProgressNode;
 use crate::store::{BuildStatus, LogLevel};
 
 pub fn draw(app: &App, frame: &mut Frame) {
-    let [header, body, footer] = Layout::vertical([
+    let bar = u16::from(app.config_error.is_some());
+    let [header, body, error, footer] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Min(0),
+        Constraint::Length(bar),
         Constraint::Length(1),
     ])
     .areas(frame.area());
     frame.render_widget(Paragraph::new(header_line(app)), header);
     frame.render_widget(Paragraph::new(footer_line(app)), footer);
+    if let Some(problem) = &app.config_error {
+        let text = format!(" {problem}");
+        frame.render_widget(
+            Paragraph::new(clip(&text, error.width as usize))
+                .style(Style::new().fg(Color::White).bg(Color::Red)),
+            error,
+        );
+    }
     let body = match &app.snapshot {
         Snapshot::NoDatabase { message } => {
             let [note, rest] =
@@ -810,9 +820,11 @@ fn help(frame: &mut Frame, area: Rect) {
         ("g", "graph around the job"),
         ("b", "build with dependencies"),
         ("B", "build it alone"),
+        ("d", "build, then downstream"),
         ("a", "arm a protected job"),
         ("c", "cancel its running build"),
         ("R", "rebuild failed jobs"),
+        ("r", "read the config again"),
         ("jobs", ""),
         ("↑↓ pgup pgdn", "select"),
         ("/", "filter by id or title"),

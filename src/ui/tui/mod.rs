@@ -2,12 +2,19 @@
 //!
 //! ```text
 //!   keys (crossterm) ───────────┐
-//!   250 ms: store.changes() ────┤   one select! loop       App ──draw()──► ratatui Backend
+//!   250 ms: store.changes(), ───┤   one select! loop       App ──draw()──► ratatui Backend
+//!     the config's files' stamps│
 //!   builds it started end ──────┼─► app.key() / update() ─► (pure: state + time → frame)
+//!   the config loaded again ────┤     / reload()
 //!   SIGTERM, SIGHUP, SIGINT ────┘        │ Command
 //!                                        ▼
-//!              spawn `jobctl build …` / store.request_cancel(build)
+//!              spawn `jobctl build …` / store.request_cancel(build) / load the config
 //! ```
+//!
+//! The config is read again when one of the files it was rendered from changes (its
+//! size, modification time or inode), or on `r`; the load runs off the loop, so a large
+//! config does not hold the keys. A config that no longer loads is shown as an error bar
+//! and the one before it stays in use.
 //!
 //! The dashboard reads only the store, so it shows what any process records: its own
 //! builds, another `jobctl build`, workers. It asks the store for a change token four
@@ -22,6 +29,7 @@ pub mod draw;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crossterm::event::{Event, EventStream};
@@ -33,8 +41,7 @@ use tokio::sync::mpsc;
 pub use app::{App, Command};
 use data::{Snapshot, State};
 
-use crate::config::Config;
-use crate::graph::JobGraph;
+use crate::config::{Config, LoadError};
 use crate::store::queue::Queue;
 use crate::store::{AnyStore, BuildId, ChangeToken, OpenMode, Runner, Store, StoreError};
 
@@ -61,14 +68,13 @@ pub struct Launch {
 }
 
 /// Runs the dashboard on this process's terminal until the user quits.
-pub async fn run(config: &'static Config, launch: Launch) -> Result<(), TuiError> {
+pub async fn run(config: Arc<Config>, launch: Launch) -> Result<(), TuiError> {
     if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
         return Err(TuiError::NotATerminal);
     }
-    let graph = JobGraph::new(config);
     // Installs a panic hook that restores the terminal before the panic is printed.
     let mut terminal = ratatui::try_init().map_err(TuiError::Terminal)?;
-    let outcome = event_loop(&mut terminal, config, &graph, &launch).await;
+    let outcome = event_loop(&mut terminal, config, &launch).await;
     ratatui::restore();
     outcome
 }
@@ -122,33 +128,91 @@ struct Ended {
     stderr: String,
 }
 
+/// The stamps of the files a config was rendered from, to tell when one changed.
+#[derive(Debug, PartialEq)]
+pub struct Stamps(Vec<Option<(std::time::SystemTime, u64, u64)>>);
+
+impl Stamps {
+    pub fn of(files: &[PathBuf]) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Stamps(
+            files
+                .iter()
+                .map(|file| {
+                    let meta = std::fs::metadata(file).ok()?;
+                    Some((meta.modified().ok()?, meta.len(), meta.ino()))
+                })
+                .collect(),
+        )
+    }
+}
+
+/// The files to watch for `config`: those it was rendered from, or its own file.
+fn sources(config: &Config) -> Vec<PathBuf> {
+    match config.sources.is_empty() {
+        true => vec![config.path.clone()],
+        false => config.sources.clone(),
+    }
+}
+
+/// One line for the error bar: where the first mistake is, and how many there are.
+pub fn load_failure(err: &LoadError) -> String {
+    let what = match err {
+        LoadError::Invalid(diagnostics) => {
+            let first = diagnostics.items.first();
+            let at = first
+                .and_then(|d| d.location())
+                .unwrap_or_else(|| diagnostics.file.clone());
+            let message = first.map_or("", |d| d.message.as_str());
+            let more = match diagnostics.items.len() {
+                0 | 1 => String::new(),
+                n => format!(" (and {} more; `jobctl check` shows all)", n - 1),
+            };
+            format!("{at}: {message}{more}")
+        }
+        LoadError::Read { .. } => chain(err),
+    };
+    format!("config not reloaded: {what}")
+}
+
 async fn event_loop<B: Backend>(
     terminal: &mut Terminal<B>,
-    config: &'static Config,
-    graph: &JobGraph,
+    config: Arc<Config>,
     launch: &Launch,
 ) -> Result<(), TuiError>
 where
     B::Error: Into<std::io::Error>,
 {
-    let mut app = App::new(config, graph, crate::store::redact_url(&config.storage));
+    let mut watched = sources(&config);
+    let mut stamps = Stamps::of(&watched);
+    let mut app = App::new(config.clone(), crate::store::redact_url(&config.storage));
     // A server that does not answer must not hold the keys: connecting goes on in a
     // task of its own after a first short wait.
     let (connected_tx, mut connected) = mpsc::unbounded_channel::<Source>();
     let mut connecting = false;
-    let mut source = match tokio::time::timeout(FIRST_CONNECT, connect(config)).await {
+    let mut source = match tokio::time::timeout(FIRST_CONNECT, connect(&config)).await {
         Ok(source) => source,
         Err(_) => {
             connecting = true;
             let tx = connected_tx.clone();
+            let later = config.clone();
             tokio::spawn(async move {
-                let _ = tx.send(connect(config).await);
+                let _ = tx.send(connect(&later).await);
             });
             Source::Waiting(format!(
                 "Connecting to {}…",
                 crate::store::redact_url(&config.storage)
             ))
         }
+    };
+    // The config read again, off the loop: one load at a time.
+    let (loaded_tx, mut loaded) = mpsc::unbounded_channel::<Result<Config, LoadError>>();
+    let mut loading = false;
+    let load = |tx: &mpsc::UnboundedSender<Result<Config, LoadError>>| {
+        let (path, vars, tx) = (launch.config.clone(), launch.vars.clone(), tx.clone());
+        tokio::task::spawn_blocking(move || {
+            let _ = tx.send(crate::config::load(&path, &vars));
+        });
     };
     let mut token: Option<ChangeToken> = None;
     let mut wanted = app.wanted();
@@ -178,6 +242,11 @@ where
                 Some(Ok(Event::Key(key))) => {
                     match app.key(key) {
                         Some(Command::Quit) => return Ok(()),
+                        Some(Command::Reload) if !loading => {
+                            loading = true;
+                            load(&loaded_tx);
+                        }
+                        Some(Command::Reload) => {}
                         Some(command) => carry_out(&mut app, &source, command, launch, &ended_tx).await,
                         None => {}
                     }
@@ -195,13 +264,42 @@ where
                 refresh(&mut app, &source, &mut token, true).await;
                 dirty = true;
             }
+            Some(result) = loaded.recv() => {
+                loading = false;
+                // Whatever came of it, the files as they are now were read.
+                stamps = Stamps::of(&watched);
+                match result {
+                    Ok(new) => {
+                        let new = Arc::new(new);
+                        let moved = new.storage != app.config.storage;
+                        watched = sources(&new);
+                        stamps = Stamps::of(&watched);
+                        app.reload(new.clone());
+                        if moved {
+                            // Another database: read it from now on.
+                            app.database = crate::store::redact_url(&new.storage);
+                            source = Source::Waiting(format!("Connecting to {}…", app.database));
+                            connecting = false;
+                        }
+                        token = None;
+                        refresh(&mut app, &source, &mut token, true).await;
+                    }
+                    Err(err) => app.config_error = Some(load_failure(&err)),
+                }
+                dirty = true;
+            }
             _ = poll.tick() => {
                 if matches!(source, Source::Waiting(_)) && !connecting {
                     connecting = true;
                     let tx = connected_tx.clone();
+                    let config = app.config.clone();
                     tokio::spawn(async move {
-                        let _ = tx.send(connect(config).await);
+                        let _ = tx.send(connect(&config).await);
                     });
+                }
+                if !loading && Stamps::of(&watched) != stamps {
+                    loading = true;
+                    load(&loaded_tx);
                 }
                 if refresh(&mut app, &source, &mut token, false).await {
                     dirty = true;
@@ -259,7 +357,7 @@ fn running(app: &App) -> bool {
 
 /// Reads the store again if its token moved (or `force`); true if the snapshot changed.
 async fn refresh(
-    app: &mut App<'_>,
+    app: &mut App,
     source: &Source,
     token: &mut Option<ChangeToken>,
     force: bool,
@@ -299,7 +397,7 @@ async fn recover_now_and_then(store: &crate::store::AnyStore) {
 /// build was made, started or ended, otherwise only what a log line or progress report
 /// changes. True if the snapshot changed.
 pub async fn read(
-    app: &mut App<'_>,
+    app: &mut App,
     store: &impl Store,
     token: &mut Option<ChangeToken>,
     force: bool,
@@ -319,8 +417,8 @@ pub async fn read(
     }
     let builds_changed = token.as_ref().is_none_or(|t| t.builds != now.builds);
     *token = Some(now);
-    let (config, graph, wanted) = (app.config, app.graph, app.wanted());
-    match data::load(store, config, graph, wanted, app.loaded(), builds_changed).await {
+    let (config, graph, wanted) = (app.config.clone(), app.graph.clone(), app.wanted());
+    match data::load(store, &config, &graph, wanted, app.loaded(), builds_changed).await {
         Ok(loaded) => {
             let snapshot = Snapshot::Ready(Box::new(loaded));
             let changed = app.snapshot != snapshot;
@@ -338,20 +436,30 @@ pub async fn read(
 }
 
 async fn carry_out(
-    app: &mut App<'_>,
+    app: &mut App,
     source: &Source,
     command: Command,
     launch: &Launch,
     ended: &mpsc::UnboundedSender<Ended>,
 ) {
     match command {
-        Command::Quit => {}
-        Command::Build { jobs, deps, yes } => {
+        Command::Quit | Command::Reload => {}
+        Command::Build {
+            jobs,
+            deps,
+            downstream,
+            yes,
+        } => {
             let ids: Vec<String> = jobs
                 .iter()
                 .map(|&j| app.config.jobs[j].id.to_string())
                 .collect();
-            match start_build(&ids, deps, yes, launch, ended) {
+            let how = How {
+                deps,
+                downstream,
+                yes,
+            };
+            match start_build(&ids, how, launch, ended) {
                 Ok(()) => {}
                 Err(err) => app.message = Some(format!("cannot start jobctl build: {err}")),
             }
@@ -365,12 +473,18 @@ async fn carry_out(
     }
 }
 
+/// The options of a `jobctl build` the dashboard starts.
+struct How {
+    deps: bool,
+    downstream: bool,
+    yes: bool,
+}
+
 /// Starts `jobctl build` in its own process group, so that it runs on after the
 /// dashboard quits; its error output goes to a file read when it ends.
 fn start_build(
     ids: &[String],
-    deps: bool,
-    yes: bool,
+    how: How,
     launch: &Launch,
     ended: &mpsc::UnboundedSender<Ended>,
 ) -> std::io::Result<()> {
@@ -387,10 +501,13 @@ fn start_build(
         command.arg("--var").arg(format!("{name}={value}"));
     }
     command.arg("build").args(ids).args(["--progress", "plain"]);
-    if !deps {
+    if !how.deps {
         command.args(["--deps", "none"]);
     }
-    if yes {
+    if how.downstream {
+        command.arg("--downstream");
+    }
+    if how.yes {
         command.arg("--yes");
     }
     command
