@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use chrono::Utc;
 use jobctl::store::queue::{Claimed, Claimer, Ending, Enqueue, Queue, dedup_key};
-use jobctl::store::{AnyStore, BuildId, BuildStatus, NewBuild, OpenMode, Outcome, Store};
+use jobctl::store::{
+    AnyStore, BuildId, BuildStatus, LogFilter, LogLevel, LogRecord, NewBuild, OpenMode, Outcome,
+    ProgressUpdate, Store, Stream, Write,
+};
 use serde_json::{Value, json};
 
 fn job(id: &str, deps: &[&str], extra: Value) -> Enqueue {
@@ -296,6 +299,41 @@ async fn story(store: AnyStore) {
     let h2 = store.claim(&w2, 1, None, LEASE).await.unwrap().remove(0);
     assert_eq!(h2.id, h);
     assert!(h2.token > h1.token);
+    // The first claim's late lines and progress are refused, the second's written.
+    let said = |text: &str| {
+        vec![
+            Write::Log(LogRecord {
+                build: h,
+                at: Utc::now(),
+                level: LogLevel::Info,
+                stream: Stream::Stdout,
+                message: text.to_owned(),
+            }),
+            Write::Progress(ProgressUpdate {
+                build: h,
+                path: vec![text.to_owned()],
+                current: 1,
+                total: Some(2),
+                status: None,
+                at: Utc::now(),
+            }),
+        ]
+    };
+    let refused = store
+        .write_fenced(&said("late"), &[(h, h1.token)])
+        .await
+        .unwrap();
+    assert_eq!(refused, vec![h], "a stale token's writes are refused");
+    let kept = store
+        .write_fenced(&said("current"), &[(h, h2.token)])
+        .await
+        .unwrap();
+    assert!(kept.is_empty());
+    let logs = store.logs(h, &LogFilter::default()).await.unwrap();
+    let lines: Vec<&str> = logs.iter().map(|l| l.message.as_str()).collect();
+    assert_eq!(lines, ["current"]);
+    let tree = store.progress(h).await.unwrap();
+    assert_eq!(format!("{tree:?}").matches("late").count(), 0, "{tree:?}");
     assert!(
         !store
             .end_claimed(h, h1.token, &ok(), Utc::now())
@@ -308,6 +346,13 @@ async fn story(store: AnyStore) {
             .await
             .unwrap()
     );
+    // Once ended, even its own claim's writes are refused.
+    let after_end = store
+        .write_fenced(&said("after the end"), &[(h, h2.token)])
+        .await
+        .unwrap();
+    assert_eq!(after_end, vec![h]);
+    assert_eq!(store.logs(h, &LogFilter::default()).await.unwrap().len(), 1);
 
     // Cancel of a queued build closes what waits on it.
     let mut pair = vec![job("x", &[], json!({})), job("after_x", &["x"], json!({}))];

@@ -592,3 +592,83 @@ impl Proxy {
         )
     }
 }
+
+/// Another runner's claim of a build (its token moved on): the worker that ran it has
+/// its next lines refused, stops the job at once — long before a renewal would tell it —
+/// and nothing it printed after the claim moved is stored.
+fn late_writes_of_a_taken_over_build_are_refused(url: Option<&str>) {
+    let config = "jobs:\n  - id: ticker\n    run: 'echo $$ > pid; i=0; while [ $i -lt 1200 ]; do echo tick; sleep 0.05; i=$((i + 1)); done'\n";
+    let dir = setup(config, url);
+    let d = dir.path();
+    if url.is_some() {
+        let (code, _, err) = run(d, &["install"]);
+        assert_eq!(code, 0, "{err}");
+    }
+    let (code, _, err) = run(d, &["build", "ticker", "--queue"]);
+    assert_eq!(code, 0, "{err}");
+    // A lease of a minute: a renewal (every 20 s) cannot be what stops it.
+    let w = Proc::start(d, &["worker", "--name", "w", "--lease", "60s"]);
+    let lines = || {
+        let (_, out, _) = run(d, &["logs", "1", "--raw"]);
+        out.lines().filter(|l| l.contains("tick")).count()
+    };
+    wait_until(
+        "the job's lines to be stored",
+        Duration::from_secs(20),
+        || lines() >= 3,
+    );
+    let pid: i32 = std::fs::read_to_string(d.join("pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // Another claim, as a rescue and a claim elsewhere leave it.
+    let bump = "UPDATE builds SET token = token + 1 WHERE id = 1";
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use sqlx::Connection;
+        match url {
+            Some(url) => {
+                let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+                sqlx::query(bump).execute(&mut c).await.unwrap();
+            }
+            None => {
+                let db = format!("sqlite://{}", d.join(".jobctl/state.db").display());
+                let mut c = sqlx::SqliteConnection::connect(&db).await.unwrap();
+                sqlx::query(bump).execute(&mut c).await.unwrap();
+            }
+        }
+    });
+    let stored = lines();
+    // SAFETY: kill with signal 0 only asks whether the process exists.
+    let alive = || unsafe { libc::kill(pid, 0) } == 0;
+    wait_until(
+        "the worker to stop the job",
+        Duration::from_secs(10),
+        || !alive(),
+    );
+    assert_eq!(lines(), stored, "nothing was stored after the claim moved");
+    w.signal(libc::SIGTERM);
+    let (code, out) = w.finish(Duration::from_secs(20));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("0 failed, 0 handed back, 1 lost"), "{out}");
+}
+
+#[test]
+fn late_writes_are_refused_on_sqlite() {
+    late_writes_of_a_taken_over_build_are_refused(None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn late_writes_are_refused_on_postgres() {
+    let Some(db) = PgDatabase::create("workers_late_writes").await else {
+        return;
+    };
+    let url = db.url.clone();
+    tokio::task::spawn_blocking(move || late_writes_of_a_taken_over_build_are_refused(Some(&url)))
+        .await
+        .unwrap();
+}

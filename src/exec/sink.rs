@@ -29,16 +29,31 @@ pub(crate) fn off_loop<T: Send + 'static>(
     tokio::task::spawn_blocking(move || runtime.block_on(work))
 }
 
-/// Builds whose writes the database refused, each with why.
-pub(crate) type Unstored = Vec<(BuildId, String)>;
+/// What came of writing a batch: builds whose writes the database refused, each with
+/// why, and builds whose claim is no longer this runner's (nothing of theirs written).
+#[derive(Debug, Default)]
+pub(crate) struct Written {
+    unstored: Vec<(BuildId, String)>,
+    stale: Vec<BuildId>,
+}
 
-/// Writes a batch in one transaction. When that fails, each build's writes are tried
-/// in a transaction of their own: a build whose data the database refuses fails alone
-/// (returned, with why), and the run goes on. When the database does not answer a
-/// plain read either, it is the database that failed, and the batch's error is the run's.
-async fn write_batch(store: &AnyStore, writes: Vec<Write>) -> Result<Unstored, StoreError> {
-    let err = match store.write(&writes).await {
-        Ok(()) => return Ok(Vec::new()),
+/// Writes a batch in one transaction, fenced by the tokens of `fences`. When that
+/// fails, each build's writes are tried in a transaction of their own: a build whose data
+/// the database refuses fails alone (returned, with why), and the run goes on. When the
+/// database does not answer a plain read either, it is the database that failed, and the
+/// batch's error is the run's.
+async fn write_batch(
+    store: &AnyStore,
+    writes: Vec<Write>,
+    fences: Vec<(BuildId, i64)>,
+) -> Result<Written, StoreError> {
+    let err = match store.write_fenced(&writes, &fences).await {
+        Ok(stale) => {
+            return Ok(Written {
+                unstored: Vec::new(),
+                stale,
+            });
+        }
         Err(err) => err,
     };
     if store.schema_version().await.is_err() {
@@ -48,13 +63,17 @@ async fn write_batch(store: &AnyStore, writes: Vec<Write>) -> Result<Unstored, S
     for write in writes {
         by_build.entry(write.build()).or_default().push(write);
     }
-    let mut unstored = Vec::new();
+    let mut written = Written::default();
     for (build, writes) in by_build {
-        if let Err(err) = store.write(&writes).await {
-            unstored.push((build, format!("cannot store its output: {err}")));
+        let fence: Vec<(BuildId, i64)> = fences.iter().filter(|f| f.0 == build).copied().collect();
+        match store.write_fenced(&writes, &fence).await {
+            Ok(stale) => written.stale.extend(stale),
+            Err(err) => written
+                .unstored
+                .push((build, format!("cannot store its output: {err}"))),
         }
     }
-    Ok(unstored)
+    Ok(written)
 }
 
 /// The database sink: builds' changes, log lines and progress waiting to be written in
@@ -68,9 +87,14 @@ pub(crate) struct Sink {
     pub(crate) failure: Option<StoreError>,
     turn: WriteTurn,
     /// The batch being written.
-    writing: Option<tokio::task::JoinHandle<Result<Unstored, StoreError>>>,
+    writing: Option<tokio::task::JoinHandle<Result<Written, StoreError>>>,
     /// Builds whose writes the database refused, and why: the loop fails them.
     pub(crate) unstored: Vec<(BuildId, String)>,
+    /// The token of each build this runner holds a claim on: their writes are made
+    /// only while the claim is still theirs.
+    fences: HashMap<BuildId, i64>,
+    /// Builds whose writes were refused for a stale token: the loop stops them.
+    pub(crate) stale: Vec<BuildId>,
 }
 
 impl Sink {
@@ -82,7 +106,19 @@ impl Sink {
             turn,
             writing: None,
             unstored: Vec::new(),
+            fences: HashMap::new(),
+            stale: Vec::new(),
         }
+    }
+
+    /// From now on, `build`'s writes carry its claim's `token`.
+    pub(crate) fn fence(&mut self, build: BuildId, token: i64) {
+        self.fences.insert(build, token);
+    }
+
+    /// `build` has ended here: nothing more is written about it.
+    pub(crate) fn unfence(&mut self, build: BuildId) {
+        self.fences.remove(&build);
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -202,11 +238,23 @@ impl Sink {
         }
         let writes = std::mem::take(&mut self.writes);
         self.progress_at.clear();
+        let mut fences: Vec<(BuildId, i64)> = Vec::new();
+        if !self.fences.is_empty() {
+            let mut seen = std::collections::HashSet::new();
+            for write in &writes {
+                let build = write.build();
+                if let Some(&token) = self.fences.get(&build)
+                    && seen.insert(build)
+                {
+                    fences.push((build, token));
+                }
+            }
+        }
         let store = store.clone();
         let turn = self.turn.clone();
         self.writing = Some(off_loop(async move {
             let _turn = turn.lock().await;
-            write_batch(&store, writes).await
+            write_batch(&store, writes, fences).await
         }));
     }
 
@@ -214,7 +262,10 @@ impl Sink {
     pub(crate) async fn settle(&mut self) {
         if let Some(writing) = self.writing.take() {
             match writing.await {
-                Ok(Ok(unstored)) => self.unstored.extend(unstored),
+                Ok(Ok(written)) => {
+                    self.unstored.extend(written.unstored);
+                    self.stale.extend(written.stale);
+                }
                 Ok(Err(err)) => self.fail(err),
                 Err(panic) => std::panic::resume_unwind(panic.into_panic()),
             }

@@ -172,9 +172,11 @@ pub async fn work(
                 // Their lines go before their ends.
                 bounded(wait, sink.finish(&store)).await;
                 sink.failure = None;
+                stop_stale(&mut sink, &mut held);
                 for joined in ended {
                     let (build, outcome, took): (BuildId, Outcome, Duration) =
                         joined.expect("a build task does not panic");
+                    sink.unfence(build);
                     if let Some(end) = ended_here(&mut held, &mut worked, reporter, build, outcome, took) {
                         pending.push(end);
                     }
@@ -221,6 +223,7 @@ pub async fn work(
                     // Output that cannot be written is let go; the build goes on.
                     sink.failure = None;
                 }
+                stop_stale(&mut sink, &mut held);
                 if super::reaper::dirty() {
                     super::reaper::sweep();
                 }
@@ -363,6 +366,20 @@ fn ended_here(
     })
 }
 
+/// Builds whose writes were refused for a stale token were taken over (rescued, handed
+/// to another runner): they stop here at once, and nothing more is written about them.
+fn stop_stale(sink: &mut Sink, held: &mut HashMap<BuildId, Held>) {
+    for build in std::mem::take(&mut sink.stale) {
+        sink.unfence(build);
+        if let Some(h) = held.get_mut(&build)
+            && !h.lost
+        {
+            h.lost = true;
+            let _ = h.cancel.send(Cancel::Kill);
+        }
+    }
+}
+
 /// Cancels every build to hand it back.
 fn cancel_all(held: &mut HashMap<BuildId, Held>) {
     for h in held.values_mut() {
@@ -482,6 +499,7 @@ fn on_output(
     match output {
         Output::Spawned { pgid } => h.pgid = Some(pgid),
         output => {
+            sink.fence(build, h.token);
             sink.add(build, &output);
             reporter.event(&BuildEvent::Output {
                 build,

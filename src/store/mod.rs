@@ -541,6 +541,15 @@ pub trait Store: Send + Sync {
     ) -> impl Future<Output = Result<()>> + Send;
     /// Writes many build changes, log lines and progress updates in one transaction.
     fn write(&self, batch: &[Write]) -> impl Future<Output = Result<()>> + Send;
+    /// As [`Store::write`], for a runner that holds claims: the writes about each build of
+    /// `fences` are made only while the build is still open under that claim's token
+    /// (not rescued, handed back or taken over since). Returns the builds whose writes
+    /// were refused for a stale token; nothing of them was written.
+    fn write_fenced(
+        &self,
+        batch: &[Write],
+        fences: &[(BuildId, i64)],
+    ) -> impl Future<Output = Result<Vec<BuildId>>> + Send;
 
     fn builds(&self, filter: &BuildFilter) -> impl Future<Output = Result<Vec<Build>>> + Send;
     fn build(&self, id: BuildId) -> impl Future<Output = Result<Option<Build>>> + Send;
@@ -707,6 +716,13 @@ impl Store for AnyStore {
     }
     async fn write(&self, batch: &[Write]) -> Result<()> {
         delegate!(self, s => s.write(batch))
+    }
+    async fn write_fenced(
+        &self,
+        batch: &[Write],
+        fences: &[(BuildId, i64)],
+    ) -> Result<Vec<BuildId>> {
+        delegate!(self, s => s.write_fenced(batch, fences))
     }
     async fn builds(&self, filter: &BuildFilter) -> Result<Vec<Build>> {
         delegate!(self, s => s.builds(filter))

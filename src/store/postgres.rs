@@ -111,6 +111,9 @@ impl PgStore {
         &self.pool
     }
 
+    /// Locks the rows a fenced write reads until it commits: a claim cannot move them.
+    const SHARE_ROWS: &'static str = " FOR SHARE";
+
     async fn begin_write(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
         self.pool.begin().await
     }

@@ -344,12 +344,57 @@ macro_rules! impl_store {
             }
 
             async fn write(&self, batch: &[crate::store::Write]) -> crate::store::Result<()> {
+                self.write_fenced(batch, &[]).await.map(|_| ())
+            }
+
+            async fn write_fenced(
+                &self,
+                batch: &[crate::store::Write],
+                fences: &[(crate::store::BuildId, i64)],
+            ) -> crate::store::Result<Vec<crate::store::BuildId>> {
                 use crate::store::Write;
                 if batch.is_empty() {
-                    return Ok(());
+                    return Ok(Vec::new());
                 }
                 let q = |source| crate::store::StoreError::query("write builds, logs and progress", source);
                 let mut tx = self.begin_write().await.map_err(q)?;
+                // Fenced builds whose claim is no longer this runner's: nothing of theirs
+                // is written (read under the write lock, so no claim moves meanwhile).
+                let mut stale: Vec<crate::store::BuildId> = Vec::new();
+                for chunk in fences.chunks(500) {
+                    let mut select: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
+                        "SELECT id, token, status FROM builds WHERE id IN (",
+                    );
+                    let mut ids = select.separated(", ");
+                    for (build, _) in chunk {
+                        ids.push_bind(build.0);
+                    }
+                    select.push(")");
+                    select.push(Self::SHARE_ROWS);
+                    let rows: Vec<(i64, i64, String)> =
+                        select.build_query_as().fetch_all(&mut *tx).await.map_err(q)?;
+                    let now: std::collections::HashMap<i64, (i64, String)> =
+                        rows.into_iter().map(|(id, token, status)| (id, (token, status))).collect();
+                    for (build, token) in chunk {
+                        let holds = now.get(&build.0).is_some_and(|(t, status)| {
+                            t == token && (status == "running" || status == "created")
+                        });
+                        if !holds {
+                            stale.push(*build);
+                        }
+                    }
+                }
+                let kept: Vec<Write>;
+                let batch: &[Write] = if stale.is_empty() {
+                    batch
+                } else {
+                    kept = batch
+                        .iter()
+                        .filter(|w| !stale.contains(&w.build()))
+                        .cloned()
+                        .collect();
+                    &kept
+                };
                 // Builds start (and learn their process group) before their lines are
                 // written, and end after. A build that also ends in this batch starts
                 // with its end: one row update.
@@ -484,7 +529,7 @@ macro_rules! impl_store {
                     delete.build().execute(&mut *tx).await.map_err(q)?;
                 }
                 tx.commit().await.map_err(q)?;
-                Ok(())
+                Ok(stale)
             }
 
             async fn builds(

@@ -174,6 +174,9 @@ impl SqliteStore {
 
     /// A write transaction that takes the write lock at once: a deferred one that reads
     /// first could fail to upgrade its lock while another process writes.
+    /// `BEGIN IMMEDIATE` already holds every other writer off.
+    const SHARE_ROWS: &'static str = "";
+
     async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
         self.pool.begin_with("BEGIN IMMEDIATE").await
     }
