@@ -591,6 +591,56 @@ async fn a_config_read_again_keeps_the_selection_and_a_broken_one_is_a_bar() {
 }
 
 #[tokio::test]
+async fn the_workers_view_lists_who_claims_builds() {
+    use jobctl::store::queue::{Claimer, Queue};
+    let fx = fixture().await;
+    let worker = |name: &str, host: &str, labels: &[&str]| Claimer {
+        id: format!("{name}-id"),
+        name: Some(name.to_owned()),
+        host: host.to_owned(),
+        pid: 4242,
+        since: None,
+        labels: labels.iter().map(|l| l.to_string()).collect(),
+    };
+    let lease = std::time::Duration::from_secs(30);
+    let (gpu, etl, old) = (
+        worker("gpu-1", "box-a", &["gpu", "cuda"]),
+        worker("etl-1", "box-b", &[]),
+        worker("etl-0", "box-c", &[]),
+    );
+    fx.store
+        .heartbeat(&gpu, 4, lease, false, t(590))
+        .await
+        .unwrap();
+    fx.store
+        .heartbeat(&etl, 2, lease, true, t(595))
+        .await
+        .unwrap();
+    // Silent for longer than its lease: lost.
+    fx.store
+        .heartbeat(&old, 2, lease, false, t(400))
+        .await
+        .unwrap();
+    let mut app = fx.ready().await;
+    fx.keys(&mut app, &[KeyCode::Char('w')]).await;
+    assert_eq!(app.view(), &View::Workers);
+    insta::assert_snapshot!("workers_view", frame(&app, 90, 10));
+    // A heartbeat moves no change token; the open view reads it on the next tick.
+    fx.store
+        .heartbeat(&old, 2, lease, false, t(599))
+        .await
+        .unwrap();
+    assert!(fx.tick(&mut app).await, "the heartbeat was read");
+    let workers = app.loaded().unwrap().workers.clone().unwrap();
+    assert_eq!(
+        (workers[0].name.as_str(), workers[0].heartbeat_at),
+        ("etl-0", t(599))
+    );
+    fx.keys(&mut app, &[KeyCode::Esc]).await;
+    assert_eq!(app.view(), &View::Jobs);
+}
+
+#[tokio::test]
 async fn help_overlay_lists_the_keys() {
     let fx = fixture().await;
     let mut app = fx.ready().await;

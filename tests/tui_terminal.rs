@@ -257,6 +257,57 @@ fn the_dashboard_reads_the_config_again_when_it_changes() {
 }
 
 #[test]
+fn the_dashboard_shows_a_build_a_worker_runs_and_the_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("jobs.yaml.j2"), CONFIG).unwrap();
+    let bin = assert_cmd::cargo::cargo_bin("jobctl");
+    let queued = Command::new(&bin)
+        .args(["build", "slow", "--queue"])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert!(queued.status.success(), "{queued:?}");
+    let command = format!("{} tui; echo \"tui exited $?\"; sleep 60", bin.display());
+    let Some(tmux) = Tmux::start(d, &command) else {
+        return;
+    };
+    tmux.wait_for("slow queued", |s| {
+        s.lines()
+            .any(|l| l.contains("slow") && l.contains("queued"))
+    });
+    let mut worker = Command::new(&bin)
+        .args(["worker", "--name", "tuiworker"])
+        .current_dir(d)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    tmux.wait_for("the worker's build running", |s| {
+        s.lines()
+            .any(|l| l.contains("slow") && l.contains("running") && l.contains('%'))
+    });
+    tmux.keys("w");
+    tmux.wait_for("the worker in the workers view", |s| {
+        s.contains("Workers (1)")
+            && s.lines()
+                .any(|l| l.contains("tuiworker") && l.contains("running"))
+    });
+    tmux.keys("Escape");
+    tmux.wait_for("the worker's build done", |s| {
+        s.lines()
+            .any(|l| l.contains("slow") && l.contains("success"))
+    });
+    // SAFETY: kill has no memory effects.
+    unsafe {
+        libc::kill(worker.id() as i32, libc::SIGTERM);
+    }
+    assert!(worker.wait().unwrap().success());
+    tmux.keys("q");
+    tmux.wait_for("the terminal given back", |s| s.contains("tui exited 0"));
+}
+
+#[test]
 fn without_a_terminal_it_says_so() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("jobs.yaml.j2"), CONFIG).unwrap();

@@ -46,6 +46,8 @@ pub enum View {
     Job(JobView),
     Build(BuildView),
     Graph(GraphView),
+    /// The workers that claim queued builds (`jobctl workers`).
+    Workers,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,11 +173,15 @@ impl App {
         match self.view() {
             View::Job(v) => Wanted {
                 job: Some(v.job),
-                build: None,
+                ..Wanted::default()
             },
             View::Build(v) => Wanted {
-                job: None,
                 build: Some(v.id),
+                ..Wanted::default()
+            },
+            View::Workers => Wanted {
+                workers: true,
+                ..Wanted::default()
             },
             View::Jobs | View::Graph(_) => Wanted::default(),
         }
@@ -289,6 +295,7 @@ impl App {
                 .and_then(|l| l.build.as_ref())
                 .filter(|b| b.build.id == v.id)
                 .and_then(|b| self.config.job_index(&b.build.job_id)),
+            View::Workers => None,
         }
     }
 
@@ -388,6 +395,12 @@ impl App {
                 let job = self.current_job()?;
                 return self.start(vec![job], true, true);
             }
+            KeyCode::Char('w') => {
+                if self.view() != &View::Workers {
+                    self.views.push(View::Workers);
+                }
+                return None;
+            }
             KeyCode::Char('r') => {
                 self.message = Some("reading the config again…".to_owned());
                 return Some(Command::Reload);
@@ -410,6 +423,7 @@ impl App {
             View::Job(v) => self.job_key(v, key),
             View::Build(v) => self.build_key(v, key),
             View::Graph(v) => self.graph_key(v, key),
+            View::Workers => View::Workers,
         };
         // A key may have opened a view on top of this one.
         let pushed = self.views.split_off(base);

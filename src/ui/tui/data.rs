@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use crate::config::Config;
 use crate::graph::JobGraph;
 use crate::store::progress::{self, ProgressNode};
+use crate::store::queue::{Queue, WorkerRow};
 use crate::store::status::{JobStatus, job_statuses};
 use crate::store::{
     Build, BuildFilter, BuildId, BuildStatus, LogFilter, LogRow, Pin, Result, Store,
@@ -124,6 +125,8 @@ pub struct Loaded {
     /// The builds of the job whose detail is open, newest first.
     pub job_builds: Option<(usize, Vec<Build>)>,
     pub build: Option<BuildDetail>,
+    /// Every worker that has not stopped, when the workers view is open.
+    pub workers: Option<Vec<WorkerRow>>,
 }
 
 /// What the open views want besides the jobs.
@@ -131,6 +134,7 @@ pub struct Loaded {
 pub struct Wanted {
     pub job: Option<usize>,
     pub build: Option<BuildId>,
+    pub workers: bool,
 }
 
 /// Reads a snapshot. `previous` lets a build's log be read from where it stopped and,
@@ -138,7 +142,7 @@ pub struct Wanted {
 /// job builds: then only running progress and the open build are read again, which keeps
 /// a busy build cheap to watch over a long history.
 pub async fn load(
-    store: &impl Store,
+    store: &(impl Store + Queue),
     config: &Config,
     graph: &JobGraph,
     wanted: Wanted,
@@ -190,11 +194,29 @@ pub async fn load(
         },
         None => None,
     };
+    let workers = match wanted.workers {
+        true => Some(workers(store).await?),
+        false => None,
+    };
     Ok(Loaded {
         jobs,
         job_builds,
         build,
+        workers,
     })
+}
+
+/// The workers that have not stopped, by name. Heartbeats move no change token: the
+/// loop reads these on every tick while the view is open.
+pub async fn workers(store: &impl Queue) -> Result<Vec<WorkerRow>> {
+    let mut workers: Vec<WorkerRow> = store
+        .workers()
+        .await?
+        .into_iter()
+        .filter(|w| w.stopped_at.is_none())
+        .collect();
+    workers.sort_by(|a, b| a.name.cmp(&b.name).then(a.host.cmp(&b.host)));
+    Ok(workers)
 }
 
 /// Every job's state, latest build and running build, from three queries.

@@ -52,6 +52,7 @@ pub fn draw(app: &App, frame: &mut Frame) {
         View::Job(v) => job_view(app, v, frame, body),
         View::Build(v) => build_view(app, v, frame, body),
         View::Graph(v) => graph_view(app, v, frame, body),
+        View::Workers => workers_view(app, frame, body),
     }
     if app.help {
         help(frame, body);
@@ -150,8 +151,62 @@ fn footer_line(app: &App) -> Line<'static> {
         View::Job(_) => "?:help tab:section ⏎:open g:graph b:build a:arm c:cancel esc:back",
         View::Build(_) => "?:help ↑↓:scroll f:follow l:level /:search n:next c:cancel esc:back",
         View::Graph(_) => "?:help ←→↑↓:move ⏎:centre i:details b:build esc:back",
+        View::Workers => "?:help esc:back q:quit",
     };
     Line::from(Span::styled(format!(" {keys}"), DIM))
+}
+
+/// The workers (`jobctl workers`): one line each, a lost one (silent past its lease)
+/// in red.
+fn workers_view(app: &App, frame: &mut Frame, area: Rect) {
+    let workers = app
+        .loaded()
+        .and_then(|l| l.workers.as_deref())
+        .unwrap_or(&[]);
+    let block = Block::bordered().title(format!(" Workers ({}) ", workers.len()));
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let width = inner.width as usize;
+    let mut lines = vec![Line::from(Span::styled(
+        clip(
+            &format!(
+                " {:20} {:16} {:9} {:>7}  {:13} {}",
+                "NAME", "HOST", "STATE", "RUNNING", "LABELS", "HEARTBEAT"
+            ),
+            width,
+        ),
+        BOLD,
+    ))];
+    if workers.is_empty() {
+        lines.push(Line::from(Span::styled(
+            " no workers: `jobctl worker` on any machine that reaches the database runs \
+             what `jobctl build --queue` leaves",
+            DIM,
+        )));
+    }
+    for w in workers {
+        let state = w.state(app.now);
+        let style = match state {
+            "lost" => Style::new().fg(Color::Red),
+            "draining" => Style::new().fg(Color::Yellow),
+            _ => Style::new(),
+        };
+        let labels = if w.labels.is_empty() {
+            "-".to_owned()
+        } else {
+            w.labels.join(",")
+        };
+        let text = format!(
+            " {} {} {state:9} {:>7}  {} {}",
+            pad(&w.name, 20),
+            pad(&w.host, 16),
+            format!("{}/{}", w.running, w.slots),
+            pad(&labels, 13),
+            ago(app.now, w.heartbeat_at),
+        );
+        lines.push(Line::from(Span::styled(clip(&text, width), style)));
+    }
+    frame.render_widget(Paragraph::new(lines), inner);
 }
 
 /// `3s ago`, `4m ago`, `2h ago`, `5d ago`.
@@ -825,6 +880,7 @@ fn help(frame: &mut Frame, area: Rect) {
         ("c", "cancel its running build"),
         ("R", "rebuild failed jobs"),
         ("r", "read the config again"),
+        ("w", "the workers"),
         ("jobs", ""),
         ("↑↓ pgup pgdn", "select"),
         ("/", "filter by id or title"),

@@ -398,7 +398,7 @@ async fn recover_now_and_then(store: &crate::store::AnyStore) {
 /// changes. True if the snapshot changed.
 pub async fn read(
     app: &mut App,
-    store: &impl Store,
+    store: &(impl Store + Queue),
     token: &mut Option<ChangeToken>,
     force: bool,
 ) -> bool {
@@ -410,8 +410,27 @@ pub async fn read(
         }
     };
     if !force && token.as_ref() == Some(&now) {
+        let wants_workers = app.wanted().workers;
         return match &mut app.snapshot {
-            Snapshot::Ready(loaded) => data::mark_gone(&mut loaded.jobs),
+            Snapshot::Ready(loaded) => {
+                let gone = data::mark_gone(&mut loaded.jobs);
+                // Heartbeats move no token: the open workers view reads them each tick.
+                let beat = match wants_workers {
+                    true => match data::workers(store).await {
+                        Ok(workers) if loaded.workers.as_ref() != Some(&workers) => {
+                            loaded.workers = Some(workers);
+                            true
+                        }
+                        Ok(_) => false,
+                        Err(err) => {
+                            app.message = Some(format!("cannot read the workers: {}", chain(&err)));
+                            true
+                        }
+                    },
+                    false => false,
+                };
+                gone || beat
+            }
             Snapshot::NoDatabase { .. } => false,
         };
     }
