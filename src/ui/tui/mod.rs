@@ -244,6 +244,7 @@ where
                         Some(Command::Quit) => return Ok(()),
                         Some(Command::Reload) if !loading => {
                             loading = true;
+                            stamps = Stamps::of(&watched);
                             load(&loaded_tx);
                         }
                         Some(Command::Reload) => {}
@@ -266,14 +267,16 @@ where
             }
             Some(result) = loaded.recv() => {
                 loading = false;
-                // Whatever came of it, the files as they are now were read.
-                stamps = Stamps::of(&watched);
                 match result {
                     Ok(new) => {
                         let new = Arc::new(new);
                         let moved = new.storage != app.config.storage;
-                        watched = sources(&new);
-                        stamps = Stamps::of(&watched);
+                        // Files it includes now are watched from here on.
+                        let now_watched = sources(&new);
+                        if now_watched != watched {
+                            watched = now_watched;
+                            stamps = Stamps::of(&watched);
+                        }
                         app.reload(new.clone());
                         if moved {
                             // Another database: read it from now on.
@@ -297,9 +300,15 @@ where
                         let _ = tx.send(connect(&config).await);
                     });
                 }
-                if !loading && Stamps::of(&watched) != stamps {
-                    loading = true;
-                    load(&loaded_tx);
+                if !loading {
+                    // Stamped before the load reads them: an edit made while it reads
+                    // is seen at the next tick.
+                    let now = Stamps::of(&watched);
+                    if now != stamps {
+                        stamps = now;
+                        loading = true;
+                        load(&loaded_tx);
+                    }
                 }
                 if refresh(&mut app, &source, &mut token, false).await {
                     dirty = true;
