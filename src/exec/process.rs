@@ -341,6 +341,12 @@ pub async fn run(
     let mut quiet = Some([spawned.stdout, spawned.stderr, spawned.channel]);
     let quiet_until = tokio::time::Instant::now() + job.quiet;
     let mut watched: [Option<Receiver>; 3] = [None, None, None];
+    let mut exit = Exit::default();
+    if job.quiet.is_zero() {
+        // Watched from the start, whichever of its end and the pipes comes first.
+        exit.watched = true;
+        watch(&mut quiet, &mut watched, &[true; 3])?;
+    }
 
     let mut state = Reader::new(job, out);
     // Read into spare capacity: nothing is zeroed first (most jobs print little).
@@ -351,7 +357,6 @@ pub async fn run(
     ];
     let mut open = [true, true, true];
     let mut status = None;
-    let mut exit = Exit::default();
     let deadline = job.timeout.map(|t| tokio::time::Instant::now() + t);
     let mut terminating: Option<tokio::time::Instant> = None;
     // KILL was sent (or no more cancels can come): stop watching.
