@@ -487,22 +487,172 @@ impl Proxy {
     }
 }
 
+/// How a test cuts a worker off from the database, and gives it back.
+trait Cut {
+    fn cut(&self);
+    fn restore(&self);
+}
+
+impl Cut for Proxy {
+    fn cut(&self) {
+        Proxy::cut(self)
+    }
+
+    fn restore(&self) {
+        Proxy::restore(self)
+    }
+}
+
+/// A login role of its own for the worker: cut off on the server's side, by
+/// `pg_terminate_backend` on every connection it has and no new login.
+struct Role {
+    name: String,
+    /// The test database's URL.
+    db: String,
+    rt: tokio::runtime::Handle,
+}
+
+impl Role {
+    fn create(db: &str, rt: tokio::runtime::Handle) -> Role {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let role = Role {
+            name: format!("jobctl_cut_{}_{nanos}", std::process::id()),
+            db: db.to_owned(),
+            rt,
+        };
+        role.sql(&format!(
+            "CREATE ROLE {} LOGIN SUPERUSER PASSWORD 'cut'",
+            role.name
+        ));
+        role
+    }
+
+    fn sql(&self, sql: &str) -> Vec<i64> {
+        self.rt.block_on(async {
+            use sqlx::Connection;
+            let mut admin = sqlx::PgConnection::connect(&self.db).await.unwrap();
+            sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.to_owned()))
+                .fetch_all(&mut admin)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        })
+    }
+
+    /// Ends every connection the role has; how many there were.
+    fn terminate(&self) -> usize {
+        self.sql(&format!(
+            // Materialized first: in one WHERE the server may end every backend before
+            // it looks at the name.
+            "WITH its AS MATERIALIZED (SELECT pid FROM pg_stat_activity WHERE usename = '{}') \
+             SELECT pid::bigint FROM its WHERE pg_terminate_backend(pid)",
+            self.name
+        ))
+        .len()
+    }
+
+    /// The build's lease, in ms since the epoch.
+    fn lease_until(&self, build: i64) -> i64 {
+        self.sql(&format!(
+            "SELECT (EXTRACT(EPOCH FROM lease_until) * 1000)::bigint FROM builds WHERE id = {build}"
+        ))
+        .first()
+        .copied()
+        .unwrap_or(0)
+    }
+}
+
+impl Role {
+    /// The test database's URL as the role.
+    fn url(&self) -> String {
+        let (scheme, rest) = self.db.split_once("://").unwrap();
+        let (_, host) = rest.rsplit_once('@').unwrap();
+        format!("{scheme}://{}:cut@{host}", self.name)
+    }
+}
+
+impl Cut for Role {
+    fn cut(&self) {
+        self.sql(&format!("ALTER ROLE {} NOLOGIN", self.name));
+        self.terminate();
+    }
+
+    fn restore(&self) {
+        self.sql(&format!("ALTER ROLE {} LOGIN", self.name));
+    }
+}
+
+impl Drop for Role {
+    fn drop(&mut self) {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.sql(&format!("ALTER ROLE {} NOLOGIN", self.name));
+            self.terminate();
+            self.sql(&format!("DROP ROLE IF EXISTS {}", self.name));
+        }));
+    }
+}
+
 /// A worker cut off from the database kills its job before its lease runs out; another
 /// worker takes the build over after the lease (retried, the first attempt failed "worker
 /// lost"), and the two attempts never run at once. The cut-off worker records nothing of
-/// the build it lost.
+/// the build it lost. Cut here by a proxy that stops passing anything on.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_cut_off_from_the_database_stops_its_jobs_in_time() {
     let Some(db) = PgDatabase::create("workers_cutoff").await else {
         return;
     };
     let url = db.url.clone();
-    tokio::task::spawn_blocking(move || cut_off(&url))
-        .await
-        .unwrap();
+    tokio::task::spawn_blocking(move || {
+        let proxy = Proxy::start("127.0.0.1:5432");
+        let proxied = url.replace(":5432/", &format!(":{}/", proxy.port));
+        assert_ne!(proxied, url, "the test database is on port 5432");
+        cut_off(&url, &proxied, &proxy, |_| {})
+    })
+    .await
+    .unwrap();
 }
 
-fn cut_off(url: &str) {
+/// The same, cut on the server's side: every connection of the worker ended with
+/// `pg_terminate_backend` and its role refused a new login. Before that, its connections
+/// ended once (a restart of the server's side, say): it connects again, renews its lease
+/// and the build goes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_whose_connections_are_terminated_reconnects_or_stops_in_time() {
+    let Some(db) = PgDatabase::create("workers_terminated").await else {
+        return;
+    };
+    let url = db.url.clone();
+    let rt = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let role = Role::create(&url, rt);
+        let worker_url = role.url();
+        cut_off(&url, &worker_url, &role, |build| {
+            let before = role.lease_until(build);
+            let ended = role.terminate();
+            assert!(ended >= 1, "the worker had no connection to end");
+            let asked = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as i64;
+            // Its lease is 3 s, renewed each second: renewed again after the end of
+            // its connections (a lease that ends 3 s after it or later), over new ones.
+            wait_until(
+                "the worker to renew its lease over a new connection",
+                Duration::from_secs(10),
+                || role.lease_until(build) >= asked + 3000,
+            );
+            assert!(role.lease_until(build) > before);
+        })
+    })
+    .await
+    .unwrap();
+}
+
+/// Runs the cut-off story: `worker_url` is how the worker `cutoff` reaches the database
+/// at `url`, `how` cuts it off; `before_cut` runs once the build started on it.
+fn cut_off(url: &str, worker_url: &str, how: &dyn Cut, before_cut: impl FnOnce(i64)) {
     let body = "echo $$ > pid.$JOBCTL_BUILD_ID; \
         if [ -e first ]; then for p in pid.*; do [ $p = pid.$JOBCTL_BUILD_ID ] || ! kill -0 $(cat $p) 2>/dev/null || echo overlap >> overlap.log; done; \
         else touch first; sleep 30; fi";
@@ -515,16 +665,14 @@ fn cut_off(url: &str) {
     let (code, _, err) = run(d, &["install"]);
     assert_eq!(code, 0, "{err}");
     run(d, &["build", "cut", "--queue"]);
-    let proxy = Proxy::start("127.0.0.1:5432");
-    let proxied = url.replace(":5432/", &format!(":{}/", proxy.port));
-    assert_ne!(proxied, url, "the test database is on port 5432");
-    let cutoff = Proxy::start_worker(d, &proxied);
+    let cutoff = start_cut_off_worker(d, worker_url);
     wait_until(
         "the first attempt to start",
         Duration::from_secs(20),
         || ran(d).iter().any(|l| l.2 == "start"),
     );
-    proxy.cut();
+    before_cut(common::builds(d)[0]["id"].as_i64().unwrap());
+    how.cut();
     // It cannot know the lease holder is cut off: it takes the build when the lease ends.
     let other = Proc::start(d, &["worker", "--name", "other"]);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -567,7 +715,7 @@ fn cut_off(url: &str) {
         (second["status"].as_str(), second["worker"].as_str()),
         (Some("successful"), Some("other"))
     );
-    proxy.restore();
+    how.restore();
     cutoff.signal(libc::SIGTERM);
     let (code, out) = cutoff.finish(Duration::from_secs(30));
     assert_eq!(code, 0, "{out}");
@@ -576,21 +724,19 @@ fn cut_off(url: &str) {
     assert_eq!(common::builds(d)[1]["status"], "failed");
 }
 
-impl Proxy {
-    fn start_worker(dir: &Path, url: &str) -> Proc {
-        Proc::start(
-            dir,
-            &[
-                "worker",
-                "--name",
-                "cutoff",
-                "--lease",
-                "3s",
-                "--storage",
-                url,
-            ],
-        )
-    }
+fn start_cut_off_worker(dir: &Path, url: &str) -> Proc {
+    Proc::start(
+        dir,
+        &[
+            "worker",
+            "--name",
+            "cutoff",
+            "--lease",
+            "3s",
+            "--storage",
+            url,
+        ],
+    )
 }
 
 /// Another runner's claim of a build (its token moved on): the worker that ran it has
