@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use chrono::Utc;
-use jobctl::store::queue::{Claimed, Claimer, Ending, Enqueue, Queue, dedup_key};
+use jobctl::store::queue::{Claimed, Claimer, Ending, Enqueue, Enqueued, Queue, dedup_key};
 use jobctl::store::{
     AnyStore, BuildId, BuildStatus, LogFilter, LogLevel, LogRecord, NewBuild, OpenMode, Outcome,
     ProgressUpdate, Store, Stream, Write,
@@ -130,7 +130,21 @@ async fn story(store: AnyStore) {
             .unwrap()
     );
     assert_eq!(status(&store, ids[0]).await.0, BuildStatus::Running);
-    assert_eq!(store.renew(&w1, LEASE).await.unwrap(), vec![ids[0]]);
+    assert_eq!(store.renew(&w1, None, LEASE).await.unwrap(), vec![ids[0]]);
+    assert_eq!(
+        store.renew(&w1, Some(&[ids[0]]), LEASE).await.unwrap(),
+        vec![ids[0]]
+    );
+    // A build its runner no longer tracks is not renewed (it is rescued when its lease
+    // ends), nor is another runner's.
+    assert!(store.renew(&w1, Some(&[]), LEASE).await.unwrap().is_empty());
+    assert!(
+        store
+            .renew(&w2, Some(&[ids[0]]), LEASE)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(
         store
             .end_claimed(a.id, a.token, &ok(), Utc::now())
@@ -454,10 +468,94 @@ async fn story(store: AnyStore) {
     assert_eq!(workers.iter().find(|w| w.name == "w2").unwrap().running, 1);
 }
 
+/// One enqueue of many builds, some under the same key, one waiting on a build queued
+/// before: each key is queued once, a build that waits counts what it waits on.
+async fn one_batch(store: AnyStore) {
+    let before = store
+        .enqueue(&[job("x", &[], json!({}))], None, Utc::now())
+        .await
+        .unwrap()[0];
+    let mut batch: Vec<Enqueue> = (0..300)
+        .map(|i| job(&format!("n{}", i % 150), &[], json!({})))
+        .collect();
+    batch.push(job("x", &[], json!({})));
+    let mut waiter = job("w", &["x", "n0"], json!({}));
+    waiter.waits_on = vec![300, 0, 150];
+    waiter.labels = vec!["gpu".into(), "gpu".into()];
+    batch.push(waiter);
+    let made = store.enqueue(&batch, None, Utc::now()).await.unwrap();
+    assert_eq!(made.len(), 302);
+    for i in 0..150 {
+        assert!(!made[i].deduplicated, "{i}");
+        assert_eq!(made[i + 150].id, made[i].id, "{i}");
+        assert!(made[i + 150].deduplicated, "{i}");
+    }
+    assert_eq!(
+        made[300],
+        Enqueued {
+            id: before.id,
+            deduplicated: true
+        }
+    );
+    let mut ids: Vec<BuildId> = made[..150].iter().map(|m| m.id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 150, "a build of each key");
+    // The waiter waits on x (queued before) and n0: ready only when both succeeded.
+    let gpu = worker("g", &["gpu"]);
+    let mut claimed = Vec::new();
+    loop {
+        let got = store.claim(&gpu, 64, None, LEASE).await.unwrap();
+        if got.is_empty() {
+            break;
+        }
+        claimed.extend(got);
+    }
+    assert_eq!(claimed.len(), 151, "everything but the waiter");
+    assert!(claimed.iter().all(|c| c.job_id != "w"));
+    let ends: Vec<(BuildId, i64, Ending)> = claimed
+        .iter()
+        .filter(|c| c.job_id != "x")
+        .map(|c| (c.id, c.token, ok()))
+        .collect();
+    assert!(
+        store
+            .end_many(&ends, Utc::now())
+            .await
+            .unwrap()
+            .iter()
+            .all(|d| *d)
+    );
+    assert!(
+        store.claim(&gpu, 4, None, LEASE).await.unwrap().is_empty(),
+        "x is running"
+    );
+    let x = claimed.iter().find(|c| c.job_id == "x").unwrap();
+    assert_eq!(
+        store
+            .end_many(&[(x.id, x.token, ok())], Utc::now())
+            .await
+            .unwrap(),
+        [true]
+    );
+    let w = store.claim(&gpu, 4, None, LEASE).await.unwrap();
+    assert_eq!(w.len(), 1);
+    assert_eq!(w[0].job_id, "w");
+    assert!(
+        store
+            .claim(&worker("plain", &[]), 4, None, LEASE)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 #[tokio::test]
 async fn queue_story_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     story(common::sqlite_store(dir.path()).await).await;
+    let dir = tempfile::tempdir().unwrap();
+    one_batch(common::sqlite_store(dir.path()).await).await;
 }
 
 #[tokio::test]
@@ -470,4 +568,11 @@ async fn queue_story_on_postgres() {
         .await
         .unwrap();
     story(store).await;
+    let Some(db) = common::PgDatabase::create("queue_batch").await else {
+        return;
+    };
+    let store = jobctl::store::open(&db.url, dir.path(), OpenMode::Install)
+        .await
+        .unwrap();
+    one_batch(store).await;
 }

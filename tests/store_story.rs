@@ -87,7 +87,7 @@ async fn statuses(store: &AnyStore, config: &Config) -> Vec<String> {
 }
 
 async fn story(store: AnyStore, dir: &Path) {
-    assert_eq!(store.schema_version().await.unwrap(), 4);
+    assert_eq!(store.schema_version().await.unwrap(), 5);
     let mut token = store.changes().await.unwrap();
     assert_eq!(store.changes().await.unwrap(), token, "nothing happened");
     // Asserts that a part of the token moved since the last call (a log line or progress
@@ -817,7 +817,7 @@ async fn postgres_needs_install_and_refuses_a_newer_schema() {
         .unwrap();
     assert!(
         err.to_string()
-            .ends_with("has schema version 99, newer than this jobctl knows (4): upgrade jobctl"),
+            .ends_with("has schema version 99, newer than this jobctl knows (5): upgrade jobctl"),
         "{err}"
     );
 }
@@ -826,7 +826,7 @@ async fn postgres_needs_install_and_refuses_a_newer_schema() {
 async fn downgrade_to_v1<C: sqlx::Executor<'static>>(conn: C) {
     sqlx::raw_sql(
         "DROP TABLE build_waits; DROP TABLE build_labels; DROP TABLE workers; \
-         DROP INDEX builds_ready; DROP INDEX builds_dedup; \
+         DROP INDEX builds_ready; DROP INDEX builds_dedup; DROP INDEX builds_occupying; \
          ALTER TABLE builds DROP COLUMN waiting; ALTER TABLE builds DROP COLUMN not_before; \
          ALTER TABLE builds DROP COLUMN run_owner; ALTER TABLE builds DROP COLUMN concurrency; \
          ALTER TABLE builds DROP COLUMN dedup_key; ALTER TABLE builds DROP COLUMN token; \
@@ -864,7 +864,7 @@ async fn sqlite_upgrades_a_version_1_database_by_itself() {
         pool.close().await;
     }
     let store = common::sqlite_store(dir.path()).await;
-    assert_eq!(store.schema_version().await.unwrap(), 4);
+    assert_eq!(store.schema_version().await.unwrap(), 5);
     let build = store.build(kept).await.unwrap().unwrap();
     assert_eq!(build.cancel_requested_at, None, "old builds are kept");
 }
@@ -889,14 +889,14 @@ async fn postgres_asks_for_install_to_upgrade_a_version_1_schema() {
         .unwrap();
     assert!(
         err.to_string().ends_with(
-            "has schema version 1, older than this jobctl's (4): run `jobctl install` to upgrade it"
+            "has schema version 1, older than this jobctl's (5): run `jobctl install` to upgrade it"
         ),
         "{err}"
     );
     let store = jobctl::store::open(&db.url, dir.path(), OpenMode::Install)
         .await
         .unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 4);
+    assert_eq!(store.schema_version().await.unwrap(), 5);
 }
 
 /// A job's config hash is what its recorded builds are compared with: it must not change

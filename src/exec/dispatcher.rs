@@ -497,7 +497,7 @@ pub async fn run(
                     looking = Some(tokio::spawn(async move {
                         let requested = store.cancel_requests(&runner).await;
                         let renewed = match renew {
-                            Some(claimer) => store.renew(&claimer, LEASE).await.map(|_| ()),
+                            Some(claimer) => store.renew(&claimer, None, LEASE).await.map(|_| ()),
                             None => Ok(()),
                         };
                         (requested, renewed)

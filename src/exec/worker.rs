@@ -246,7 +246,7 @@ pub async fn work(
                 }
                 if last_look.elapsed() >= renew_every {
                     last_look = Instant::now();
-                    look(&store, &claimer, lease, slots, draining.is_some(), &mut held, &mut last_renewed, wait).await;
+                    look(&store, &claimer, lease, slots, draining.is_some(), &mut held, &pending, &mut last_renewed, wait).await;
                 }
                 if settings.until_idle && held.is_empty() && pending.is_empty() && bounded(wait, idle(&store, &claimer)).await == Some(true) {
                     stop_now = true;
@@ -397,11 +397,20 @@ async fn look(
     slots: usize,
     draining: bool,
     held: &mut HashMap<BuildId, Held>,
+    pending: &[PendingEnd],
     last_renewed: &mut Instant,
     wait: Duration,
 ) {
     let asked = Instant::now();
-    if let Some(Ok(still)) = bounded(wait, store.renew(claimer, lease)).await {
+    // What runs here, and what ended here but is not written yet. A build this worker
+    // let go (its end not written within a lease) is not renewed: it is rescued.
+    let mine: Vec<BuildId> = held
+        .iter()
+        .filter(|(_, h)| !h.lost)
+        .map(|(id, _)| *id)
+        .chain(pending.iter().map(|e| e.build))
+        .collect();
+    if let Some(Ok(still)) = bounded(wait, store.renew(claimer, Some(&mine), lease)).await {
         *last_renewed = asked;
         for (id, h) in held.iter_mut() {
             if !still.contains(id) && !h.lost {

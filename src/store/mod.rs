@@ -805,8 +805,13 @@ impl Queue for AnyStore {
     ) -> Result<(Vec<bool>, Vec<queue::Claimed>)> {
         delegate!(self, s => s.end_and_claim(ends, claimer, limit, lease, at))
     }
-    async fn renew(&self, claimer: &queue::Claimer, lease: Duration) -> Result<Vec<BuildId>> {
-        delegate!(self, s => s.renew(claimer, lease))
+    async fn renew(
+        &self,
+        claimer: &queue::Claimer,
+        only: Option<&[BuildId]>,
+        lease: Duration,
+    ) -> Result<Vec<BuildId>> {
+        delegate!(self, s => s.renew(claimer, only, lease))
     }
     async fn end_claimed(
         &self,

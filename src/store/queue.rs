@@ -205,7 +205,8 @@ impl WorkerRow {
 }
 
 /// The builds that fill a job's `concurrency`: those running, and those reserved by a
-/// run (claimed ahead, waiting for what they depend on).
+/// run (claimed ahead, waiting for what they depend on). The condition of the index
+/// `builds_occupying` (migrations 0005), word for word.
 pub(crate) const OCCUPYING: &str =
     "(status = 'running' OR (status = 'created' AND runner_id IS NOT NULL))";
 
@@ -273,10 +274,13 @@ pub trait Queue: Send + Sync {
         lease: std::time::Duration,
         at: DateTime<Utc>,
     ) -> impl Future<Output = super::Result<(Vec<bool>, Vec<Claimed>)>> + Send;
-    /// Extends the lease of every build `claimer` holds; returns those it still holds.
+    /// Extends the lease of the builds `claimer` holds (of those in `only`, when given:
+    /// a build its runner no longer tracks is let go, to be rescued when its lease ends);
+    /// returns those renewed.
     fn renew(
         &self,
         claimer: &Claimer,
+        only: Option<&[BuildId]>,
         lease: std::time::Duration,
     ) -> impl Future<Output = super::Result<Vec<BuildId>>> + Send;
     /// Ends a claimed build, if `token` is still its token; false when it is not (the
@@ -460,23 +464,128 @@ macro_rules! impl_queue {
                             .await?;
                     }
                     Ending::Done(outcome) => {
-                        let reason = crate::store::queue::not_run_reason(&job, build, outcome);
-                        sqlx::query(
-                            "WITH RECURSIVE down(id) AS ( \
-                               SELECT build_id FROM build_waits WHERE waits_on = $1 \
-                               UNION SELECT w.build_id FROM build_waits w JOIN down d ON w.waits_on = d.id) \
-                             UPDATE builds SET status = 'cancelled', error = $2, finished_at = $3, \
-                             started_at = $3 WHERE status = 'created' AND id IN (SELECT id FROM down)",
-                        )
-                        .bind(build.0)
-                        .bind(reason)
-                        .bind(at)
-                        .execute(&mut **tx)
-                        .await?;
+                        Self::close_dependants(tx, build, &job, outcome, at).await?;
                     }
                     Ending::HandBack => {}
                 }
                 Ok(true)
+            }
+
+            /// Ends claimed builds in `tx`, as [`Self::end_in`] each, but the plain ends
+            /// (an outcome, no retry, not handed back) in a few statements however many
+            /// there are: one update of their rows, one of what waits on the successes.
+            /// Whether each was recorded, in the order given.
+            async fn end_all(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                ends: &[(crate::store::BuildId, i64, crate::store::queue::Ending)],
+                at: chrono::DateTime<chrono::Utc>,
+            ) -> Result<Vec<bool>, sqlx::Error> {
+                use crate::store::queue::Ending;
+                let mut done = vec![false; ends.len()];
+                let plain: Vec<usize> = (0..ends.len())
+                    .filter(|&i| matches!(ends[i].2, Ending::Done(_)))
+                    .collect();
+                let mut ended: std::collections::HashMap<i64, String> =
+                    std::collections::HashMap::with_capacity(plain.len());
+                // A repeated row updates its build once.
+                for piece in crate::store::sql::padded(&plain) {
+                    let mut update: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
+                        "UPDATE builds SET status = v.column3, finished_at = ",
+                    );
+                    update.push_bind(at);
+                    update.push(
+                        ", retval = v.column4, exit_code = v.column5, signal = v.column6, \
+                         timed_out = v.column7, error = v.column8, stderr_tail = v.column9, \
+                         started_at = COALESCE(started_at, ",
+                    );
+                    update.push_bind(at);
+                    update.push("), lease_until = NULL FROM (");
+                    update.push_values(&piece, |mut row, &i| {
+                        let (build, token, ending) = &ends[i];
+                        let Ending::Done(outcome) = ending else {
+                            unreachable!("only plain ends")
+                        };
+                        let (retval, exit_code, signal, timed_out, error, stderr_tail) =
+                            crate::store::sql::outcome_columns(outcome);
+                        row.push_bind(build.0)
+                            .push_bind(*token)
+                            .push_bind(outcome.status().as_str())
+                            .push_bind(retval.cloned().map(sqlx::types::Json))
+                            .push_bind(exit_code)
+                            .push_bind(signal)
+                            .push_bind(timed_out)
+                            .push_bind(error.map(str::to_owned))
+                            .push_bind(stderr_tail.map(str::to_owned));
+                    });
+                    update.push(
+                        ") AS v WHERE builds.id = v.column1 AND builds.token = v.column2 \
+                         AND builds.status IN ('created', 'running') AND builds.runner_id IS NOT NULL \
+                         RETURNING builds.id, builds.job_id",
+                    );
+                    let rows: Vec<(i64, String)> = update.build_query_as().fetch_all(&mut **tx).await?;
+                    ended.extend(rows);
+                }
+                let mut succeeded = Vec::new();
+                for &i in &plain {
+                    let (build, _, ending) = &ends[i];
+                    let Some(job) = ended.get(&build.0) else {
+                        continue;
+                    };
+                    done[i] = true;
+                    match ending {
+                        Ending::Done(crate::store::Outcome::Successful { .. })
+                        | Ending::Done(crate::store::Outcome::Skipped { .. }) => succeeded.push(build.0),
+                        Ending::Done(outcome) => {
+                            Self::close_dependants(tx, *build, job, outcome, at).await?;
+                        }
+                        _ => unreachable!("only plain ends"),
+                    }
+                }
+                for piece in crate::store::sql::padded(&succeeded) {
+                    let mut update: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
+                        "WITH d AS (SELECT build_id, COUNT(*) AS n FROM build_waits WHERE waits_on IN (",
+                    );
+                    let mut list = update.separated(", ");
+                    for id in piece {
+                        list.push_bind(id);
+                    }
+                    update.push(
+                        ") GROUP BY build_id) UPDATE builds SET waiting = waiting - d.n FROM d \
+                         WHERE builds.id = d.build_id AND builds.status = 'created'",
+                    );
+                    update.build().execute(&mut **tx).await?;
+                }
+                for (i, (build, token, ending)) in ends.iter().enumerate() {
+                    if !matches!(ending, Ending::Done(_)) {
+                        done[i] = Self::end_in(tx, *build, Some(*token), ending, at, &mut None).await?;
+                    }
+                }
+                Ok(done)
+            }
+
+            /// Closes what waits on `build` (of `job`), which ended with `outcome` and not
+            /// in success, as not run.
+            async fn close_dependants(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                build: crate::store::BuildId,
+                job: &str,
+                outcome: &crate::store::Outcome,
+                at: chrono::DateTime<chrono::Utc>,
+            ) -> Result<(), sqlx::Error> {
+                let reason = crate::store::queue::not_run_reason(job, build, outcome);
+                sqlx::query(
+                    "WITH RECURSIVE down(id) AS ( \
+                       SELECT build_id FROM build_waits WHERE waits_on = $1 \
+                       UNION SELECT w.build_id FROM build_waits w JOIN down d ON w.waits_on = d.id) \
+                     UPDATE builds SET status = 'cancelled', error = $2, finished_at = $3, \
+                     started_at = $3 WHERE status = 'created' AND id IN (SELECT id FROM down)",
+                )
+                .bind(build.0)
+                .bind(reason)
+                .bind(at)
+                .execute(&mut **tx)
+                .await?;
+                Ok(())
             }
         }
 
@@ -490,79 +599,158 @@ macro_rules! impl_queue {
                 use crate::store::queue::Enqueued;
                 let q = |source| crate::store::StoreError::query("enqueue builds", source);
                 let mut tx = self.begin_write().await.map_err(q)?;
-                let mut made: Vec<Enqueued> = Vec::with_capacity(builds.len());
-                for build in builds {
-                    if let (Some(key), None) = (&build.dedup_key, owner) {
-                        if Self::PG {
-                            // Two processes enqueueing the same build meet here.
-                            sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
-                                .bind(key)
-                                .execute(&mut *tx)
-                                .await
-                                .map_err(q)?;
+                // De-duplication: the builds still queued under the keys asked for.
+                let keys: Vec<&str> = match owner {
+                    Some(_) => Vec::new(),
+                    None => builds.iter().filter_map(|b| b.dedup_key.as_deref()).collect(),
+                };
+                let mut queued: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+                if !keys.is_empty() {
+                    if Self::PG {
+                        // Two processes enqueueing meet here, one after the other.
+                        sqlx::query("SELECT pg_advisory_xact_lock(7361627)")
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(q)?;
+                    }
+                    for piece in crate::store::sql::pieces(&keys) {
+                        let mut select: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
+                            "SELECT id, dedup_key FROM builds WHERE status = 'created' \
+                             AND run_owner IS NULL AND dedup_key IN (",
+                        );
+                        let mut list = select.separated(", ");
+                        for key in piece {
+                            list.push_bind(key.to_string());
                         }
-                        let queued: Option<i64> = sqlx::query_scalar(
-                            "SELECT id FROM builds WHERE dedup_key = $1 AND status = 'created' \
-                             AND run_owner IS NULL ORDER BY id LIMIT 1",
-                        )
-                        .bind(key)
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(q)?;
-                        if let Some(id) = queued {
-                            made.push(Enqueued { id: crate::store::BuildId(id), deduplicated: true });
+                        select.push(") ORDER BY id");
+                        if Self::PG {
+                            // Held until this commits: a build that waits on one of them
+                            // is counted as waiting before that one can end.
+                            select.push(" FOR SHARE");
+                        }
+                        let rows: Vec<(i64, String)> =
+                            select.build_query_as().fetch_all(&mut *tx).await.map_err(q)?;
+                        for (id, key) in rows {
+                            queued.entry(key).or_insert(id);
+                        }
+                    }
+                }
+                // Each build: an id already queued, or a place among the new rows.
+                enum Made {
+                    Queued(i64),
+                    New(usize),
+                }
+                let mut places: Vec<Made> = Vec::with_capacity(builds.len());
+                // An earlier build of this batch under the same key.
+                let mut again: Vec<bool> = vec![false; builds.len()];
+                let mut new: Vec<usize> = Vec::new();
+                let mut first_of_key: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+                for (i, build) in builds.iter().enumerate() {
+                    let key = build.dedup_key.as_deref().filter(|_| owner.is_none());
+                    if let Some(key) = key {
+                        if let Some(&id) = queued.get(key) {
+                            places.push(Made::Queued(id));
                             continue;
                         }
+                        if let Some(&first) = first_of_key.get(key) {
+                            places.push(Made::New(first));
+                            again[i] = true;
+                            continue;
+                        }
+                        first_of_key.insert(key, new.len());
                     }
-                    let waits: Vec<i64> = build.waits_on.iter().map(|&i| made[i].id.0).collect();
-                    let id: i64 = sqlx::query_scalar(
-                        "INSERT INTO builds (job_id, status, created_at, config, config_hash, attempt, \
-                         waiting, run_owner, concurrency, dedup_key) \
-                         VALUES ($1, 'created', $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
-                    )
-                    .bind(build.build.job_id.as_str())
-                    .bind(at)
-                    .bind(sqlx::types::Json(&build.build.config))
-                    .bind(build.build.config_hash.as_str())
-                    .bind(build.build.attempt as i32)
-                    .bind(waits.len() as i32)
-                    .bind(owner)
-                    .bind(build.concurrency.max(1) as i32)
-                    .bind(build.dedup_key.as_deref())
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(q)?;
-                    for on in &waits {
-                        sqlx::query("INSERT INTO build_waits (build_id, waits_on) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                            .bind(id)
-                            .bind(*on)
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(q)?;
-                    }
-                    // A build waited on that has already succeeded (a de-duplicated one
-                    // that ran meanwhile) does not hold this one back.
-                    if !waits.is_empty() {
-                        sqlx::query(
-                            "UPDATE builds SET waiting = (SELECT COUNT(*) FROM build_waits w \
-                             JOIN builds u ON u.id = w.waits_on WHERE w.build_id = $1 \
-                             AND u.status NOT IN ('successful', 'skipped')) WHERE id = $1",
-                        )
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(q)?;
-                    }
-                    for label in &build.labels {
-                        sqlx::query("INSERT INTO build_labels (build_id, label) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                            .bind(id)
-                            .bind(label.as_str())
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(q)?;
-                    }
-                    made.push(Enqueued { id: crate::store::BuildId(id), deduplicated: false });
+                    places.push(Made::New(new.len()));
+                    new.push(i);
                 }
+                // What each new build waits on, as places: the builds it waits on that are
+                // new, or queued (held above), have not succeeded.
+                let waits: Vec<Vec<&Made>> = new
+                    .iter()
+                    .map(|&i| {
+                        let mut on: Vec<&Made> = builds[i].waits_on.iter().map(|&w| &places[w]).collect();
+                        on.sort_unstable_by_key(|m| match m {
+                            Made::Queued(id) => (0, *id),
+                            Made::New(n) => (1, *n as i64),
+                        });
+                        on.dedup_by_key(|m| match m {
+                            Made::Queued(id) => (0, *id),
+                            Made::New(n) => (1, *n as i64),
+                        });
+                        on
+                    })
+                    .collect();
+                let mut ids: Vec<i64> = Vec::with_capacity(new.len());
+                let rows: Vec<usize> = (0..new.len()).collect();
+                for piece in crate::store::sql::pieces(&rows) {
+                    let mut insert: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
+                        "INSERT INTO builds (job_id, status, created_at, config, config_hash, attempt, \
+                         waiting, run_owner, concurrency, dedup_key) ",
+                    );
+                    insert.push_values(piece, |mut row, &n| {
+                        let build = &builds[new[n]];
+                        row.push_bind(build.build.job_id.as_str())
+                            .push_bind("created")
+                            .push_bind(at)
+                            .push_bind(sqlx::types::Json(&build.build.config))
+                            .push_bind(build.build.config_hash.as_str())
+                            .push_bind(build.build.attempt as i32)
+                            .push_bind(waits[n].len() as i32)
+                            .push_bind(owner)
+                            .push_bind(build.concurrency.max(1) as i32)
+                            .push_bind(build.dedup_key.as_deref());
+                    });
+                    insert.push(" RETURNING id");
+                    // One statement numbers its rows in order: sorted, the ids follow the
+                    // rows (RETURNING itself promises no order).
+                    let mut made: Vec<i64> = insert.build_query_scalar().fetch_all(&mut *tx).await.map_err(q)?;
+                    made.sort_unstable();
+                    ids.extend(made);
+                }
+                let id_of = |m: &Made| match m {
+                    Made::Queued(id) => *id,
+                    Made::New(n) => ids[*n],
+                };
+                let edges: Vec<(i64, i64)> = waits
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(n, on)| on.iter().map(move |m| (n, *m)))
+                    .map(|(n, m)| (ids[n], id_of(m)))
+                    .collect();
+                for piece in crate::store::sql::pieces(&edges) {
+                    let mut insert: sqlx::QueryBuilder<$db> =
+                        sqlx::QueryBuilder::new("INSERT INTO build_waits (build_id, waits_on) ");
+                    insert.push_values(piece, |mut row, (build, on)| {
+                        row.push_bind(*build).push_bind(*on);
+                    });
+                    insert.build().execute(&mut *tx).await.map_err(q)?;
+                }
+                let labels: Vec<(i64, &str)> = new
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(n, &i)| {
+                        let mut own: Vec<&str> = builds[i].labels.iter().map(String::as_str).collect();
+                        own.sort_unstable();
+                        own.dedup();
+                        own.into_iter().map(move |l| (n, l))
+                    })
+                    .map(|(n, l)| (ids[n], l))
+                    .collect();
+                for piece in crate::store::sql::pieces(&labels) {
+                    let mut insert: sqlx::QueryBuilder<$db> =
+                        sqlx::QueryBuilder::new("INSERT INTO build_labels (build_id, label) ");
+                    insert.push_values(piece, |mut row, (build, label)| {
+                        row.push_bind(*build).push_bind(label.to_string());
+                    });
+                    insert.build().execute(&mut *tx).await.map_err(q)?;
+                }
+                let made: Vec<Enqueued> = places
+                    .iter()
+                    .zip(again)
+                    .map(|(m, again)| Enqueued {
+                        id: crate::store::BuildId(id_of(m)),
+                        deduplicated: again || matches!(m, Made::Queued(_)),
+                    })
+                    .collect();
                 if Self::PG && owner.is_none() {
                     Self::notify(&mut tx, "enqueued").await.map_err(q)?;
                 }
@@ -642,14 +830,7 @@ macro_rules! impl_queue {
             ) -> crate::store::Result<(Vec<bool>, Vec<crate::store::queue::Claimed>)> {
                 let q = |source| crate::store::StoreError::query("record ends and claim builds", source);
                 let mut tx = self.begin_write().await.map_err(q)?;
-                let mut done = Vec::with_capacity(ends.len());
-                for (build, token, ending) in ends {
-                    done.push(
-                        Self::end_in(&mut tx, *build, Some(*token), ending, at, &mut None)
-                            .await
-                            .map_err(q)?,
-                    );
-                }
+                let done = Self::end_all(&mut tx, ends, at).await.map_err(q)?;
                 let claimed = Self::claim_in(&mut tx, claimer, limit, None, lease).await.map_err(q)?;
                 // Others may claim what these ends made ready and this claim left.
                 if Self::PG && done.iter().any(|d| *d) {
@@ -662,20 +843,43 @@ macro_rules! impl_queue {
             async fn renew(
                 &self,
                 claimer: &crate::store::queue::Claimer,
+                only: Option<&[crate::store::BuildId]>,
                 lease: std::time::Duration,
             ) -> crate::store::Result<Vec<crate::store::BuildId>> {
+                let q = |source| crate::store::StoreError::query("renew leases", source);
                 let until = chrono::Utc::now()
                     + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30));
-                let ids: Vec<i64> = sqlx::query_scalar(
-                    "UPDATE builds SET lease_until = $2 WHERE runner_id = $1 \
-                     AND status IN ('created', 'running') RETURNING id",
-                )
-                .bind(&claimer.id)
-                .bind(until)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|source| crate::store::StoreError::query("renew leases", source))?;
-                Ok(ids.into_iter().map(crate::store::BuildId).collect())
+                let renew = |ids: Option<Vec<i64>>| {
+                    let mut update: sqlx::QueryBuilder<$db> =
+                        sqlx::QueryBuilder::new("UPDATE builds SET lease_until = ");
+                    update.push_bind(until);
+                    update.push(" WHERE runner_id = ").push_bind(claimer.id.clone());
+                    update.push(" AND status IN ('created', 'running')");
+                    if let Some(ids) = ids {
+                        update.push(" AND id IN (");
+                        let mut list = update.separated(", ");
+                        for id in ids {
+                            list.push_bind(id);
+                        }
+                        update.push(")");
+                    }
+                    update.push(" RETURNING id");
+                    update
+                };
+                let mut renewed: Vec<i64> = Vec::new();
+                match only {
+                    None => renewed = renew(None).build_query_scalar().fetch_all(&self.pool).await.map_err(q)?,
+                    Some(ids) => {
+                        let ids: Vec<i64> = ids.iter().map(|b| b.0).collect();
+                        for piece in crate::store::sql::padded(&ids) {
+                            let mut update = renew(Some(piece));
+                            renewed.extend(
+                                update.build_query_scalar::<i64>().fetch_all(&self.pool).await.map_err(q)?,
+                            );
+                        }
+                    }
+                }
+                Ok(renewed.into_iter().map(crate::store::BuildId).collect())
             }
 
             async fn end_claimed(
@@ -707,14 +911,7 @@ macro_rules! impl_queue {
                     return Ok(Vec::new());
                 }
                 let mut tx = self.begin_write().await.map_err(q)?;
-                let mut done = Vec::with_capacity(ends.len());
-                for (build, token, ending) in ends {
-                    done.push(
-                        Self::end_in(&mut tx, *build, Some(*token), ending, at, &mut None)
-                            .await
-                            .map_err(q)?,
-                    );
-                }
+                let done = Self::end_all(&mut tx, ends, at).await.map_err(q)?;
                 if Self::PG && done.iter().any(|d| *d) {
                     Self::notify(&mut tx, "ended").await.map_err(q)?;
                 }
@@ -1172,10 +1369,11 @@ macro_rules! impl_queue {
                 jobs: &[&str],
             ) -> Result<std::collections::HashMap<String, i64>, sqlx::Error> {
                 let mut busy = std::collections::HashMap::new();
-                for chunk in crate::store::sql::pieces(jobs) {
+                for chunk in crate::store::sql::padded(jobs) {
                     let mut count: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(format!(
-                        "SELECT job_id, COUNT(*) FROM builds WHERE status IN ('created', 'running') \
-                         AND {} AND job_id IN (",
+                        // Only OCCUPYING: the index of just those builds is then the one
+                        // to use, even when the statistics lag behind a large enqueue.
+                        "SELECT job_id, COUNT(*) FROM builds WHERE {} AND job_id IN (",
                         crate::store::queue::OCCUPYING
                     ));
                     let mut list = count.separated(", ");
@@ -1227,6 +1425,10 @@ macro_rules! impl_queue {
                         job_id: dep,
                         build_id: found.map(crate::store::BuildId),
                     });
+                }
+                if pins.is_empty() {
+                    // No dependencies: no pins, now or from an earlier claim.
+                    return Ok(pins);
                 }
                 let rows: Vec<(i64, &crate::store::Pin)> = pins.iter().map(|p| (build, p)).collect();
                 sqlx::query("DELETE FROM build_pins WHERE build_id = $1")

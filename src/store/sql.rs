@@ -30,6 +30,23 @@ pub(super) fn pieces<T>(rows: &[T]) -> impl Iterator<Item = &[T]> {
     })
 }
 
+/// `rows` in pieces of at most 256, each made up to a [`STATEMENT_ROWS`] size by
+/// repeating its last row: one statement for up to 256 rows, of one of five texts. Only
+/// for statements a repeated row changes nothing in (an `IN` list, the rows an `UPDATE`
+/// joins to, a count by key); never for an `INSERT`.
+pub(super) fn padded<T: Clone>(rows: &[T]) -> impl Iterator<Item = Vec<T>> + '_ {
+    rows.chunks(STATEMENT_ROWS[0]).map(|chunk| {
+        let size = STATEMENT_ROWS
+            .into_iter()
+            .rev()
+            .find(|&size| size >= chunk.len())
+            .unwrap_or(STATEMENT_ROWS[0]);
+        let mut piece = chunk.to_vec();
+        piece.resize(size, chunk[chunk.len() - 1].clone());
+        piece
+    })
+}
+
 /// How a build ended, as written: with its start when that is written in the same batch
 /// (one row update instead of two for a build that starts and ends within a batch).
 pub(super) struct End<'a> {
@@ -942,5 +959,31 @@ mod tests {
         assert_eq!(sizes(21), [16, 4, 1]);
         assert_eq!(sizes(300), [256, 16, 16, 4, 4, 4]);
         assert_eq!(sizes(1203).len(), 4 + 2 + 3 + 3);
+    }
+
+    #[test]
+    fn padded_pieces_repeat_their_last_row_up_to_a_statement_size() {
+        let padded_of = |n: usize| -> Vec<Vec<usize>> {
+            let rows: Vec<usize> = (0..n).collect();
+            padded(&rows).collect()
+        };
+        assert!(padded_of(0).is_empty());
+        assert_eq!(padded_of(1), [vec![0]]);
+        assert_eq!(padded_of(2), [vec![0, 1, 1, 1]]);
+        let big = padded_of(300);
+        assert_eq!(big.iter().map(Vec::len).collect::<Vec<_>>(), [256, 64]);
+        assert_eq!(big[1][..44], (256..300).collect::<Vec<_>>()[..]);
+        assert!(big[1][44..].iter().all(|&r| r == 299));
+        for n in [5, 17, 63, 64, 65, 257, 1000] {
+            let pieces = padded_of(n);
+            let mut seen: Vec<usize> = pieces.concat();
+            seen.dedup();
+            assert_eq!(
+                seen,
+                (0..n).collect::<Vec<_>>(),
+                "every row, in order ({n})"
+            );
+            assert!(pieces.iter().all(|p| STATEMENT_ROWS.contains(&p.len())));
+        }
     }
 }
