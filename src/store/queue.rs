@@ -1318,14 +1318,16 @@ macro_rules! impl_queue {
                 let mut rows: Vec<(i64, String, i64, i32, sqlx::types::Json<serde_json::Value>)> =
                     update.build_query_as().fetch_all(&mut **tx).await?;
                 rows.sort_unstable_by_key(|r| r.0);
+                let mut pins = if only.is_some() {
+                    // The run's own runner knows its pins.
+                    std::collections::HashMap::new()
+                } else {
+                    let of: Vec<(i64, &serde_json::Value)> = rows.iter().map(|r| (r.0, &r.4.0)).collect();
+                    Self::pins_of(tx, &of).await?
+                };
                 let mut claimed = Vec::with_capacity(rows.len());
                 for (id, job_id, token, attempt, config) in rows {
-                    let pins = if only.is_some() {
-                        // The run's own runner knows its pins.
-                        Vec::new()
-                    } else {
-                        Self::pins_for(tx, id, &config.0).await?
-                    };
+                    let pins = pins.remove(&id).unwrap_or_default();
                     claimed.push(crate::store::queue::Claimed {
                         id: crate::store::BuildId(id),
                         job_id,
@@ -1388,53 +1390,77 @@ macro_rules! impl_queue {
                 Ok(busy)
             }
 
-            /// The pins of a claimed build: for each dependency of its job, the build of
-            /// its run it waited on, else that job's latest success. Recorded with it.
-            async fn pins_for(
+            /// The pins of claimed builds: for each dependency of a build's job, the build
+            /// of its run it waited on, else that job's latest success. Recorded with
+            /// them; a build without dependencies has none. A few statements for all.
+            async fn pins_of(
                 tx: &mut sqlx::Transaction<'static, $db>,
-                build: i64,
-                config: &serde_json::Value,
-            ) -> Result<Vec<crate::store::Pin>, sqlx::Error> {
-                let deps: Vec<String> = config
-                    .get("dependencies")
-                    .and_then(serde_json::Value::as_array)
-                    .map(|d| d.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
-                    .unwrap_or_default();
-                let mut pins = Vec::with_capacity(deps.len());
-                for dep in deps {
-                    let waited: Option<i64> = sqlx::query_scalar(
-                        "SELECT u.id FROM build_waits w JOIN builds u ON u.id = w.waits_on \
-                         WHERE w.build_id = $1 AND u.job_id = $2 AND u.status = 'successful' \
-                         ORDER BY u.id DESC LIMIT 1",
-                    )
-                    .bind(build)
-                    .bind(&dep)
-                    .fetch_optional(&mut **tx)
-                    .await?;
-                    let found = match waited {
-                        Some(id) => Some(id),
-                        None => sqlx::query_scalar(
-                            "SELECT id FROM builds WHERE job_id = $1 AND status = 'successful' \
-                             ORDER BY id DESC LIMIT 1",
-                        )
-                        .bind(&dep)
-                        .fetch_optional(&mut **tx)
-                        .await?,
-                    };
-                    pins.push(crate::store::Pin {
-                        job_id: dep,
-                        build_id: found.map(crate::store::BuildId),
-                    });
-                }
-                if pins.is_empty() {
+                builds: &[(i64, &serde_json::Value)],
+            ) -> Result<std::collections::HashMap<i64, Vec<crate::store::Pin>>, sqlx::Error> {
+                let wanted: Vec<(i64, String)> = builds
+                    .iter()
+                    .flat_map(|(build, config)| {
+                        config
+                            .get("dependencies")
+                            .and_then(serde_json::Value::as_array)
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|d| d.as_str().map(|d| (*build, d.to_owned())))
+                    })
+                    .collect();
+                let mut pins: std::collections::HashMap<i64, Vec<crate::store::Pin>> =
+                    std::collections::HashMap::new();
+                if wanted.is_empty() {
                     // No dependencies: no pins, now or from an earlier claim.
                     return Ok(pins);
                 }
-                let rows: Vec<(i64, &crate::store::Pin)> = pins.iter().map(|p| (build, p)).collect();
-                sqlx::query("DELETE FROM build_pins WHERE build_id = $1")
-                    .bind(build)
-                    .execute(&mut **tx)
-                    .await?;
+                let mut found: std::collections::HashMap<(i64, String), Option<i64>> =
+                    std::collections::HashMap::with_capacity(wanted.len());
+                // A repeated pair is looked up twice, the same.
+                for piece in crate::store::sql::padded(&wanted) {
+                    let mut select: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
+                        "SELECT v.column1, v.column2, COALESCE( \
+                           (SELECT u.id FROM build_waits w JOIN builds u ON u.id = w.waits_on \
+                            WHERE w.build_id = v.column1 AND u.job_id = v.column2 \
+                            AND u.status = 'successful' ORDER BY u.id DESC LIMIT 1), \
+                           (SELECT b.id FROM builds b WHERE b.job_id = v.column2 \
+                            AND b.status = 'successful' ORDER BY b.id DESC LIMIT 1)) FROM (",
+                    );
+                    select.push_values(&piece, |mut row, (build, dep)| {
+                        row.push_bind(*build).push_bind(dep.clone());
+                    });
+                    select.push(") AS v");
+                    let rows: Vec<(i64, String, Option<i64>)> =
+                        select.build_query_as().fetch_all(&mut **tx).await?;
+                    found.extend(rows.into_iter().map(|(b, d, at)| ((b, d), at)));
+                }
+                let mut with: Vec<i64> = wanted.iter().map(|(b, _)| *b).collect();
+                with.dedup();
+                for piece in crate::store::sql::padded(&with) {
+                    let mut delete: sqlx::QueryBuilder<$db> =
+                        sqlx::QueryBuilder::new("DELETE FROM build_pins WHERE build_id IN (");
+                    let mut list = delete.separated(", ");
+                    for id in piece {
+                        list.push_bind(id);
+                    }
+                    delete.push(")");
+                    delete.build().execute(&mut **tx).await?;
+                }
+                for (build, dep) in wanted {
+                    let at = found.get(&(build, dep.clone())).copied().flatten();
+                    let own = pins.entry(build).or_default();
+                    if own.iter().any(|p| p.job_id == dep) {
+                        continue;
+                    }
+                    own.push(crate::store::Pin {
+                        job_id: dep,
+                        build_id: at.map(crate::store::BuildId),
+                    });
+                }
+                let rows: Vec<(i64, &crate::store::Pin)> = pins
+                    .iter()
+                    .flat_map(|(build, pins)| pins.iter().map(move |p| (*build, p)))
+                    .collect();
                 Self::insert_pins(tx, &rows).await?;
                 Ok(pins)
             }
