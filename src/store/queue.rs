@@ -1232,91 +1232,70 @@ macro_rules! impl_queue {
                     return Ok(Vec::new());
                 }
                 let now = chrono::Utc::now();
-                // Candidates: the builds asked for, or the oldest ready ones this worker
-                // has the labels for (a few more than wanted: some may be held back by
-                // their job's concurrency).
-                let mut select: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
-                    "SELECT id, job_id, concurrency FROM builds WHERE status = 'created' AND ",
+                let until = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30));
+                // Claims take turns (the count below sees every claim before this one).
+                Self::lock_claims(tx).await?;
+                // One statement: the candidates (the builds asked for, or the oldest ready
+                // ones this runner has the labels for; a few more than wanted, as some may
+                // be held back by their job's concurrency), how many builds of each of
+                // their jobs fill its concurrency now, the first of each job that fit, and
+                // their claim.
+                let mut claim: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
+                    "WITH candidates AS (SELECT id, job_id, concurrency FROM builds WHERE status = 'created' AND ",
                 );
                 match only {
                     Some(ids) => {
-                        select.push("runner_id IS NULL AND run_owner = ").push_bind(claimer.id.clone());
-                        select.push(" AND id IN (");
-                        let mut list = select.separated(", ");
+                        claim.push("runner_id IS NULL AND run_owner = ").push_bind(claimer.id.clone());
+                        claim.push(" AND id IN (");
+                        let mut list = claim.separated(", ");
                         for id in ids {
                             list.push_bind(id.0);
                         }
-                        select.push(")");
+                        claim.push(")");
                     }
                     None => {
-                        select.push("waiting = 0 AND run_owner IS NULL AND runner_id IS NULL \
+                        claim.push("waiting = 0 AND run_owner IS NULL AND runner_id IS NULL \
                              AND (not_before IS NULL OR not_before <= ");
-                        select.push_bind(now);
-                        select.push(") AND NOT EXISTS (SELECT 1 FROM build_labels l WHERE l.build_id = builds.id");
+                        claim.push_bind(now);
+                        claim.push(") AND NOT EXISTS (SELECT 1 FROM build_labels l WHERE l.build_id = builds.id");
                         if !claimer.labels.is_empty() {
-                            select.push(" AND l.label NOT IN (");
-                            let mut list = select.separated(", ");
+                            claim.push(" AND l.label NOT IN (");
+                            let mut list = claim.separated(", ");
                             for label in &claimer.labels {
                                 list.push_bind(label.clone());
                             }
-                            select.push(")");
+                            claim.push(")");
                         }
-                        select.push(")");
+                        claim.push(")");
                     }
                 }
-                select.push(" ORDER BY id LIMIT ");
-                select.push_bind((limit.saturating_mul(2) + 16).min(10_000) as i64);
+                claim.push(" ORDER BY id LIMIT ");
+                claim.push_bind((limit.saturating_mul(2) + 16).min(10_000) as i64);
                 if Self::PG {
-                    select.push(" FOR UPDATE SKIP LOCKED");
+                    claim.push(" FOR UPDATE SKIP LOCKED");
                 }
-                let candidates: Vec<(i64, String, i32)> = select
-                    .build_query_as()
-                    .fetch_all(&mut **tx)
-                    .await?;
-                if candidates.is_empty() {
-                    return Ok(Vec::new());
-                }
-                let mut jobs: Vec<&str> = candidates.iter().map(|(_, j, _)| j.as_str()).collect();
-                jobs.sort_unstable();
-                jobs.dedup();
-                Self::lock_claims(tx).await?;
-                let running = Self::occupied(tx, &jobs).await?;
-                let mut taken: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
-                let mut chosen = Vec::new();
-                for (id, job, concurrency) in &candidates {
-                    if chosen.len() >= limit {
-                        break;
-                    }
-                    let busy = running.get(job.as_str()).copied().unwrap_or(0);
-                    let now_taken = taken.entry(job.as_str()).or_insert(0);
-                    if busy + *now_taken >= i64::from((*concurrency).max(1)) {
-                        continue;
-                    }
-                    *now_taken += 1;
-                    chosen.push(*id);
-                }
-                if chosen.is_empty() {
-                    return Ok(Vec::new());
-                }
-                let until = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30));
-                let mut update: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
-                    "UPDATE builds SET status = 'running', started_at = ",
-                );
-                update.push_bind(now);
-                update.push(", token = token + 1, lease_until = ").push_bind(until);
-                update.push(", runner_id = ").push_bind(claimer.id.clone());
-                update.push(", runner_since = ").push_bind(claimer.since);
-                update.push(", host = ").push_bind(claimer.host.clone());
-                update.push(", pid = ").push_bind(claimer.pid as i32);
-                update.push(", worker = ").push_bind(claimer.name.clone());
-                update.push(" WHERE status = 'created' AND id IN (");
-                let mut list = update.separated(", ");
-                for id in &chosen {
-                    list.push_bind(*id);
-                }
-                update.push(") RETURNING id, job_id, token, attempt, config");
+                claim.push(format!(
+                    "), busy AS (SELECT job_id, COUNT(*) AS n FROM builds WHERE {} \
+                     AND job_id IN (SELECT job_id FROM candidates) GROUP BY job_id), \
+                     ranked AS (SELECT c.id, c.concurrency, COALESCE(b.n, 0) AS n, \
+                       ROW_NUMBER() OVER (PARTITION BY c.job_id ORDER BY c.id) AS place \
+                       FROM candidates c LEFT JOIN busy b ON b.job_id = c.job_id), \
+                     chosen AS (SELECT id FROM ranked WHERE n + place <= \
+                       CASE WHEN concurrency < 1 THEN 1 ELSE concurrency END ORDER BY id LIMIT ",
+                    crate::store::queue::OCCUPYING
+                ));
+                claim.push_bind(limit.min(10_000) as i64);
+                claim.push(") UPDATE builds SET status = 'running', started_at = ");
+                claim.push_bind(now);
+                claim.push(", token = token + 1, lease_until = ").push_bind(until);
+                claim.push(", runner_id = ").push_bind(claimer.id.clone());
+                claim.push(", runner_since = ").push_bind(claimer.since);
+                claim.push(", host = ").push_bind(claimer.host.clone());
+                claim.push(", pid = ").push_bind(claimer.pid as i32);
+                claim.push(", worker = ").push_bind(claimer.name.clone());
+                claim.push(" WHERE id IN (SELECT id FROM chosen) RETURNING id, job_id, token, attempt, config");
                 let mut rows: Vec<(i64, String, i64, i32, sqlx::types::Json<serde_json::Value>)> =
-                    update.build_query_as().fetch_all(&mut **tx).await?;
+                    claim.build_query_as().fetch_all(&mut **tx).await?;
                 rows.sort_unstable_by_key(|r| r.0);
                 let mut pins = if only.is_some() {
                     // The run's own runner knows its pins.
