@@ -66,6 +66,10 @@ pub enum CliError {
     BadReport(String),
     #[error("name the jobs to build, or --all")]
     NothingToBuild,
+    #[error("`{}` is not a label: a label is up to 64 letters, digits, `_`, `.` and `-`, such as `gpu`", crate::limits::visible(&crate::limits::cut_text(.0, 64)))]
+    BadLabel(String),
+    #[error("a worker has at most {max} labels, not {0}", max = crate::config::model::MAX_WORKER_LABELS)]
+    TooManyLabels(usize),
     #[error("{} protected: run again with --yes to build {}", list(.0), if .0.len() == 1 { "it" } else { "them" })]
     Protected(Vec<String>),
     #[error("the build did not succeed: {failed} failed, {not_run} not run, {cancelled} cancelled")]
@@ -105,6 +109,8 @@ impl CliError {
             | CliError::BadReport(_)
             | CliError::BuildNotFinished { .. }
             | CliError::NothingToBuild
+            | CliError::BadLabel(_)
+            | CliError::TooManyLabels(_)
             | CliError::Protected(_)
             | CliError::Tui(crate::ui::tui::TuiError::NotATerminal)
             | CliError::Channel(

@@ -818,3 +818,40 @@ async fn late_writes_are_refused_on_postgres() {
         .await
         .unwrap();
 }
+
+/// `worker --labels` takes what a job's `labels:` takes, and says what it does not.
+#[test]
+fn a_worker_refuses_labels_a_job_could_not_have() {
+    let dir = setup("jobs:\n  - {id: a, run: 'true'}\n", None);
+    let d = dir.path();
+    let (code, out, err) = run(d, &["worker", "--labels", "gpu,bad label", "--until-idle"]);
+    assert_eq!((code, out.as_str()), (2, ""), "{err}");
+    assert_eq!(
+        err,
+        "error: `bad label` is not a label: a label is up to 64 letters, digits, `_`, `.` and `-`, such as `gpu`\n"
+    );
+    let long = "x".repeat(200);
+    let (code, _, err) = run(d, &["worker", "--labels", &long, "--until-idle"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&format!("`{}…` is not a label", "x".repeat(61))),
+        "{err}"
+    );
+    let (code, _, err) = run(d, &["worker", "--labels", "\u{1b}[2J", "--until-idle"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        !err.contains('\u{1b}'),
+        "no escape reaches the terminal: {err:?}"
+    );
+    let many: Vec<String> = (0..300).map(|i| format!("l{i}")).collect();
+    let (code, _, err) = run(d, &["worker", "--labels", &many.join(","), "--until-idle"]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err, "error: a worker has at most 256 labels, not 300\n");
+    // The same label twice, and spaces around: one label.
+    let (code, out, err) = run(d, &["worker", "--labels", " gpu , gpu,", "--until-idle"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(", labels gpu\n"), "{out}");
+    // Nothing was written for the refused ones: only the last worker is listed.
+    let (_, listed, _) = run(d, &["workers", "--all"]);
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+}

@@ -171,6 +171,11 @@ impl Context {
         Ok(Box::leak(Box::new(config)))
     }
 
+    /// The config, owned: for a process that lives on after it (`worker`).
+    fn load_owned(&self) -> Result<Config, CliError> {
+        Ok(crate::config::load(&self.config, &self.vars)?)
+    }
+
     /// The config, with every `function:` it names registered: one that is not is a
     /// mistake of the same report as any other, at its line.
     fn load_runnable(&self) -> Result<&'static Config, CliError> {

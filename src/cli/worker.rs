@@ -63,38 +63,59 @@ pub struct ListArgs {
 
 /// The database and the secrets a worker (or a listing) uses: `--storage`, else the
 /// config's; the config's secrets when there is a config.
+/// The config is owned, not kept for the process: a worker lives for days and needs
+/// only these pieces of it (it runs builds from their snapshots).
 fn setting(
     ctx: &Context,
     storage: Option<String>,
-) -> Result<(String, Option<&'static crate::config::Config>), CliError> {
+) -> Result<(String, Option<crate::config::Config>), CliError> {
     let config = match (&storage, ctx.config.exists()) {
         // A worker with its own URL and no config file runs without secrets.
         (Some(_), false) => None,
-        _ => Some(ctx.load()?),
+        _ => Some(ctx.load_owned()?),
     };
     let url = match storage {
         Some(url) => url,
-        None => config.map(|c| c.storage.clone()).unwrap_or_default(),
+        None => config
+            .as_ref()
+            .map(|c| c.storage.clone())
+            .unwrap_or_default(),
     };
     Ok((url, config))
 }
 
 pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), CliError> {
     let (url, config) = setting(ctx, args.storage)?;
-    let base = config.map_or_else(|| PathBuf::from("."), |c| c.dir().to_path_buf());
+    let base = config
+        .as_ref()
+        .map_or_else(|| PathBuf::from("."), |c| c.dir().to_path_buf());
     let store = crate::store::open(&url, &base, OpenMode::Use).await?;
-    let labels: Vec<String> = args
+    let mut labels: Vec<String> = Vec::new();
+    for label in args
         .labels
         .iter()
-        .map(|l| l.trim().to_owned())
+        .map(|l| l.trim())
         .filter(|l| !l.is_empty())
-        .collect();
+    {
+        if !crate::config::model::is_label(label) {
+            return Err(CliError::BadLabel(label.to_owned()));
+        }
+        if !labels.iter().any(|l| l == label) {
+            labels.push(label.to_owned());
+        }
+    }
+    if labels.len() > crate::config::model::MAX_WORKER_LABELS {
+        return Err(CliError::TooManyLabels(labels.len()));
+    }
     let mut claimer = Claimer::this_process(None, labels);
     claimer.name = Some(
         args.name
             .unwrap_or_else(|| format!("{}-{}", claimer.host, claimer.pid)),
     );
-    let secrets = config.map(|c| c.secrets.clone()).unwrap_or_default();
+    let secrets = config
+        .as_ref()
+        .map(|c| c.secrets.clone())
+        .unwrap_or_default();
     let passwords: Vec<String> = crate::store::url_passwords(&url)
         .into_iter()
         .map(str::to_owned)
@@ -155,7 +176,9 @@ pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), C
 
 pub async fn list(ctx: &Context, args: ListArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let (url, config) = setting(ctx, args.storage)?;
-    let base = config.map_or_else(|| PathBuf::from("."), |c| c.dir().to_path_buf());
+    let base = config
+        .as_ref()
+        .map_or_else(|| PathBuf::from("."), |c| c.dir().to_path_buf());
     let store = crate::store::open(&url, &base, OpenMode::Use).await?;
     let now = chrono::Utc::now();
     let workers: Vec<_> = store

@@ -33,6 +33,18 @@ impl JobId {
     }
 }
 
+/// The longest label.
+pub const MAX_LABEL: usize = 64;
+
+/// The most labels a worker has (each is a value in its claims' statement).
+pub const MAX_WORKER_LABELS: usize = 256;
+
+/// Whether `label` can be a label (of a job's `labels:`, or of a worker's `--labels`): up
+/// to [`MAX_LABEL`] letters, digits, `_`, `.` and `-`.
+pub fn is_label(label: &str) -> bool {
+    label.len() <= MAX_LABEL && JobId::parse(label).is_some()
+}
+
 impl fmt::Display for JobId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

@@ -779,7 +779,7 @@ impl Resolver {
                     let Some(label) = self.text(item, "a label") else {
                         continue;
                     };
-                    if JobId::parse(&label).is_none() || label.len() > 64 {
+                    if !super::model::is_label(&label) {
                         self.problems.push(
                             Problem::new(format!("`{}` is not a label", crate::limits::visible(&cut_text(&label, 64))), item.pos)
                                 .label("not a label")
