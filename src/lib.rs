@@ -12,6 +12,8 @@ pub mod config;
 pub mod error;
 pub mod exec;
 pub mod graph;
+pub mod host;
 pub mod limits;
+pub mod outcome;
 pub mod store;
 pub mod ui;

@@ -474,7 +474,14 @@ async fn a_killed_jobctl_leaves_nothing_running_after_the_next_start() {
     assert!(!alive("sleep 42.4242"), "an orphan survived the next start");
     let slow = store.build(BuildId(1)).await.unwrap().unwrap();
     assert_eq!(slow.status, jobctl::store::BuildStatus::Failed);
-    assert!(slow.error.unwrap().starts_with("runner died"));
+    assert!(
+        matches!(
+            &slow.reason,
+            Some(jobctl::outcome::Reason::RunnerLost { worker: false, gone: true, who })
+                if who.starts_with("jobctl (pid ")
+        ),
+        "{slow:?}"
+    );
 }
 
 #[test]

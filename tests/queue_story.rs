@@ -8,6 +8,7 @@ mod common;
 use std::time::Duration;
 
 use chrono::Utc;
+use jobctl::outcome::Reason;
 use jobctl::store::queue::{Claimed, Claimer, Ending, Enqueue, Enqueued, Queue, dedup_key};
 use jobctl::store::{
     AnyStore, BuildId, BuildStatus, LogFilter, LogLevel, LogRecord, NewBuild, OpenMode, Outcome,
@@ -183,7 +184,7 @@ async fn story(store: AnyStore) {
         exit_code: Some(1),
         signal: None,
         timed_out: false,
-        error: "exit status 1".into(),
+        reason: jobctl::outcome::Reason::Exit { code: 1 },
         stderr_tail: None,
     };
     assert!(
@@ -202,6 +203,14 @@ async fn story(store: AnyStore) {
     assert_eq!(
         d_error.as_deref(),
         Some(format!("not run: upstream c (build {}) failed", ids[2]).as_str())
+    );
+    assert_eq!(
+        store.build(ids[3]).await.unwrap().unwrap().reason,
+        Some(Reason::Upstream {
+            job: "c".into(),
+            build: ids[2],
+            cancelled: false
+        })
     );
 
     // A retry: the failed build stays failed, a new attempt takes its place in the waits.
@@ -281,9 +290,26 @@ async fn story(store: AnyStore) {
             .await
             .unwrap()
     );
-    let (s, e) = status(&store, lost).await;
-    assert_eq!(s, BuildStatus::Failed);
-    assert!(e.unwrap().starts_with("worker lost"));
+    let failed = store.build(lost).await.unwrap().unwrap();
+    assert_eq!(failed.status, BuildStatus::Failed);
+    assert_eq!(
+        failed.reason,
+        Some(Reason::RunnerLost {
+            worker: true,
+            who: format!("worker w1 on {}", w1.host),
+            gone: false,
+        })
+    );
+    assert_eq!(
+        failed.error.as_deref(),
+        Some(
+            format!(
+                "worker lost: worker w1 on {} did not renew its lease",
+                w1.host
+            )
+            .as_str()
+        )
+    );
     let l2 = claim_when_ready(&store, &w2, "the rescued build's retry").await;
     assert_eq!((l2.id, l2.attempt), (again, 2));
     // A runner on this host that is provably gone is rescued at once, lease or not; its

@@ -159,7 +159,7 @@ async fn setup(dir: &Path) -> (AnyStore, BuildId, BuildId) {
                 exit_code: Some(2),
                 signal: None,
                 timed_out: false,
-                error: "exit status 2".into(),
+                reason: jobctl::outcome::Reason::Exit { code: 2 },
                 stderr_tail: Some("reading input\nerror: tok-9f8e7d-secret rejected\n".into()),
             },
             t(72),
@@ -321,7 +321,7 @@ async fn install_and_uninstall() {
     let d = dir.path();
     assert_eq!(
         ok(jobctl(d).arg("install")),
-        "jobctl schema version 5 is installed in sqlite://.jobctl/state.db\n"
+        "jobctl schema version 6 is installed in sqlite://.jobctl/state.db\n"
     );
     let (code, err) = fails(jobctl(d).arg("uninstall"));
     assert_eq!(code, 2);
@@ -366,7 +366,7 @@ async fn a_newer_schema_is_refused_and_left_alone() {
     assert_eq!(
         err,
         "error: the database at sqlite://.jobctl/state.db has schema version 7, newer than \
-         this jobctl knows (5): upgrade jobctl\n"
+         this jobctl knows (6): upgrade jobctl\n"
     );
 }
 

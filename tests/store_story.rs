@@ -13,7 +13,7 @@ use jobctl::store::queue::{Claimer, Queue};
 use jobctl::store::status::{JobStatus, Outdated, config_hash, job_statuses};
 use jobctl::store::{
     AnyStore, BuildFilter, BuildId, BuildStatus, LogFilter, LogLevel, LogRecord, NewBuild,
-    OpenMode, Outcome, Pin, ProgressUpdate, PruneLogs, Runner, Store, Stream, Write,
+    OpenMode, Outcome, Pin, ProgressUpdate, PruneLogs, Reason, Runner, Store, Stream, Write,
 };
 use serde_json::json;
 use std::time::Duration;
@@ -87,7 +87,7 @@ async fn statuses(store: &AnyStore, config: &Config) -> Vec<String> {
 }
 
 async fn story(store: AnyStore, dir: &Path) {
-    assert_eq!(store.schema_version().await.unwrap(), 5);
+    assert_eq!(store.schema_version().await.unwrap(), 6);
     let mut token = store.changes().await.unwrap();
     assert_eq!(store.changes().await.unwrap(), token, "nothing happened");
     // Asserts that a part of the token moved since the last call (a log line or progress
@@ -324,7 +324,7 @@ async fn story(store: AnyStore, dir: &Path) {
                 exit_code: None,
                 signal: Some(9),
                 timed_out: true,
-                error: "timed out after 5m".into(),
+                reason: Reason::TimedOut,
                 stderr_tail: Some("last words\n".into()),
             },
             t(12),
@@ -337,7 +337,8 @@ async fn story(store: AnyStore, dir: &Path) {
         (failed.exit_code, failed.signal, failed.timed_out),
         (None, Some(9), true)
     );
-    assert_eq!(failed.error.as_deref(), Some("timed out after 5m"));
+    assert_eq!(failed.error.as_deref(), Some("timed out"));
+    assert_eq!(failed.reason, Some(Reason::TimedOut));
     assert_eq!(failed.stderr_tail.as_deref(), Some("last words\n"));
     assert_eq!(failed.attempt, 2);
 
@@ -442,7 +443,7 @@ async fn story(store: AnyStore, dir: &Path) {
                 exit_code: Some(1),
                 signal: None,
                 timed_out: false,
-                error: "exit status 1".into(),
+                reason: Reason::Exit { code: 1 },
                 stderr_tail: None,
             },
             t(114),
@@ -634,7 +635,7 @@ async fn story(store: AnyStore, dir: &Path) {
         .write(&[Write::Finished {
             build: ids[1],
             outcome: Outcome::Cancelled {
-                reason: "cancel requested".into(),
+                reason: Reason::cancelled("cancel requested"),
             },
             at: t(305),
         }])
@@ -680,7 +681,9 @@ async fn story(store: AnyStore, dir: &Path) {
         exit_code: Some((i % 200) as i32 + 1),
         signal: None,
         timed_out: i.is_multiple_of(3),
-        error: format!("exit status {}", i % 200 + 1),
+        reason: Reason::Exit {
+            code: (i % 200) as i32 + 1,
+        },
         stderr_tail: i.is_multiple_of(5).then(|| format!("tail {i}\n")),
     };
     batch.extend(ids.iter().enumerate().map(|(i, &build)| Write::Finished {
@@ -732,7 +735,7 @@ async fn story(store: AnyStore, dir: &Path) {
             Outcome::Failed {
                 exit_code,
                 timed_out,
-                error,
+                reason,
                 stderr_tail,
                 ..
             } => (
@@ -740,7 +743,7 @@ async fn story(store: AnyStore, dir: &Path) {
                 None,
                 exit_code,
                 timed_out,
-                Some(error),
+                Some(reason.to_string()),
                 stderr_tail,
             ),
             other => panic!("not made here: {other:?}"),
@@ -817,7 +820,7 @@ async fn postgres_needs_install_and_refuses_a_newer_schema() {
         .unwrap();
     assert!(
         err.to_string()
-            .ends_with("has schema version 99, newer than this jobctl knows (5): upgrade jobctl"),
+            .ends_with("has schema version 99, newer than this jobctl knows (6): upgrade jobctl"),
         "{err}"
     );
 }
@@ -826,7 +829,7 @@ async fn postgres_needs_install_and_refuses_a_newer_schema() {
 async fn downgrade_to_v1<C: sqlx::Executor<'static>>(conn: C) {
     sqlx::raw_sql(
         "DROP TABLE build_waits; DROP TABLE build_labels; DROP TABLE workers; \
-         DROP INDEX builds_ready; DROP INDEX builds_dedup; DROP INDEX builds_occupying; \
+         DROP INDEX builds_ready; DROP INDEX builds_dedup; DROP INDEX builds_occupying; ALTER TABLE builds DROP COLUMN reason; \
          ALTER TABLE builds DROP COLUMN waiting; ALTER TABLE builds DROP COLUMN not_before; \
          ALTER TABLE builds DROP COLUMN run_owner; ALTER TABLE builds DROP COLUMN concurrency; \
          ALTER TABLE builds DROP COLUMN dedup_key; ALTER TABLE builds DROP COLUMN token; \
@@ -864,7 +867,7 @@ async fn sqlite_upgrades_a_version_1_database_by_itself() {
         pool.close().await;
     }
     let store = common::sqlite_store(dir.path()).await;
-    assert_eq!(store.schema_version().await.unwrap(), 5);
+    assert_eq!(store.schema_version().await.unwrap(), 6);
     let build = store.build(kept).await.unwrap().unwrap();
     assert_eq!(build.cancel_requested_at, None, "old builds are kept");
 }
@@ -889,14 +892,14 @@ async fn postgres_asks_for_install_to_upgrade_a_version_1_schema() {
         .unwrap();
     assert!(
         err.to_string().ends_with(
-            "has schema version 1, older than this jobctl's (5): run `jobctl install` to upgrade it"
+            "has schema version 1, older than this jobctl's (6): run `jobctl install` to upgrade it"
         ),
         "{err}"
     );
     let store = jobctl::store::open(&db.url, dir.path(), OpenMode::Install)
         .await
         .unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 5);
+    assert_eq!(store.schema_version().await.unwrap(), 6);
 }
 
 /// A job's config hash is what its recorded builds are compared with: it must not change

@@ -191,7 +191,7 @@ async fn history(store: &AnyStore, config: &Config) -> BuildId {
             exit_code: Some(2),
             signal: None,
             timed_out: false,
-            error: "exit status 2".into(),
+            reason: jobctl::outcome::Reason::Exit { code: 2 },
             stderr_tail: Some(
                 "fetching http://b.example/\ncurl: (6) Could not resolve host: b.example".into(),
             ),
@@ -674,7 +674,7 @@ async fn graph_of_a_job_with_fifty_dependencies() {
                 exit_code: Some(1),
                 signal: None,
                 timed_out: false,
-                error: "exit status 1".into(),
+                reason: jobctl::outcome::Reason::Exit { code: 1 },
                 stderr_tail: None,
             }
         } else {

@@ -131,7 +131,7 @@ pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), C
             write_out(out, &said)?;
             return Err(CliError::CleanupFailed {
                 id: build.id,
-                status: exit.describe(),
+                status: exit.reason().to_string(),
             });
         }
         said.push_str(&format!("ran the cleanup of build {}\n", build.id));

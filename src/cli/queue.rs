@@ -12,6 +12,7 @@ use crate::error::CliError;
 use crate::exec::dispatcher::{BuildEvent, Reporter, Summary, new_build};
 use crate::exec::plan::Step;
 use crate::graph::JobGraph;
+use crate::outcome::Reason;
 use crate::store::queue::{BuildState, Enqueue, Enqueued, Queue, dedup_key};
 use crate::store::{AnyStore, Build, BuildId, BuildStatus, Outcome, Store};
 
@@ -102,11 +103,7 @@ pub async fn follow(
                 summary.cancelled += 1;
                 continue;
             };
-            let not_run = build.status == BuildStatus::Cancelled
-                && build
-                    .error
-                    .as_deref()
-                    .is_some_and(|e| e.starts_with("not run: "));
+            let not_run = matches!(build.reason, Some(Reason::Upstream { .. }));
             if !f.started && build.status != BuildStatus::Created {
                 f.started = true;
                 if build.started_at.is_some() && !not_run {
@@ -122,31 +119,37 @@ pub async fn follow(
                 continue;
             }
             last_change = Instant::now();
-            if not_run {
+            if let Some(Reason::Upstream {
+                job,
+                build,
+                cancelled,
+            }) = &build.reason
+            {
                 summary.not_run += 1;
-                let because = build.error.as_deref().unwrap_or_default();
                 reporter.event(&BuildEvent::NotStarted {
                     job: f.job.clone(),
-                    why: because.trim_start_matches("not run: ").to_owned(),
+                    why: format!(
+                        "upstream {job} (build {build}) {}",
+                        if *cancelled {
+                            "was cancelled"
+                        } else {
+                            "failed"
+                        }
+                    ),
                 });
                 f.done = true;
                 continue;
             }
-            let reason = || build.error.clone().unwrap_or_default();
+            let words = || build.error.clone().unwrap_or_default();
+            let reason = || reason_of(&build.reason, &build.error);
             let outcome = match build.status {
                 BuildStatus::Successful => Outcome::Successful { retval: None },
-                BuildStatus::Skipped => Outcome::Skipped { reason: reason() },
+                BuildStatus::Skipped => Outcome::Skipped { reason: words() },
                 BuildStatus::Cancelled => Outcome::Cancelled { reason: reason() },
                 // A failure is read in full: its exit status and stderr tail are shown.
                 _ => match store.build(build.id).await? {
                     Some(full) => outcome_of(&full),
-                    None => Outcome::Failed {
-                        exit_code: None,
-                        signal: None,
-                        timed_out: false,
-                        error: reason(),
-                        stderr_tail: None,
-                    },
+                    None => Outcome::failed(reason()),
                 },
             };
             let took = match (build.started_at, build.finished_at) {
@@ -217,20 +220,29 @@ pub async fn follow(
     Ok(summary)
 }
 
+/// Why a stored build did not succeed; one recorded before reasons were kept has its
+/// words only.
+fn reason_of(reason: &Option<Reason>, words: &Option<String>) -> Reason {
+    reason
+        .clone()
+        .unwrap_or_else(|| Reason::error(words.clone().unwrap_or_default()))
+}
+
 /// How a stored build ended.
 pub fn outcome_of(build: &Build) -> Outcome {
-    let reason = || build.error.clone().unwrap_or_default();
+    let words = || build.error.clone().unwrap_or_default();
+    let reason = || reason_of(&build.reason, &build.error);
     match build.status {
         BuildStatus::Successful => Outcome::Successful {
             retval: build.retval.clone(),
         },
-        BuildStatus::Skipped => Outcome::Skipped { reason: reason() },
+        BuildStatus::Skipped => Outcome::Skipped { reason: words() },
         BuildStatus::Cancelled => Outcome::Cancelled { reason: reason() },
         _ => Outcome::Failed {
             exit_code: build.exit_code,
             signal: build.signal,
             timed_out: build.timed_out,
-            error: reason(),
+            reason: reason(),
             stderr_tail: build.stderr_tail.clone(),
         },
     }

@@ -17,6 +17,7 @@ use super::process::{self, Cancel, Output, ShellJob};
 use super::values::{resolve, to_arg};
 use crate::config::model::Masker;
 use crate::config::{Action, Job, JobId};
+use crate::outcome::Reason;
 use crate::store::{BuildId, Outcome};
 
 /// What an attempt runs in: the job, and what its runner gives every job.
@@ -34,13 +35,7 @@ pub struct Attempt<'a> {
 }
 
 pub fn failed(error: String) -> Outcome {
-    Outcome::Failed {
-        exit_code: None,
-        signal: None,
-        timed_out: false,
-        error,
-        stderr_tail: None,
-    }
+    Outcome::failed(Reason::error(error))
 }
 
 /// How an attempt's work ended, shell or function.
@@ -160,7 +155,7 @@ pub async fn attempt(
         ));
     }
     let cancelled = || Outcome::Cancelled {
-        reason: "cancelled (Ctrl-C)".into(),
+        reason: Reason::cancelled("cancelled (Ctrl-C)"),
     };
     let succeeded = |retval: Option<Json>, skip: Option<String>| match skip {
         Some(reason) => Outcome::Skipped { reason },
@@ -185,7 +180,7 @@ pub async fn attempt(
                 exit_code: None,
                 signal: None,
                 timed_out: true,
-                error: "timed out".into(),
+                reason: Reason::TimedOut,
                 stderr_tail: None,
             },
             FunctionExit::Cancelled => cancelled(),
@@ -202,7 +197,7 @@ pub async fn attempt(
                 exit_code: exit.code,
                 signal: exit.signal,
                 timed_out: exit.timed_out,
-                error: exit.describe(),
+                reason: exit.reason(),
                 stderr_tail: (!tail.is_empty()).then(|| tail + "\n"),
             }
         }

@@ -701,9 +701,9 @@ impl Cancels {
         }
         if let Outcome::Cancelled { reason } = outcome {
             if self.requested.contains(&build) {
-                *reason = REQUESTED.to_owned();
+                *reason = crate::outcome::Reason::cancelled(REQUESTED);
             } else if let Some(why) = self.why {
-                *reason = format!("cancelled ({why})");
+                *reason = crate::outcome::Reason::cancelled(format!("cancelled ({why})"));
             }
         }
     }
@@ -778,7 +778,7 @@ impl Run<'_> {
         self.state[i] = State::Unsuccessful;
         summary.cancelled += 1;
         let outcome = Outcome::Cancelled {
-            reason: format!("{REQUESTED} before it started"),
+            reason: crate::outcome::Reason::cancelled(format!("{REQUESTED} before it started")),
         };
         sink.push(Write::Finished {
             build,

@@ -262,17 +262,19 @@ impl Exit {
     }
 
     /// `exit status 2`, `killed by signal 9`, `timed out`…
-    pub fn describe(&self) -> String {
+    /// Why it did not succeed (for a process that did not).
+    pub fn reason(&self) -> crate::outcome::Reason {
+        use crate::outcome::Reason;
         if self.cancelled {
-            return "cancelled".into();
+            return Reason::cancelled("cancelled");
         }
         if self.timed_out {
-            return "timed out".into();
+            return Reason::TimedOut;
         }
         match (self.code, self.signal) {
-            (Some(code), _) => format!("exit status {code}"),
-            (None, Some(signal)) => format!("killed by signal {signal}"),
-            _ => "ended without a status".into(),
+            (Some(code), _) => Reason::Exit { code },
+            (None, Some(signal)) => Reason::Signal { signal },
+            _ => Reason::NoStatus,
         }
     }
 }

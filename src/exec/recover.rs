@@ -37,7 +37,8 @@ pub async fn recover_orphans(store: &AnyStore) -> Result<Vec<(Build, String)>, S
             if build.run_owner.is_none() && build.lease_until.is_some() {
                 continue;
             }
-            if *host != me.host || pid == me.pid || runner_alive(pid, build.created_at) {
+            if *host != me.host || pid == me.pid || crate::host::alive_since(pid, build.created_at)
+            {
                 continue;
             }
             let killed = kill_leftovers(build.pgid, build.id.0, pid);
@@ -49,21 +50,16 @@ pub async fn recover_orphans(store: &AnyStore) -> Result<Vec<(Build, String)>, S
                 closed.push((build, reason));
                 continue;
             }
-            let reason = format!("runner died: jobctl (pid {pid}) on {host} is gone");
+            let why = crate::outcome::Reason::RunnerLost {
+                worker: false,
+                who: format!("jobctl (pid {pid}) on {host}"),
+                gone: true,
+            };
+            let reason = why.to_string();
             // It ended when its runner did: its last sign of life, not now.
             let at = last_seen(store, &build).await?;
             store
-                .finish_build(
-                    build.id,
-                    &Outcome::Failed {
-                        exit_code: None,
-                        signal: None,
-                        timed_out: false,
-                        error: reason.clone(),
-                        stderr_tail: None,
-                    },
-                    at,
-                )
+                .finish_build(build.id, &Outcome::failed(why), at)
                 .await?;
             closed.push((build, reason));
         }
@@ -124,62 +120,13 @@ pub fn remove_dead_values() -> usize {
             .map(chrono::DateTime::<Utc>::from)
             .unwrap_or_else(|_| Utc::now());
         if pid != std::process::id()
-            && !runner_alive(pid, made)
+            && !crate::host::alive_since(pid, made)
             && std::fs::remove_dir_all(entry.path()).is_ok()
         {
             removed += 1;
         }
     }
     removed
-}
-
-/// Whether the runner `pid`, recorded running a build made at `since`, is still alive:
-/// a process under that number that is not a zombie and started before the build was
-/// made (a later one took the number over). Whatever its program is called: a program
-/// that embeds jobctl runs builds too.
-pub(crate) fn runner_alive(pid: u32, since: chrono::DateTime<Utc>) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    let exists = unsafe { libc::kill(pid as i32, 0) } == 0
-        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-    if !exists {
-        return false;
-    }
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        // Without /proc, a live process with that number is taken to be the runner.
-        return true;
-    };
-    let Some((_, fields)) = stat.rsplit_once(')') else {
-        return true;
-    };
-    let fields: Vec<&str> = fields.split_whitespace().collect();
-    if fields.first() == Some(&"Z") {
-        return false;
-    }
-    match (
-        fields.get(19).and_then(|t| t.parse::<u64>().ok()),
-        boot_time(),
-    ) {
-        (Some(ticks), Some(boot)) => {
-            // SAFETY: sysconf only reads a system constant.
-            let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-            let started = boot + chrono::Duration::milliseconds((ticks * 1000 / hz) as i64);
-            // Clock ticks and a second of slack: a runner starts before its builds.
-            started <= since + chrono::Duration::seconds(2)
-        }
-        _ => true,
-    }
-}
-
-/// When this machine booted, from `/proc/stat`.
-fn boot_time() -> Option<chrono::DateTime<Utc>> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let secs = stat
-        .lines()
-        .find_map(|l| l.strip_prefix("btime "))?
-        .trim()
-        .parse::<i64>()
-        .ok()?;
-    chrono::DateTime::from_timestamp(secs, 0)
 }
 
 /// Kills the processes of `build` run by the jobctl `runner_pid`: those that carry

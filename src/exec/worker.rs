@@ -36,7 +36,7 @@ use super::process::{Cancel, Output};
 use super::sink::{Sink, WriteTurn};
 use crate::config::model::Masker;
 use crate::config::{Job, JobId};
-use crate::store::queue::{Claimed, Claimer, Ending, Queue, runner_alive};
+use crate::store::queue::{Claimed, Claimer, Ending, Queue};
 use crate::store::{AnyStore, BuildId, Outcome, Runner, Store, StoreError};
 
 /// How a worker works.
@@ -317,7 +317,7 @@ fn ended_here(
     }
     let outcome = match outcome {
         Outcome::Cancelled { .. } if h.requested => Outcome::Cancelled {
-            reason: "cancelled on request".into(),
+            reason: crate::outcome::Reason::cancelled("cancelled on request"),
         },
         other => other,
     };
@@ -450,7 +450,7 @@ async fn cancels(
 /// Whether the runner `pid` (started at `since`) of `build` on this host is gone; if so,
 /// what the build left running is killed first, so that its retry never runs beside it.
 pub fn runner_gone(build: BuildId, pid: u32, since: i64) -> bool {
-    if runner_alive(pid, since) {
+    if crate::host::alive_at(pid, since) {
         return false;
     }
     super::recover::kill_leftovers(None, build.0, pid);

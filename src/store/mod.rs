@@ -31,12 +31,15 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value as Json;
 
+pub use crate::outcome::{Outcome, Reason};
 pub use postgres::PgStore;
 pub use queue::Queue;
 pub use sqlite::SqliteStore;
 
 /// A build's number, unique in one database.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
+)]
 #[serde(transparent)]
 pub struct BuildId(pub i64);
 
@@ -224,38 +227,6 @@ impl Runner {
     }
 }
 
-/// How a build ended.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    Successful {
-        retval: Option<Json>,
-    },
-    Failed {
-        exit_code: Option<i32>,
-        signal: Option<i32>,
-        timed_out: bool,
-        error: String,
-        stderr_tail: Option<String>,
-    },
-    Skipped {
-        reason: String,
-    },
-    Cancelled {
-        reason: String,
-    },
-}
-
-impl Outcome {
-    pub fn status(&self) -> BuildStatus {
-        match self {
-            Outcome::Successful { .. } => BuildStatus::Successful,
-            Outcome::Failed { .. } => BuildStatus::Failed,
-            Outcome::Skipped { .. } => BuildStatus::Skipped,
-            Outcome::Cancelled { .. } => BuildStatus::Cancelled,
-        }
-    }
-}
-
 /// A build as stored.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Build {
@@ -271,7 +242,11 @@ pub struct Build {
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
     pub timed_out: bool,
+    /// Why it failed or was cancelled, in words ([`Reason`]'s, or a skip's).
     pub error: Option<String>,
+    /// Why it failed or was cancelled (`None` for a build recorded before reasons were
+    /// kept: its `error` has the words).
+    pub reason: Option<Reason>,
     pub stderr_tail: Option<String>,
     pub attempt: u32,
     pub host: Option<String>,

@@ -47,7 +47,7 @@ impl Claimer {
     pub fn this_process(name: Option<String>, labels: Vec<String>) -> Claimer {
         let host = gethostname::gethostname().to_string_lossy().into_owned();
         let pid = std::process::id();
-        let since = process_start(pid);
+        let since = crate::host::process_start(pid);
         Claimer {
             id: this_process_id().to_owned(),
             name,
@@ -66,32 +66,10 @@ pub fn this_process_id() -> &'static str {
     ID.get_or_init(|| {
         let host = gethostname::gethostname().to_string_lossy().into_owned();
         let pid = std::process::id();
-        let since = process_start(pid).unwrap_or_else(|| Utc::now().timestamp_micros());
+        let since =
+            crate::host::process_start(pid).unwrap_or_else(|| Utc::now().timestamp_micros());
         format!("{host}:{pid}:{since}")
     })
-}
-
-/// When process `pid` started, in clock ticks after boot (field 22 of its `stat`).
-pub fn process_start(pid: u32) -> Option<i64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, fields) = stat.rsplit_once(')')?;
-    fields.split_whitespace().nth(19)?.parse().ok()
-}
-
-/// Whether the runner recorded as `pid` started at `since` is still there on this host:
-/// a process under that number, not a zombie, started at that very tick.
-pub fn runner_alive(pid: u32, since: i64) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let Some((_, fields)) = stat.rsplit_once(')') else {
-        return true;
-    };
-    let fields: Vec<&str> = fields.split_whitespace().collect();
-    if fields.first() == Some(&"Z") {
-        return false;
-    }
-    fields.get(19).and_then(|t| t.parse::<i64>().ok()) == Some(since)
 }
 
 /// One build to enqueue.
@@ -153,6 +131,7 @@ pub struct BuildState {
     pub status: super::BuildStatus,
     pub attempt: u32,
     pub error: Option<String>,
+    pub reason: Option<super::Reason>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
 }
@@ -209,15 +188,6 @@ impl WorkerRow {
 /// `builds_occupying` (migrations 0005), word for word.
 pub(crate) const OCCUPYING: &str =
     "(status = 'running' OR (status = 'created' AND runner_id IS NOT NULL))";
-
-/// Why a build ended that is closed because one it waits on did not succeed.
-pub fn not_run_reason(job: &str, build: BuildId, outcome: &Outcome) -> String {
-    let how = match outcome {
-        Outcome::Cancelled { .. } => "was cancelled",
-        _ => "failed",
-    };
-    format!("not run: upstream {job} (build {build}) {how}")
-}
 
 /// The de-duplication key of a job's build: the job and its resolved arguments.
 pub fn dedup_key(job: &str, config: &Json) -> String {
@@ -393,7 +363,7 @@ macro_rules! impl_queue {
                     Ending::Done(outcome) | Ending::Retry { outcome, .. } => outcome,
                     Ending::HandBack => unreachable!("handled above"),
                 };
-                let (retval, exit_code, signal, timed_out, error, stderr_tail) =
+                let (retval, exit_code, signal, timed_out, error, stderr_tail, reason) =
                     crate::store::sql::outcome_columns(outcome);
                 let guard = match token {
                     // A running build, or one reserved by a run.
@@ -405,7 +375,7 @@ macro_rules! impl_queue {
                 let sql = format!(
                     "UPDATE builds SET status = $2, finished_at = $3, retval = $4, exit_code = $5, \
                      signal = $6, timed_out = $7, error = $8, stderr_tail = $9, \
-                     started_at = COALESCE(started_at, $10), lease_until = NULL \
+                     started_at = COALESCE(started_at, $10), lease_until = NULL, reason = $12 \
                      WHERE id = $1 AND {guard} RETURNING job_id"
                 );
                 let job: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
@@ -420,6 +390,7 @@ macro_rules! impl_queue {
                     .bind(stderr_tail)
                     .bind(at)
                     .bind(token.unwrap_or(0))
+                    .bind(reason.map(sqlx::types::Json))
                     .fetch_optional(&mut **tx)
                     .await?;
                 let Some(job) = job else {
@@ -496,7 +467,7 @@ macro_rules! impl_queue {
                     update.push(
                         ", retval = v.column4, exit_code = v.column5, signal = v.column6, \
                          timed_out = v.column7, error = v.column8, stderr_tail = v.column9, \
-                         started_at = COALESCE(started_at, ",
+                         reason = v.column10, started_at = COALESCE(started_at, ",
                     );
                     update.push_bind(at);
                     update.push("), lease_until = NULL FROM (");
@@ -505,7 +476,7 @@ macro_rules! impl_queue {
                         let Ending::Done(outcome) = ending else {
                             unreachable!("only plain ends")
                         };
-                        let (retval, exit_code, signal, timed_out, error, stderr_tail) =
+                        let (retval, exit_code, signal, timed_out, error, stderr_tail, reason) =
                             crate::store::sql::outcome_columns(outcome);
                         row.push_bind(build.0)
                             .push_bind(*token)
@@ -514,8 +485,9 @@ macro_rules! impl_queue {
                             .push_bind(exit_code)
                             .push_bind(signal)
                             .push_bind(timed_out)
-                            .push_bind(error.map(str::to_owned))
-                            .push_bind(stderr_tail.map(str::to_owned));
+                            .push_bind(error)
+                            .push_bind(stderr_tail.map(str::to_owned))
+                            .push_bind(reason.map(sqlx::types::Json));
                     });
                     update.push(
                         ") AS v WHERE builds.id = v.column1 AND builds.token = v.column2 \
@@ -572,17 +544,18 @@ macro_rules! impl_queue {
                 outcome: &crate::store::Outcome,
                 at: chrono::DateTime<chrono::Utc>,
             ) -> Result<(), sqlx::Error> {
-                let reason = crate::store::queue::not_run_reason(job, build, outcome);
+                let reason = crate::store::Reason::upstream(job, build, outcome);
                 sqlx::query(
                     "WITH RECURSIVE down(id) AS ( \
                        SELECT build_id FROM build_waits WHERE waits_on = $1 \
                        UNION SELECT w.build_id FROM build_waits w JOIN down d ON w.waits_on = d.id) \
                      UPDATE builds SET status = 'cancelled', error = $2, finished_at = $3, \
-                     started_at = $3 WHERE status = 'created' AND id IN (SELECT id FROM down)",
+                     started_at = $3, reason = $4 WHERE status = 'created' AND id IN (SELECT id FROM down)",
                 )
                 .bind(build.0)
-                .bind(reason)
+                .bind(reason.to_string())
                 .bind(at)
+                .bind(sqlx::types::Json(&reason))
                 .execute(&mut **tx)
                 .await?;
                 Ok(())
@@ -928,7 +901,7 @@ macro_rules! impl_queue {
                 let q = |source| crate::store::StoreError::query("cancel a queued build", source);
                 let mut tx = self.begin_write().await.map_err(q)?;
                 let ending = crate::store::queue::Ending::Done(crate::store::Outcome::Cancelled {
-                    reason: reason.to_owned(),
+                    reason: crate::store::Reason::cancelled(reason),
                 });
                 let done = Self::end_in(&mut tx, build, None, &ending, at, &mut None)
                     .await
@@ -1012,19 +985,9 @@ macro_rules! impl_queue {
                         (None, Some(on), Some(pid)) => format!("jobctl (pid {pid}) on {on}"),
                         _ => "its runner".to_owned(),
                     };
-                    let lost = if owner.is_some() { "runner died" } else { "worker lost" };
-                    let reason = if gone {
-                        format!("{lost}: {who} is gone")
-                    } else {
-                        format!("{lost}: {who} did not renew its lease")
-                    };
-                    let outcome = crate::store::Outcome::Failed {
-                        exit_code: None,
-                        signal: None,
-                        timed_out: false,
-                        error: reason.clone(),
-                        stderr_tail: None,
-                    };
+                    let why = crate::store::Reason::RunnerLost { worker: owner.is_none(), who, gone };
+                    let reason = why.to_string();
+                    let outcome = crate::store::Outcome::failed(why);
                     // A `jobctl build` run's builds have no one else to run them.
                     let job = crate::config::Job::from_snapshot(&config.0).ok();
                     let retries = job.as_ref().map_or(0, |j| j.retries);
@@ -1123,9 +1086,10 @@ macro_rules! impl_queue {
                     Option<String>,
                     Option<chrono::DateTime<chrono::Utc>>,
                     Option<chrono::DateTime<chrono::Utc>>,
+                    Option<sqlx::types::Json<serde_json::Value>>,
                 );
                 let rows: Vec<Row> = sqlx::query_as(
-                    "SELECT id, job_id, status, attempt, error, started_at, finished_at FROM builds \
+                    "SELECT id, job_id, status, attempt, error, started_at, finished_at, reason FROM builds \
                      WHERE id >= $1 AND id <= $2 ORDER BY id",
                 )
                 .bind(from.0)
@@ -1134,7 +1098,7 @@ macro_rules! impl_queue {
                 .await
                 .map_err(|source| crate::store::StoreError::query("follow builds", source))?;
                 rows.into_iter()
-                    .map(|(id, job_id, status, attempt, error, started_at, finished_at)| {
+                    .map(|(id, job_id, status, attempt, error, started_at, finished_at, reason)| {
                         Ok(crate::store::queue::BuildState {
                             id: crate::store::BuildId(id),
                             job_id,
@@ -1145,6 +1109,7 @@ macro_rules! impl_queue {
                             })?,
                             attempt: attempt.max(0) as u32,
                             error,
+                            reason: reason.and_then(|r| serde_json::from_value(r.0).ok()),
                         })
                     })
                     .collect()

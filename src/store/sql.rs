@@ -6,7 +6,7 @@
 /// Columns of `builds`, in the order `build_from_row` reads them.
 pub(super) const BUILD_COLUMNS: &str = "id, job_id, status, created_at, started_at, finished_at, \
      config, config_hash, retval, exit_code, signal, timed_out, error, stderr_tail, attempt, \
-     host, pid, worker, pgid, cancel_requested_at, run_owner, lease_until, token";
+     host, pid, worker, pgid, cancel_requested_at, run_owner, lease_until, token, reason";
 
 /// The row counts many-row statements are written with. Every statement of a batch is a
 /// round trip to the database (another thread for SQLite), so rows go many at a time; and
@@ -57,38 +57,51 @@ pub(super) struct End<'a> {
     pub pgid: Option<u32>,
 }
 
-/// The columns a finished build sets: retval, exit code, signal, timed out, error, stderr
-/// tail.
+/// The columns a finished build sets: retval, exit code, signal, timed out, error (the
+/// reason's words, or a skip's), stderr tail, reason (JSON).
 pub(super) type OutcomeColumns<'a> = (
     Option<&'a serde_json::Value>,
     Option<i32>,
     Option<i32>,
     bool,
+    Option<String>,
     Option<&'a str>,
-    Option<&'a str>,
+    Option<serde_json::Value>,
 );
 
 pub(super) fn outcome_columns(outcome: &crate::store::Outcome) -> OutcomeColumns<'_> {
     use crate::store::Outcome;
+    let reason = |r: &crate::store::Reason| {
+        (
+            Some(r.to_string()),
+            Some(serde_json::to_value(r).unwrap_or_default()),
+        )
+    };
     match outcome {
-        Outcome::Successful { retval } => (retval.as_ref(), None, None, false, None, None),
+        Outcome::Successful { retval } => (retval.as_ref(), None, None, false, None, None, None),
         Outcome::Failed {
             exit_code,
             signal,
             timed_out,
-            error,
+            reason: why,
             stderr_tail,
-        } => (
-            None,
-            *exit_code,
-            *signal,
-            *timed_out,
-            Some(error.as_str()),
-            stderr_tail.as_deref(),
-        ),
-        Outcome::Skipped { reason } | Outcome::Cancelled { reason } => {
-            (None, None, None, false, Some(reason.as_str()), None)
+        } => {
+            let (words, json) = reason(why);
+            (
+                None,
+                *exit_code,
+                *signal,
+                *timed_out,
+                words,
+                stderr_tail.as_deref(),
+                json,
+            )
         }
+        Outcome::Cancelled { reason: why } => {
+            let (words, json) = reason(why);
+            (None, None, None, false, words, None, json)
+        }
+        Outcome::Skipped { reason } => (None, None, None, false, Some(reason.clone()), None, None),
     }
 }
 
@@ -143,6 +156,12 @@ macro_rules! impl_store {
                     run_owner: row.try_get(20).map_err(get)?,
                     lease_until: row.try_get(21).map_err(get)?,
                     token: row.try_get(22).map_err(get)?,
+                    // One this jobctl does not know (written by a newer one) is left to
+                    // its words.
+                    reason: row
+                        .try_get::<Option<J<serde_json::Value>>, _>(23)
+                        .map_err(get)?
+                        .and_then(|j| serde_json::from_value(j.0).ok()),
                 })
             }
 
@@ -275,10 +294,10 @@ macro_rules! impl_store {
                          retval = v.column4, exit_code = v.column5, signal = v.column6, \
                          timed_out = v.column7, error = v.column8, stderr_tail = v.column9, \
                          started_at = COALESCE(v.column10, builds.started_at, v.column3), \
-                         pgid = COALESCE(v.column11, builds.pgid) FROM (",
+                         pgid = COALESCE(v.column11, builds.pgid), reason = v.column12 FROM (",
                     );
                     update.push_values(chunk, |mut row, end| {
-                        let (retval, exit_code, signal, timed_out, error, stderr_tail) =
+                        let (retval, exit_code, signal, timed_out, error, stderr_tail, reason) =
                             crate::store::sql::outcome_columns(end.outcome);
                         row.push_bind(end.build)
                             .push_bind(end.outcome.status().as_str())
@@ -290,7 +309,8 @@ macro_rules! impl_store {
                             .push_bind(error)
                             .push_bind(stderr_tail)
                             .push_bind(end.started_at)
-                            .push_bind(end.pgid.map(|p| p as i32));
+                            .push_bind(end.pgid.map(|p| p as i32))
+                            .push_bind(reason.map(sqlx::types::Json));
                     });
                     update.push(") AS v WHERE builds.id = v.column1");
                     update.build().execute(&mut **tx).await?;

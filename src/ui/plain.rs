@@ -105,8 +105,8 @@ pub fn render(event: &BuildEvent, time: &str) -> Option<String> {
                 Outcome::Cancelled { .. } => {
                     format!("{time} cancel  {job} (build {build}, {took})")
                 }
-                Outcome::Failed { error, .. } => {
-                    format!("{time} FAILED  {job} (build {build}, {took}): {error}")
+                Outcome::Failed { reason, .. } => {
+                    format!("{time} FAILED  {job} (build {build}, {took}): {reason}")
                 }
             }
         }
@@ -160,10 +160,12 @@ pub fn render_summary(summary: &Summary) -> String {
     out.push('\n');
     for (job, build, outcome) in &summary.failed {
         if let Outcome::Failed {
-            error, stderr_tail, ..
+            reason,
+            stderr_tail,
+            ..
         } = outcome
         {
-            out.push_str(&format!("failed: {job} (build {build}): {error}\n"));
+            out.push_str(&format!("failed: {job} (build {build}): {reason}\n"));
             for line in stderr_tail.iter().flat_map(|t| t.lines()) {
                 out.push_str(&format!("  | {line}\n"));
             }
@@ -212,7 +214,7 @@ mod tests {
                     exit_code: Some(2),
                     signal: None,
                     timed_out: false,
-                    error: "exit status 2".into(),
+                    reason: crate::outcome::Reason::Exit { code: 2 },
                     stderr_tail: Some("reading input\nbad row 7\n".into()),
                 },
                 took: Duration::from_millis(300),
@@ -235,7 +237,7 @@ mod tests {
                     exit_code: None,
                     signal: Some(9),
                     timed_out: true,
-                    error: "timed out".into(),
+                    reason: crate::outcome::Reason::TimedOut,
                     stderr_tail: Some("bad row 7\n".into()),
                 },
                 took: Duration::from_secs(60),
@@ -269,7 +271,7 @@ mod tests {
                     exit_code: None,
                     signal: Some(9),
                     timed_out: true,
-                    error: "timed out".into(),
+                    reason: crate::outcome::Reason::TimedOut,
                     stderr_tail: Some("bad row 7\n".into()),
                 },
             )],

@@ -69,8 +69,13 @@ impl State {
 /// A running build: its number, start and how far its progress is (0.0 to 1.0).
 pub type Running = (BuildId, Option<DateTime<Utc>>, Option<f64>);
 
-/// Who runs a build: host and jobctl pid.
-pub type Who = (String, u32);
+/// Who runs a build: host and jobctl pid, and until when its lease holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Who {
+    pub host: String,
+    pub pid: u32,
+    pub lease_until: Option<DateTime<Utc>>,
+}
 
 /// One job's line in the jobs pane.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,8 +87,8 @@ pub struct JobRow {
     pub last: Option<(BuildStatus, Option<DateTime<Utc>>, DateTime<Utc>)>,
     pub running: Option<Running>,
     pub runner: Option<Who>,
-    /// The running build's jobctl, on this machine, is gone (the next `jobctl build`
-    /// here closes the build as failed).
+    /// The running build's runner is gone: its lease ran out (any machine; the next
+    /// runner to look rescues it), or it is provably gone on this machine.
     pub runner_gone: bool,
 }
 
@@ -234,7 +239,11 @@ async fn job_rows(store: &impl Store, config: &Config, graph: &JobGraph) -> Resu
     let mut running_by_job: HashMap<&str, (Running, Option<Who>)> = HashMap::new();
     for build in &running {
         let tree = progress::tree(&store.progress(build.id).await?);
-        let runner = build.host.clone().zip(build.pid);
+        let runner = build.host.clone().zip(build.pid).map(|(host, pid)| Who {
+            host,
+            pid,
+            lease_until: build.lease_until,
+        });
         running_by_job
             .entry(build.job_id.as_str())
             .or_insert(((build.id, build.started_at, tree.fraction()), runner));
@@ -274,16 +283,19 @@ async fn job_rows(store: &impl Store, config: &Config, graph: &JobGraph) -> Resu
     Ok(jobs)
 }
 
-/// Marks the running builds whose jobctl on this machine is gone; true if a mark
+/// Marks the running builds whose runner is gone, from what the store holds: a lease
+/// that ran out, or a runner on this machine whose process is gone; true if a mark
 /// changed. No database: a dead runner changes nothing there.
 pub fn mark_gone(jobs: &mut [JobRow]) -> bool {
     static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let host = HOST.get_or_init(|| crate::store::Runner::this_process().host);
+    let now = chrono::Utc::now();
     let mut changed = false;
     for row in jobs {
         let gone = row.running.is_some()
-            && row.runner.as_ref().is_some_and(|(h, pid)| {
-                h == host && !crate::exec::recover::runner_alive(*pid, chrono::Utc::now())
+            && row.runner.as_ref().is_some_and(|who| {
+                who.lease_until.is_some_and(|until| until < now)
+                    || (who.host == *host && !crate::host::alive_since(who.pid, now))
             });
         changed |= gone != row.runner_gone;
         row.runner_gone = gone;
@@ -328,4 +340,53 @@ async fn build_detail(
         logs,
         logs_cut,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn running(who: Who) -> JobRow {
+        JobRow {
+            state: State::Running,
+            outdated: None,
+            last: None,
+            running: Some((BuildId(1), Some(Utc::now()), None)),
+            runner: Some(who),
+            runner_gone: false,
+        }
+    }
+
+    #[test]
+    fn a_runner_is_gone_when_its_lease_ran_out_or_its_process_here_ended() {
+        let now = Utc::now();
+        let elsewhere = |lease_until| Who {
+            host: "another-machine".into(),
+            pid: 1,
+            lease_until,
+        };
+        let here = crate::store::Runner::this_process().host;
+        let mut rows = vec![
+            // Another machine, its lease renewed: alive, whatever its pid is here.
+            running(elsewhere(Some(now + chrono::Duration::seconds(30)))),
+            // Another machine whose lease ran out.
+            running(elsewhere(Some(now - chrono::Duration::seconds(1)))),
+            // This machine, this process: alive.
+            running(Who {
+                host: here.clone(),
+                pid: std::process::id(),
+                lease_until: Some(now + chrono::Duration::seconds(30)),
+            }),
+            // This machine, no such process: gone before its lease ends.
+            running(Who {
+                host: here,
+                pid: u32::MAX / 2,
+                lease_until: Some(now + chrono::Duration::seconds(30)),
+            }),
+        ];
+        assert!(mark_gone(&mut rows));
+        let gone: Vec<bool> = rows.iter().map(|r| r.runner_gone).collect();
+        assert_eq!(gone, [false, true, false, true]);
+        assert!(!mark_gone(&mut rows), "nothing changed the second time");
+    }
 }

@@ -587,7 +587,7 @@ async fn cancel(store: &AnyStore, id: BuildId) -> String {
     let me = Runner::this_process();
     match (build.host.as_deref(), build.pid) {
         (Some(host), Some(pid))
-            if host == me.host && !crate::exec::recover::runner_alive(pid, build.created_at) =>
+            if host == me.host && !crate::host::alive_since(pid, build.created_at) =>
         {
             format!(
                 "cancel asked for #{id}, but its jobctl (pid {pid}) is gone; the next build closes it"
