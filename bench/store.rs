@@ -11,7 +11,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use jobctl::graph::JobGraph;
 use jobctl::store::status::job_statuses;
 use jobctl::store::{
     AnyStore, LogLevel, LogRecord, NewBuild, OpenMode, ProgressUpdate, Store, Stream, Write,
@@ -146,7 +145,7 @@ async fn job_status_time(store: &AnyStore, url: &str, dir: &Path) -> Duration {
     let path = dir.join("status.yaml");
     std::fs::write(&path, yaml).unwrap();
     let config = jobctl::config::load(&path, &[]).unwrap();
-    let graph = JobGraph::new(&config);
+    let graph = config.graph();
 
     // Fill builds straight through SQL: setting up is not what is measured.
     let statuses = ["failed", "successful"];

@@ -198,7 +198,7 @@ fn load_text(text: &str) {
     match jobctl::config::load(&path, &[]) {
         Ok(config) => {
             // A loaded config is acyclic and every dependency exists.
-            let graph = JobGraph::new(&config);
+            let graph = config.graph();
             assert!(graph.cycles().is_empty());
             assert_eq!(graph.topo_order().len(), config.jobs.len());
         }

@@ -7,7 +7,6 @@ use std::path::Path;
 
 use chrono::{DateTime, TimeZone, Utc};
 use jobctl::config::Config;
-use jobctl::graph::JobGraph;
 use jobctl::store::progress::tree;
 use jobctl::store::queue::{Claimer, Queue};
 use jobctl::store::status::{JobStatus, Outdated, config_hash, job_statuses};
@@ -69,7 +68,7 @@ async fn succeed(store: &AnyStore, config: &Config, job: &str, at: i64) -> Build
 
 async fn statuses(store: &AnyStore, config: &Config) -> Vec<String> {
     let rows = store.job_builds().await.unwrap();
-    job_statuses(config, &JobGraph::new(config), &rows)
+    job_statuses(config, &config.graph(), &rows)
         .iter()
         .map(|s| match s {
             JobStatus::Outdated {

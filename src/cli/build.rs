@@ -15,6 +15,30 @@ use crate::store::{OpenMode, Store};
 use crate::ui::live::{Live, terminal_size};
 use crate::ui::plain::Plain;
 
+/// `--deps`: [`Deps`] as the command line spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DepsArg {
+    /// None: only the jobs asked for.
+    None,
+    /// Those with no successful build.
+    Missing,
+    /// Those with no successful build, and those that are outdated (the default).
+    Outdated,
+    /// All of them, whatever their status.
+    All,
+}
+
+impl From<DepsArg> for Deps {
+    fn from(arg: DepsArg) -> Deps {
+        match arg {
+            DepsArg::None => Deps::None,
+            DepsArg::Missing => Deps::Missing,
+            DepsArg::Outdated => Deps::Outdated,
+            DepsArg::All => Deps::All,
+        }
+    }
+}
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The jobs to build
@@ -23,8 +47,8 @@ pub struct Args {
     #[arg(long, conflicts_with = "jobs")]
     all: bool,
     /// Which dependencies are built first
-    #[arg(long, value_enum, default_value_t = Deps::Outdated)]
-    deps: Deps,
+    #[arg(long, value_enum, default_value_t = DepsArg::Outdated)]
+    deps: DepsArg,
     /// Jobs at once (default: the number of cores)
     #[arg(short = 'j', long = "jobs-at-once", value_name = "N")]
     parallel: Option<usize>,
@@ -76,7 +100,7 @@ enum Progress {
 
 pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), CliError> {
     let config = ctx.load_runnable()?;
-    let graph = JobGraph::new(config);
+    let graph = config.graph();
     let targets = if args.all {
         (0..config.jobs.len()).collect()
     } else if args.jobs.is_empty() {
@@ -119,7 +143,7 @@ pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), C
         &graph,
         &statuses,
         &targets,
-        args.deps,
+        args.deps.into(),
         args.force,
         args.downstream,
     );

@@ -2,7 +2,8 @@ use std::io::Write;
 
 use super::{Context, job_indices, write_out};
 use crate::error::CliError;
-use crate::graph::{JobGraph, view};
+use crate::graph::JobGraph;
+use crate::ui::graph as view;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -21,7 +22,7 @@ pub struct Args {
 /// (or, with `--dot`, the sub-graph of those jobs and their ancestors).
 pub fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), CliError> {
     let config = ctx.load()?;
-    let graph = JobGraph::new(config);
+    let graph = config.graph();
     let targets = job_indices(config, &args.jobs)?;
     let order = if targets.is_empty() {
         graph.topo_order()

@@ -2,7 +2,6 @@ use std::io::Write;
 
 use super::{Context, write_out};
 use crate::error::CliError;
-use crate::graph::JobGraph;
 use crate::store::status::{JobStatus, job_statuses};
 use crate::store::{OpenMode, Store};
 
@@ -22,7 +21,7 @@ pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), C
     // prints is true (a read-only database is read as it is).
     let _ = crate::exec::recover::recover_orphans(&store).await;
     let rows = store.job_builds().await?;
-    let statuses = job_statuses(config, &JobGraph::new(config), &rows);
+    let statuses = job_statuses(config, &config.graph(), &rows);
     if args.json {
         let mut jobs = Vec::with_capacity(config.jobs.len());
         for (job, status) in config.jobs.iter().zip(&statuses) {

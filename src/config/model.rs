@@ -299,6 +299,20 @@ pub struct Config {
 pub const MASK: &str = "********";
 
 impl Config {
+    /// The graph of its jobs (node `i` is `jobs[i]`); dependencies on jobs that do not
+    /// exist are left out (the loader reports them).
+    pub fn graph(&self) -> crate::graph::JobGraph {
+        let mut edges = Vec::new();
+        for (i, job) in self.jobs.iter().enumerate() {
+            for dep in &job.dependencies {
+                if let Some(&d) = self.index.get(dep) {
+                    edges.push((d, i));
+                }
+            }
+        }
+        crate::graph::JobGraph::from_edges(self.jobs.len(), &edges)
+    }
+
     /// The job with this id, by index in `jobs`.
     pub fn job_index(&self, id: &str) -> Option<usize> {
         JobId::parse(id).and_then(|id| self.index.get(&id).copied())

@@ -13,7 +13,6 @@ use super::model::{
     Action, Config, Defaults, Job, JobId, Schedule, Value, ValueMap, parse_duration,
 };
 use super::node::{Node, NodeKind, RenderedPos};
-use crate::graph::JobGraph;
 use crate::limits::{MAX_ID, MAX_TITLE, cut_text};
 
 pub const DEFAULT_STORAGE: &str = "sqlite://.jobctl/state.db";
@@ -985,7 +984,7 @@ impl Resolver {
 
 /// Every dependency cycle, each named in the order work would flow around it.
 fn cycle_problems(config: &Config) -> Vec<Problem> {
-    let graph = JobGraph::new(config);
+    let graph = config.graph();
     graph
         .cycles()
         .into_iter()

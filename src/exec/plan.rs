@@ -10,7 +10,7 @@ use crate::graph::JobGraph;
 use crate::store::status::{JobStatus, Outdated};
 
 /// Which dependencies of the asked-for jobs are built first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Deps {
     /// None: only the jobs asked for.
     None,

@@ -1,7 +1,7 @@
 //! The job graph: which job waits for which.
 //!
 //! ```text
-//!   Config.jobs[i].dependencies ──► JobGraph (petgraph, node i = job i)
+//!   Config.jobs[i].dependencies ──► Config::graph() ──► JobGraph (petgraph, node i = job i)
 //!                                     │  edges run dependency ──► dependant
 //!                                     ├─ cycles()      named, in the order work flows
 //!                                     ├─ topo_order()  file order where edges allow
@@ -10,9 +10,8 @@
 //! ```
 //!
 //! Nodes are indices into `Config.jobs`, so the graph holds no strings and is cheap to
-//! build for 100k jobs.
-
-pub mod view;
+//! build for 100k jobs. It knows nothing of the config (the config uses it to find
+//! cycles); `ui::graph` draws it.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -21,27 +20,11 @@ use petgraph::Direction;
 use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 
-use crate::config::Config;
-
 pub struct JobGraph {
     graph: DiGraph<(), (), u32>,
 }
 
 impl JobGraph {
-    /// The graph of a config's jobs; dependencies on jobs that do not exist are left out
-    /// (the config loader reports them).
-    pub fn new(config: &Config) -> Self {
-        let mut edges = Vec::new();
-        for (i, job) in config.jobs.iter().enumerate() {
-            for dep in &job.dependencies {
-                if let Some(&d) = config.index.get(dep) {
-                    edges.push((d, i));
-                }
-            }
-        }
-        Self::from_edges(config.jobs.len(), &edges)
-    }
-
     /// A graph of `n` jobs with edges `(dependency, dependant)`.
     pub fn from_edges(n: usize, edges: &[(usize, usize)]) -> Self {
         let mut graph = DiGraph::with_capacity(n, edges.len());

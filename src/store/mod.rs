@@ -549,13 +549,6 @@ pub trait Store: Send + Sync {
     fn cancel_requests(&self, runner: &Runner)
     -> impl Future<Output = Result<Vec<BuildId>>> + Send;
 
-    /// How many builds of each job run for runners other than `runner` (for the jobs'
-    /// `concurrency`).
-    fn running_elsewhere(
-        &self,
-        runner: &Runner,
-    ) -> impl Future<Output = Result<Vec<(String, u32)>>> + Send;
-
     /// Deletes matching log lines; returns how many.
     fn prune_logs(&self, prune: &PruneLogs) -> impl Future<Output = Result<u64>> + Send;
     /// Deletes a build with its pins, progress and logs; false if there was none.
@@ -722,9 +715,6 @@ impl Store for AnyStore {
     }
     async fn cancel_requests(&self, runner: &Runner) -> Result<Vec<BuildId>> {
         delegate!(self, s => s.cancel_requests(runner))
-    }
-    async fn running_elsewhere(&self, runner: &Runner) -> Result<Vec<(String, u32)>> {
-        delegate!(self, s => s.running_elsewhere(runner))
     }
     async fn prune_logs(&self, prune: &PruneLogs) -> Result<u64> {
         delegate!(self, s => s.prune_logs(prune))

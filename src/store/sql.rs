@@ -852,28 +852,6 @@ macro_rules! impl_store {
                 Ok(ids.into_iter().map(|(id,)| crate::store::BuildId(id)).collect())
             }
 
-            async fn running_elsewhere(
-                &self,
-                runner: &crate::store::Runner,
-            ) -> crate::store::Result<Vec<(String, u32)>> {
-                let rows: Vec<(String, i64)> = sqlx::query_as(
-                    "SELECT job_id, COUNT(*) FROM builds \
-                     WHERE status IN ('created', 'running') AND status = 'running' \
-                     AND NOT (COALESCE(host, '') = $1 AND COALESCE(pid, 0) = $2) \
-                     GROUP BY job_id",
-                )
-                .bind(&runner.host)
-                .bind(runner.pid as i32)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|source| {
-                    crate::store::StoreError::query("count the builds running elsewhere", source)
-                })?;
-                Ok(rows
-                    .into_iter()
-                    .map(|(job, n)| (job, n.clamp(0, i64::from(u32::MAX)) as u32))
-                    .collect())
-            }
 
             async fn delete_build(&self, id: crate::store::BuildId) -> crate::store::Result<bool> {
                 let q = |source| crate::store::StoreError::query("delete a build", source);

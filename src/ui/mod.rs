@@ -2,6 +2,7 @@
 //! with their progress; elsewhere `plain` prints one line per event that matters. Both
 //! render through pure functions of their state.
 
+pub mod graph;
 pub mod live;
 pub mod plain;
 pub mod tui;

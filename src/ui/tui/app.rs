@@ -121,7 +121,7 @@ pub struct App {
 
 impl App {
     pub fn new(config: Arc<Config>, database: String) -> Self {
-        let graph = Arc::new(JobGraph::new(&config));
+        let graph = Arc::new(config.graph());
         let rank = ranks(&graph);
         let mut app = App {
             config,
@@ -198,7 +198,7 @@ impl App {
     /// for the old jobs is dropped: the loop reads the store again.
     pub fn reload(&mut self, config: Arc<Config>) {
         let old = std::mem::replace(&mut self.config, config);
-        self.graph = Arc::new(JobGraph::new(&self.config));
+        self.graph = Arc::new(self.config.graph());
         self.rank = ranks(&self.graph);
         self.config_error = None;
         let new = &self.config;

@@ -2,8 +2,8 @@
 
 use std::fmt::Write as _;
 
-use super::JobGraph;
 use crate::config::Config;
+use crate::graph::JobGraph;
 
 /// Jobs by layer: every job comes after all it depends on. Each line names the job, its
 /// dependencies, and its title.
