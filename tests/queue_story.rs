@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use jobctl::outcome::Reason;
 use jobctl::store::queue::{Claimed, Claimer, Ending, Enqueue, Enqueued, Queue, dedup_key};
 use jobctl::store::{
@@ -63,22 +63,11 @@ async fn status(store: &AnyStore, id: BuildId) -> (BuildStatus, Option<String>) 
     (b.status, b.error)
 }
 
-/// The one build `claimer` can claim once its retry delay has passed; claims read the
-/// clock themselves, so this asks until then (failing after a while).
-async fn claim_when_ready(store: &AnyStore, claimer: &Claimer, what: &str) -> Claimed {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut claimed = store.claim(claimer, 4, None, LEASE).await.unwrap();
-        if !claimed.is_empty() {
-            assert_eq!(claimed.len(), 1, "{what}: {claimed:?}");
-            return claimed.remove(0);
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what} was never ready"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+/// The one build `claimer` can claim at `at`.
+async fn claim_one(store: &AnyStore, claimer: &Claimer, at: DateTime<Utc>, what: &str) -> Claimed {
+    let mut claimed = store.claim(claimer, 4, None, LEASE, at).await.unwrap();
+    assert_eq!(claimed.len(), 1, "{what}: {claimed:?}");
+    claimed.remove(0)
 }
 
 async fn story(store: AnyStore) {
@@ -115,13 +104,19 @@ async fn story(store: AnyStore) {
     );
 
     // Only a is ready; a claim of four takes it alone.
-    let claimed = store.claim(&w1, 4, None, LEASE).await.unwrap();
+    let claimed = store.claim(&w1, 4, None, LEASE, Utc::now()).await.unwrap();
     assert_eq!(claimed.len(), 1);
     let a = &claimed[0];
     assert_eq!((a.id, a.job_id.as_str(), a.attempt), (ids[0], "a", 1));
     assert!(a.token > 0);
     assert_eq!(status(&store, ids[0]).await.0, BuildStatus::Running);
-    assert!(store.claim(&w2, 4, None, LEASE).await.unwrap().is_empty());
+    assert!(
+        store
+            .claim(&w2, 4, None, LEASE, Utc::now())
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // A stale token changes nothing.
     assert!(
@@ -161,7 +156,7 @@ async fn story(store: AnyStore) {
     );
 
     // b and c are ready now, in one batch; their pins name a's build.
-    let bc = store.claim(&w2, 4, None, LEASE).await.unwrap();
+    let bc = store.claim(&w2, 4, None, LEASE, Utc::now()).await.unwrap();
     assert_eq!(
         bc.iter().map(|c| c.id).collect::<Vec<_>>(),
         vec![ids[1], ids[2]]
@@ -176,7 +171,11 @@ async fn story(store: AnyStore) {
             .unwrap()
     );
     assert!(
-        store.claim(&w1, 4, None, LEASE).await.unwrap().is_empty(),
+        store
+            .claim(&w1, 4, None, LEASE, Utc::now())
+            .await
+            .unwrap()
+            .is_empty(),
         "d waits for c"
     );
     // c fails: d is closed as not run, naming it.
@@ -223,11 +222,16 @@ async fn story(store: AnyStore) {
         .iter()
         .map(|e| e.id)
         .collect();
-    let r = store.claim(&w1, 1, None, LEASE).await.unwrap().remove(0);
+    let r = store
+        .claim(&w1, 1, None, LEASE, Utc::now())
+        .await
+        .unwrap()
+        .remove(0);
     assert_eq!(r.id, rids[0]);
+    let then = Utc::now();
     let retry = Ending::Retry {
         outcome: failed.clone(),
-        not_before: Utc::now() + chrono::Duration::milliseconds(300),
+        not_before: then + chrono::Duration::milliseconds(300),
     };
     assert!(
         store
@@ -236,10 +240,26 @@ async fn story(store: AnyStore) {
             .unwrap()
     );
     assert!(
-        store.claim(&w1, 4, None, LEASE).await.unwrap().is_empty(),
+        store
+            .claim(
+                &w1,
+                4,
+                None,
+                LEASE,
+                then + chrono::Duration::milliseconds(299)
+            )
+            .await
+            .unwrap()
+            .is_empty(),
         "a retry waits out its delay"
     );
-    let r2 = claim_when_ready(&store, &w1, "the retry").await;
+    let r2 = claim_one(
+        &store,
+        &w1,
+        then + chrono::Duration::milliseconds(300),
+        "the retry, once due",
+    )
+    .await;
     assert_eq!((r2.job_id.as_str(), r2.attempt), ("r", 2));
     assert!(r2.id > rids[1]);
     assert!(
@@ -248,7 +268,11 @@ async fn story(store: AnyStore) {
             .await
             .unwrap()
     );
-    let after = store.claim(&w1, 4, None, LEASE).await.unwrap().remove(0);
+    let after = store
+        .claim(&w1, 4, None, LEASE, Utc::now())
+        .await
+        .unwrap()
+        .remove(0);
     assert_eq!(after.id, rids[1]);
     assert_eq!(after.pins[0].build_id, Some(r2.id));
     assert!(
@@ -266,18 +290,15 @@ async fn story(store: AnyStore) {
         .unwrap()[0]
         .id;
     let l = store
-        .claim(&w1, 1, None, Duration::from_millis(1))
+        .claim(&w1, 1, None, Duration::from_millis(1), Utc::now())
         .await
         .unwrap()
         .remove(0);
     // Looked at a second later, its 1 ms lease has expired (and the retry is due
     // from then).
+    let later = Utc::now() + chrono::Duration::seconds(1);
     let rescued = store
-        .rescue(
-            "another-host",
-            &|_, _, _| false,
-            Utc::now() + chrono::Duration::seconds(1),
-        )
+        .rescue("another-host", &|_, _, _| false, later)
         .await
         .unwrap();
     assert_eq!(rescued.len(), 1);
@@ -310,7 +331,15 @@ async fn story(store: AnyStore) {
             .as_str()
         )
     );
-    let l2 = claim_when_ready(&store, &w2, "the rescued build's retry").await;
+    assert!(
+        store
+            .claim(&w2, 4, None, LEASE, Utc::now())
+            .await
+            .unwrap()
+            .is_empty(),
+        "the retry is due from the rescue"
+    );
+    let l2 = claim_one(&store, &w2, later, "the rescued build's retry").await;
     assert_eq!((l2.id, l2.attempt), (again, 2));
     // A runner on this host that is provably gone is rescued at once, lease or not; its
     // last attempt fails.
@@ -328,7 +357,11 @@ async fn story(store: AnyStore) {
         .await
         .unwrap()[0]
         .id;
-    let h1 = store.claim(&w1, 1, None, LEASE).await.unwrap().remove(0);
+    let h1 = store
+        .claim(&w1, 1, None, LEASE, Utc::now())
+        .await
+        .unwrap()
+        .remove(0);
     assert!(
         store
             .end_claimed(h, h1.token, &Ending::HandBack, Utc::now())
@@ -336,7 +369,11 @@ async fn story(store: AnyStore) {
             .unwrap()
     );
     assert_eq!(status(&store, h).await.0, BuildStatus::Created);
-    let h2 = store.claim(&w2, 1, None, LEASE).await.unwrap().remove(0);
+    let h2 = store
+        .claim(&w2, 1, None, LEASE, Utc::now())
+        .await
+        .unwrap()
+        .remove(0);
     assert_eq!(h2.id, h);
     assert!(h2.token > h1.token);
     // The first claim's late lines and progress are refused, the second's written.
@@ -426,8 +463,18 @@ async fn story(store: AnyStore) {
     let mut gpu = job("train", &[], json!({"labels": ["gpu"]}));
     gpu.labels = vec!["gpu".into()];
     let g = store.enqueue(&[gpu], None, Utc::now()).await.unwrap()[0].id;
-    assert!(store.claim(&w1, 4, None, LEASE).await.unwrap().is_empty());
-    let g1 = store.claim(&w2, 4, None, LEASE).await.unwrap().remove(0);
+    assert!(
+        store
+            .claim(&w1, 4, None, LEASE, Utc::now())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let g1 = store
+        .claim(&w2, 4, None, LEASE, Utc::now())
+        .await
+        .unwrap()
+        .remove(0);
     assert_eq!(g1.id, g);
     assert!(
         store
@@ -443,16 +490,29 @@ async fn story(store: AnyStore) {
         .collect();
     let ls = store.enqueue(&three, None, Utc::now()).await.unwrap();
     assert!(ls.iter().all(|e| !e.deduplicated));
-    let first = store.claim(&w1, 8, None, LEASE).await.unwrap();
+    let first = store.claim(&w1, 8, None, LEASE, Utc::now()).await.unwrap();
     assert_eq!(first.len(), 2);
-    assert!(store.claim(&w2, 8, None, LEASE).await.unwrap().is_empty());
+    assert!(
+        store
+            .claim(&w2, 8, None, LEASE, Utc::now())
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(
         store
             .end_claimed(first[0].id, first[0].token, &ok(), Utc::now())
             .await
             .unwrap()
     );
-    assert_eq!(store.claim(&w2, 8, None, LEASE).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .claim(&w2, 8, None, LEASE, Utc::now())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 
     // A `jobctl build` run's own builds are claimed by it alone, and only those asked.
     let own = worker("run", &[]);
@@ -461,7 +521,13 @@ async fn story(store: AnyStore) {
         .await
         .unwrap()[0]
         .id;
-    assert!(store.claim(&w1, 8, None, LEASE).await.unwrap().is_empty());
+    assert!(
+        store
+            .claim(&w1, 8, None, LEASE, Utc::now())
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // Cancelling it is its run's to do (on request), not the queue's.
     assert!(
         !store
@@ -469,7 +535,10 @@ async fn story(store: AnyStore) {
             .await
             .unwrap()
     );
-    let got = store.claim(&own, 8, Some(&[mine]), LEASE).await.unwrap();
+    let got = store
+        .claim(&own, 8, Some(&[mine]), LEASE, Utc::now())
+        .await
+        .unwrap();
     assert_eq!(got.len(), 1);
 
     // Workers and their heartbeats.
@@ -531,7 +600,10 @@ async fn one_batch(store: AnyStore) {
     let gpu = worker("g", &["gpu"]);
     let mut claimed = Vec::new();
     loop {
-        let got = store.claim(&gpu, 64, None, LEASE).await.unwrap();
+        let got = store
+            .claim(&gpu, 64, None, LEASE, Utc::now())
+            .await
+            .unwrap();
         if got.is_empty() {
             break;
         }
@@ -553,7 +625,11 @@ async fn one_batch(store: AnyStore) {
             .all(|d| *d)
     );
     assert!(
-        store.claim(&gpu, 4, None, LEASE).await.unwrap().is_empty(),
+        store
+            .claim(&gpu, 4, None, LEASE, Utc::now())
+            .await
+            .unwrap()
+            .is_empty(),
         "x is running"
     );
     let x = claimed.iter().find(|c| c.job_id == "x").unwrap();
@@ -564,12 +640,12 @@ async fn one_batch(store: AnyStore) {
             .unwrap(),
         [true]
     );
-    let w = store.claim(&gpu, 4, None, LEASE).await.unwrap();
+    let w = store.claim(&gpu, 4, None, LEASE, Utc::now()).await.unwrap();
     assert_eq!(w.len(), 1);
     assert_eq!(w[0].job_id, "w");
     assert!(
         store
-            .claim(&worker("plain", &[]), 4, None, LEASE)
+            .claim(&worker("plain", &[]), 4, None, LEASE, Utc::now())
             .await
             .unwrap()
             .is_empty()

@@ -530,7 +530,13 @@ async fn story(store: AnyStore, dir: &Path) {
     };
     assert_eq!(
         store
-            .claim(&claimer, 2, Some(&ids[..2]), Duration::from_secs(30))
+            .claim(
+                &claimer,
+                2,
+                Some(&ids[..2]),
+                Duration::from_secs(30),
+                chrono::Utc::now()
+            )
             .await
             .unwrap()
             .len(),
@@ -660,7 +666,13 @@ async fn story(store: AnyStore, dir: &Path) {
     assert_eq!(ids.len(), n);
     assert_eq!(
         store
-            .claim(&claimer, n, Some(&ids), Duration::from_secs(30))
+            .claim(
+                &claimer,
+                n,
+                Some(&ids),
+                Duration::from_secs(30),
+                chrono::Utc::now()
+            )
             .await
             .unwrap()
             .len(),

@@ -114,6 +114,7 @@ async fn claim(store: &AnyStore, build: BuildId) {
             1,
             Some(&[build]),
             std::time::Duration::from_secs(3600),
+            chrono::Utc::now(),
         )
         .await
         .unwrap();

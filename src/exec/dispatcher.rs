@@ -328,7 +328,13 @@ pub async fn run(
                 // Behind the run's batch writer, not in SQLite's busy wait.
                 let _turn = shared.writing.lock().await;
                 store
-                    .claim(&shared.claimer, ids.len(), Some(&ids), LEASE)
+                    .claim(
+                        &shared.claimer,
+                        ids.len(),
+                        Some(&ids),
+                        LEASE,
+                        chrono::Utc::now(),
+                    )
                     .await
             };
             match claimed {
@@ -1073,7 +1079,13 @@ async fn run_job(
                     let _turn = shared.writing.lock().await;
                     shared
                         .store
-                        .claim(&shared.claimer, 1, Some(&[build]), LEASE)
+                        .claim(
+                            &shared.claimer,
+                            1,
+                            Some(&[build]),
+                            LEASE,
+                            chrono::Utc::now(),
+                        )
                         .await?
                 };
                 if !claimed.is_empty() {

@@ -144,8 +144,11 @@ pub async fn work(
         if want_claim && draining.is_none() && !stop_now && held.len() < slots {
             want_claim = false;
             // The database away: the next poll tries again.
-            if let Some(Ok(claimed)) =
-                bounded(wait, store.claim(&claimer, slots - held.len(), None, lease)).await
+            if let Some(Ok(claimed)) = bounded(
+                wait,
+                store.claim(&claimer, slots - held.len(), None, lease, Utc::now()),
+            )
+            .await
             {
                 for c in claimed {
                     start(

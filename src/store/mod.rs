@@ -757,8 +757,9 @@ impl Queue for AnyStore {
         limit: usize,
         only: Option<&[BuildId]>,
         lease: Duration,
+        at: DateTime<Utc>,
     ) -> Result<Vec<queue::Claimed>> {
-        delegate!(self, s => s.claim(claimer, limit, only, lease))
+        delegate!(self, s => s.claim(claimer, limit, only, lease, at))
     }
     async fn end_and_claim(
         &self,

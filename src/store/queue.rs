@@ -233,6 +233,7 @@ pub trait Queue: Send + Sync {
         limit: usize,
         only: Option<&[BuildId]>,
         lease: std::time::Duration,
+        at: DateTime<Utc>,
     ) -> impl Future<Output = super::Result<Vec<Claimed>>> + Send;
     /// Ends builds (as [`Queue::end_many`]) and claims up to `limit` ready ones (as a
     /// worker's [`Queue::claim`]) in one transaction: a worker's turn, one commit.
@@ -782,13 +783,14 @@ macro_rules! impl_queue {
                 limit: usize,
                 only: Option<&[crate::store::BuildId]>,
                 lease: std::time::Duration,
+                at: chrono::DateTime<chrono::Utc>,
             ) -> crate::store::Result<Vec<crate::store::queue::Claimed>> {
                 let q = |source| crate::store::StoreError::query("claim builds", source);
                 if limit == 0 || only.is_some_and(|o| o.is_empty()) {
                     return Ok(Vec::new());
                 }
                 let mut tx = self.begin_write().await.map_err(q)?;
-                let claimed = Self::claim_in(&mut tx, claimer, limit, only, lease).await.map_err(q)?;
+                let claimed = Self::claim_in(&mut tx, claimer, limit, only, lease, at).await.map_err(q)?;
                 tx.commit().await.map_err(q)?;
                 Ok(claimed)
             }
@@ -804,7 +806,7 @@ macro_rules! impl_queue {
                 let q = |source| crate::store::StoreError::query("record ends and claim builds", source);
                 let mut tx = self.begin_write().await.map_err(q)?;
                 let done = Self::end_all(&mut tx, ends, at).await.map_err(q)?;
-                let claimed = Self::claim_in(&mut tx, claimer, limit, None, lease).await.map_err(q)?;
+                let claimed = Self::claim_in(&mut tx, claimer, limit, None, lease, at).await.map_err(q)?;
                 // Others may claim what these ends made ready and this claim left.
                 if Self::PG && done.iter().any(|d| *d) {
                     Self::notify(&mut tx, "ended").await.map_err(q)?;
@@ -1192,11 +1194,12 @@ macro_rules! impl_queue {
                 limit: usize,
                 only: Option<&[crate::store::BuildId]>,
                 lease: std::time::Duration,
+                now: chrono::DateTime<chrono::Utc>,
             ) -> Result<Vec<crate::store::queue::Claimed>, sqlx::Error> {
                 if limit == 0 || only.is_some_and(|o| o.is_empty()) {
                     return Ok(Vec::new());
                 }
-                let now = chrono::Utc::now();
+
                 let until = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30));
                 // Claims take turns (the count below sees every claim before this one).
                 Self::lock_claims(tx).await?;
