@@ -827,3 +827,42 @@ jobs:
     assert_eq!(build_of(&all, "fine")["status"], "successful");
     assert!(out.contains("1 succeeded, 1 failed"), "{out}");
 }
+
+/// A build's reason as the database holds it is read back typed; one a newer jobctl
+/// wrote, or one that is not JSON at all, leaves the build readable with its words.
+#[test]
+fn a_reason_this_jobctl_cannot_read_leaves_the_build_its_words() {
+    let dir = setup("jobs:\n  - {id: a, run: 'exit 3'}\n");
+    let d = dir.path();
+    let (code, _, _) = run(d, &["build", "a"]);
+    assert_eq!(code, 4);
+    let all = builds(d);
+    let a = build_of(&all, "a");
+    assert_eq!(a["reason"], serde_json::json!({"kind": "exit", "code": 3}));
+    assert_eq!(a["error"], "exit status 3");
+    let rt = runtime();
+    for stored in [
+        r#"{"kind": "from_the_future", "code": 3}"#,
+        "not json {",
+        "[1, 2]",
+        "",
+    ] {
+        rt.block_on(async {
+            use sqlx::Connection;
+            let url = format!("sqlite://{}", d.join(".jobctl/state.db").display());
+            let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            sqlx::query("UPDATE builds SET reason = ?")
+                .bind(stored)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        });
+        let all = builds(d);
+        let a = build_of(&all, "a");
+        assert_eq!(a["reason"], serde_json::Value::Null, "{stored}");
+        assert_eq!(a["error"], "exit status 3", "{stored}");
+        let (code, out, err) = run(d, &["show", "1"]);
+        assert_eq!(code, 0, "{stored}: {err}");
+        assert!(out.contains("exit status 3"), "{stored}: {out}");
+    }
+}

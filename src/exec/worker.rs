@@ -151,6 +151,9 @@ pub async fn work(
             .await
             {
                 for c in claimed {
+                    // Every write about it carries its claim's token: lines, progress, its
+                    // process group.
+                    sink.fence(c.id, c.token);
                     start(
                         &store, &settings, &runner, &out_tx, &mut held, &mut tasks, c, reporter,
                     );
@@ -199,6 +202,7 @@ pub async fn work(
                             }
                         }
                         for c in claimed {
+                            sink.fence(c.id, c.token);
                             start(&store, &settings, &runner, &out_tx, &mut held, &mut tasks, c, reporter);
                         }
                     }
@@ -511,7 +515,6 @@ fn on_output(
     match output {
         Output::Spawned { pgid } => h.pgid = Some(pgid),
         output => {
-            sink.fence(build, h.token);
             sink.add(build, &output);
             reporter.event(&BuildEvent::Output {
                 build,

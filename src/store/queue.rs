@@ -1088,12 +1088,18 @@ macro_rules! impl_queue {
                     Option<String>,
                     Option<chrono::DateTime<chrono::Utc>>,
                     Option<chrono::DateTime<chrono::Utc>>,
-                    Option<sqlx::types::Json<serde_json::Value>>,
+                    Option<String>,
                 );
-                let rows: Vec<Row> = sqlx::query_as(
-                    "SELECT id, job_id, status, attempt, error, started_at, finished_at, reason FROM builds \
-                     WHERE id >= $1 AND id <= $2 ORDER BY id",
-                )
+                // The reason as text, parsed here: one that is not JSON (or not one this
+                // jobctl knows) is left to its words.
+                let sql = if Self::PG {
+                    "SELECT id, job_id, status, attempt, error, started_at, finished_at, reason::text \
+                     FROM builds WHERE id >= $1 AND id <= $2 ORDER BY id"
+                } else {
+                    "SELECT id, job_id, status, attempt, error, started_at, finished_at, reason \
+                     FROM builds WHERE id >= $1 AND id <= $2 ORDER BY id"
+                };
+                let rows: Vec<Row> = sqlx::query_as(sql)
                 .bind(from.0)
                 .bind(to.0)
                 .fetch_all(&self.pool)
@@ -1111,7 +1117,7 @@ macro_rules! impl_queue {
                             })?,
                             attempt: attempt.max(0) as u32,
                             error,
-                            reason: reason.and_then(|r| serde_json::from_value(r.0).ok()),
+                            reason: reason.and_then(|r| serde_json::from_str(&r).ok()),
                         })
                     })
                     .collect()

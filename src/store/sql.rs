@@ -156,11 +156,12 @@ macro_rules! impl_store {
                     run_owner: row.try_get(20).map_err(get)?,
                     lease_until: row.try_get(21).map_err(get)?,
                     token: row.try_get(22).map_err(get)?,
-                    // One this jobctl does not know (written by a newer one) is left to
-                    // its words.
+                    // One this jobctl does not know (written by a newer one), or that
+                    // is not JSON at all, is left to its words: the build still reads.
                     reason: row
                         .try_get::<Option<J<serde_json::Value>>, _>(23)
-                        .map_err(get)?
+                        .ok()
+                        .flatten()
                         .and_then(|j| serde_json::from_value(j.0).ok()),
                 })
             }
