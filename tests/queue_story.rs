@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use jobctl::outcome::Reason;
+use jobctl::build::Reason;
 use jobctl::store::queue::{Claimed, Claimer, Ending, Enqueue, Enqueued, Queue, dedup_key};
 use jobctl::store::{
     AnyStore, BuildId, BuildStatus, LogFilter, LogLevel, LogRecord, NewBuild, OpenMode, Outcome,
@@ -183,7 +183,7 @@ async fn story(store: AnyStore) {
         exit_code: Some(1),
         signal: None,
         timed_out: false,
-        reason: jobctl::outcome::Reason::Exit { code: 1 },
+        reason: jobctl::build::Reason::Exit { code: 1 },
         stderr_tail: None,
     };
     assert!(

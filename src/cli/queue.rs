@@ -7,12 +7,12 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use super::write_out;
+use crate::build::Reason;
 use crate::config::{Config, JobId};
 use crate::error::CliError;
 use crate::exec::dispatcher::{BuildEvent, Reporter, Summary, new_build};
 use crate::exec::plan::Step;
 use crate::graph::JobGraph;
-use crate::outcome::Reason;
 use crate::store::queue::{BuildState, Enqueue, Enqueued, Queue, dedup_key};
 use crate::store::{AnyStore, Build, BuildId, BuildStatus, Outcome, Store};
 

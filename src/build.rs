@@ -1,14 +1,166 @@
-//! How a build ended, and why one did not succeed: the words both sides of the store use.
-//! The executor and the queue decide an [`Outcome`]; the store keeps it (the reason as
-//! JSON beside its words); the CLI, the TUI and tests read it back and match on
-//! [`Reason`], never on its words, which are made only where a person reads them.
+//! The words every side of a build uses — the executor, the queue, the store, the CLI and
+//! the TUI: a build's id and status, how it ended ([`Outcome`]) and why one did not
+//! succeed ([`Reason`]), the level and stream of a log line. The store keeps them (a
+//! reason as JSON beside its words); readers match on the values, never on the words,
+//! which are made only where a person reads them. (`store` re-exports them.)
 
 use std::fmt;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
-use crate::store::{BuildId, BuildStatus};
+/// A build's number, unique in one database.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
+pub struct BuildId(pub i64);
+
+impl fmt::Display for BuildId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BuildStatus {
+    /// Made, waiting to start (queued for a worker, or about to run).
+    Created,
+    Running,
+    Successful,
+    Failed,
+    /// The job said there was nothing to do.
+    Skipped,
+    Cancelled,
+}
+
+impl BuildStatus {
+    pub const ALL: [BuildStatus; 6] = [
+        BuildStatus::Created,
+        BuildStatus::Running,
+        BuildStatus::Successful,
+        BuildStatus::Failed,
+        BuildStatus::Skipped,
+        BuildStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BuildStatus::Created => "created",
+            BuildStatus::Running => "running",
+            BuildStatus::Successful => "successful",
+            BuildStatus::Failed => "failed",
+            BuildStatus::Skipped => "skipped",
+            BuildStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<BuildStatus> {
+        BuildStatus::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    pub fn is_finished(self) -> bool {
+        !matches!(self, BuildStatus::Created | BuildStatus::Running)
+    }
+}
+
+impl fmt::Display for BuildStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Log levels, stored as numbers so that "this level and above" is one comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogLevel {
+    Debug = 10,
+    Info = 20,
+    Warning = 30,
+    Error = 40,
+    Critical = 50,
+}
+
+impl LogLevel {
+    pub const ALL: [LogLevel; 5] = [
+        LogLevel::Debug,
+        LogLevel::Info,
+        LogLevel::Warning,
+        LogLevel::Error,
+        LogLevel::Critical,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warning => "warning",
+            LogLevel::Error => "error",
+            LogLevel::Critical => "critical",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<LogLevel> {
+        let text = text.to_ascii_lowercase();
+        let text = if text == "warn" { "warning" } else { &text };
+        LogLevel::ALL.into_iter().find(|l| l.as_str() == text)
+    }
+
+    pub fn from_number(n: i64) -> LogLevel {
+        LogLevel::ALL
+            .into_iter()
+            .rev()
+            .find(|l| *l as i64 <= n)
+            .unwrap_or(LogLevel::Debug)
+    }
+
+    /// How long logs of this level are kept by `jobctl prune` unless the config says
+    /// otherwise (JobControl's defaults).
+    pub fn default_retention(self) -> Duration {
+        let days = match self {
+            LogLevel::Debug => 15,
+            LogLevel::Info => 30,
+            LogLevel::Warning => 90,
+            LogLevel::Error => 183,
+            LogLevel::Critical => 366,
+        };
+        Duration::from_secs(days * 86_400)
+    }
+}
+
+impl fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stream {
+    Stdout,
+    Stderr,
+    /// Sent by the job through the job channel (`jobctl report log`).
+    Channel,
+}
+
+impl Stream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+            Stream::Channel => "channel",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Stream> {
+        [Stream::Stdout, Stream::Stderr, Stream::Channel]
+            .into_iter()
+            .find(|s| s.as_str() == text)
+    }
+}
 
 /// How a build ended.
 #[derive(Debug, Clone, PartialEq)]
