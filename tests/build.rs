@@ -477,7 +477,7 @@ async fn a_killed_jobctl_leaves_nothing_running_after_the_next_start() {
     assert!(
         matches!(
             &slow.reason,
-            Some(jobctl::build::Reason::RunnerLost { worker: false, gone: true, who })
+            Some(jobctl::vocab::Reason::RunnerLost { worker: false, gone: true, who })
                 if who.starts_with("jobctl (pid ")
         ),
         "{slow:?}"

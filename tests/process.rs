@@ -147,7 +147,7 @@ async fn failures_keep_the_status_and_the_stderr_tail() {
     );
     let (exit, _) = run_job(&j).await;
     assert_eq!(exit.code, Some(3));
-    assert_eq!(exit.reason(), jobctl::build::Reason::Exit { code: 3 });
+    assert_eq!(exit.reason(), jobctl::vocab::Reason::Exit { code: 3 });
     assert_eq!(exit.stderr_tail.len(), 20);
     assert_eq!(exit.stderr_tail.last().unwrap(), "err 30");
 }

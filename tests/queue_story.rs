@@ -8,12 +8,12 @@ mod common;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use jobctl::build::Reason;
 use jobctl::store::queue::{Claimed, Claimer, Ending, Enqueue, Enqueued, Queue, dedup_key};
 use jobctl::store::{
     AnyStore, BuildId, BuildStatus, LogFilter, LogLevel, LogRecord, NewBuild, OpenMode, Outcome,
     ProgressUpdate, Store, Stream, Write,
 };
+use jobctl::vocab::Reason;
 use serde_json::{Value, json};
 
 fn job(id: &str, deps: &[&str], extra: Value) -> Enqueue {
@@ -183,7 +183,7 @@ async fn story(store: AnyStore) {
         exit_code: Some(1),
         signal: None,
         timed_out: false,
-        reason: jobctl::build::Reason::Exit { code: 1 },
+        reason: jobctl::vocab::Reason::Exit { code: 1 },
         stderr_tail: None,
     };
     assert!(

@@ -159,7 +159,7 @@ async fn setup(dir: &Path) -> (AnyStore, BuildId, BuildId) {
                 exit_code: Some(2),
                 signal: None,
                 timed_out: false,
-                reason: jobctl::build::Reason::Exit { code: 2 },
+                reason: jobctl::vocab::Reason::Exit { code: 2 },
                 stderr_tail: Some("reading input\nerror: tok-9f8e7d-secret rejected\n".into()),
             },
             t(72),

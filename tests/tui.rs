@@ -192,7 +192,7 @@ async fn history(store: &AnyStore, config: &Config) -> BuildId {
             exit_code: Some(2),
             signal: None,
             timed_out: false,
-            reason: jobctl::build::Reason::Exit { code: 2 },
+            reason: jobctl::vocab::Reason::Exit { code: 2 },
             stderr_tail: Some(
                 "fetching http://b.example/\ncurl: (6) Could not resolve host: b.example".into(),
             ),
@@ -675,7 +675,7 @@ async fn graph_of_a_job_with_fifty_dependencies() {
                 exit_code: Some(1),
                 signal: None,
                 timed_out: false,
-                reason: jobctl::build::Reason::Exit { code: 1 },
+                reason: jobctl::vocab::Reason::Exit { code: 1 },
                 stderr_tail: None,
             }
         } else {

@@ -7,7 +7,6 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use super::write_out;
-use crate::build::Reason;
 use crate::config::{Config, JobId};
 use crate::error::CliError;
 use crate::exec::dispatcher::{BuildEvent, Reporter, Summary, new_build};
@@ -15,6 +14,7 @@ use crate::exec::plan::Step;
 use crate::graph::JobGraph;
 use crate::store::queue::{BuildState, Enqueue, Enqueued, Queue, dedup_key};
 use crate::store::{AnyStore, Build, BuildId, BuildStatus, Outcome, Store};
+use crate::vocab::Reason;
 
 /// Enqueues the plan's builds; each waits on the builds of its dependencies in the plan.
 pub async fn enqueue(

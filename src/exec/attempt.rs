@@ -15,10 +15,10 @@ use super::function::{self, FunctionExit, FunctionJob};
 use super::guard::Guard;
 use super::process::{self, Cancel, Output, ShellJob};
 use super::values::{resolve, to_arg};
-use crate::build::Reason;
-use crate::build::{BuildId, Outcome};
 use crate::config::model::Masker;
 use crate::config::{Action, Job, JobId};
+use crate::vocab::Reason;
+use crate::vocab::{BuildId, Outcome};
 
 /// What an attempt runs in: the job, and what its runner gives every job.
 pub struct Attempt<'a> {
@@ -295,7 +295,7 @@ pub fn with_args(command: &str, has_args: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::Stream;
+    use crate::vocab::Stream;
 
     fn progress(group: &str, current: i64) -> Output {
         Output::Message(Message::Progress {

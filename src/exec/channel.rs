@@ -14,7 +14,7 @@ use std::io::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::build::LogLevel;
+use crate::vocab::LogLevel;
 
 /// The environment variable that names the channel: a file descriptor number open for
 /// writing in the job's process.
@@ -56,7 +56,7 @@ fn default_level() -> LogLevel {
 mod level_name {
     use serde::{Deserialize, Deserializer, Serializer};
 
-    use crate::build::LogLevel;
+    use crate::vocab::LogLevel;
 
     pub fn serialize<S: Serializer>(level: &LogLevel, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(level.as_str())

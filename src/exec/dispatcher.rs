@@ -707,9 +707,9 @@ impl Cancels {
         }
         if let Outcome::Cancelled { reason } = outcome {
             if self.requested.contains(&build) {
-                *reason = crate::build::Reason::cancelled(REQUESTED);
+                *reason = crate::vocab::Reason::cancelled(REQUESTED);
             } else if let Some(why) = self.why {
-                *reason = crate::build::Reason::cancelled(format!("cancelled ({why})"));
+                *reason = crate::vocab::Reason::cancelled(format!("cancelled ({why})"));
             }
         }
     }
@@ -784,7 +784,7 @@ impl Run<'_> {
         self.state[i] = State::Unsuccessful;
         summary.cancelled += 1;
         let outcome = Outcome::Cancelled {
-            reason: crate::build::Reason::cancelled(format!("{REQUESTED} before it started")),
+            reason: crate::vocab::Reason::cancelled(format!("{REQUESTED} before it started")),
         };
         sink.push(Write::Finished {
             build,

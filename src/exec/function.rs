@@ -38,8 +38,8 @@ use tokio::sync::{mpsc, watch};
 
 use super::channel::Message;
 use super::process::{Cancel, Output};
-use crate::build::{BuildId, LogLevel};
 use crate::config::model::mask_secrets;
+use crate::vocab::{BuildId, LogLevel};
 
 /// What a function is called with.
 pub struct Call {

@@ -18,12 +18,12 @@ use serde_json::Value as Json;
 
 use super::channel::{BadLine, Message};
 use super::process::Output;
-use crate::build::LogLevel;
 use crate::config::model::Masker;
 use crate::limits::{
     LOG_HEAD, LOG_TAIL, MAX_GROUP_DEPTH, MAX_GROUP_NAME, MAX_GROUPS, MAX_RETVAL, MAX_STATUS,
     cut_text, without_nul,
 };
+use crate::vocab::LogLevel;
 
 /// One build's guard.
 pub struct Guard<'a> {

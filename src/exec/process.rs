@@ -34,9 +34,9 @@ use tokio::sync::{mpsc, watch};
 
 use super::channel::{BadLine, CHANNEL_ENV, Message};
 use super::spawn::{CHANNEL_FD, Spawn, spawn};
-use crate::build::Stream;
 use crate::config::model::Masker;
 use crate::limits::{LOG_HEAD, LOG_TAIL, MAX_LINE, MAX_MESSAGE};
+use crate::vocab::Stream;
 
 /// Lines of stderr kept for a failure's summary.
 const STDERR_TAIL_LINES: usize = 20;
@@ -263,8 +263,8 @@ impl Exit {
 
     /// `exit status 2`, `killed by signal 9`, `timed out`…
     /// Why it did not succeed (for a process that did not).
-    pub fn reason(&self) -> crate::build::Reason {
-        use crate::build::Reason;
+    pub fn reason(&self) -> crate::vocab::Reason {
+        use crate::vocab::Reason;
         if self.cancelled {
             return Reason::cancelled("cancelled");
         }

@@ -50,7 +50,7 @@ pub async fn recover_orphans(store: &AnyStore) -> Result<Vec<(Build, String)>, S
                 closed.push((build, reason));
                 continue;
             }
-            let why = crate::build::Reason::RunnerLost {
+            let why = crate::vocab::Reason::RunnerLost {
                 worker: false,
                 who: format!("jobctl (pid {pid}) on {host}"),
                 gone: true,

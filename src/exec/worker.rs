@@ -324,7 +324,7 @@ fn ended_here(
     }
     let outcome = match outcome {
         Outcome::Cancelled { .. } if h.requested => Outcome::Cancelled {
-            reason: crate::build::Reason::cancelled("cancelled on request"),
+            reason: crate::vocab::Reason::cancelled("cancelled on request"),
         },
         other => other,
     };

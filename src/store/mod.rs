@@ -30,7 +30,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value as Json;
 
-pub use crate::build::{BuildId, BuildStatus, LogLevel, Outcome, Reason, Stream};
+pub use crate::vocab::{BuildId, BuildStatus, LogLevel, Outcome, Reason, Stream};
 pub use postgres::PgStore;
 pub use queue::Queue;
 pub use sqlite::SqliteStore;

@@ -617,7 +617,7 @@ mod tests {
                     exit_code: Some(1),
                     signal: None,
                     timed_out: false,
-                    reason: crate::build::Reason::Exit { code: 1 },
+                    reason: crate::vocab::Reason::Exit { code: 1 },
                     stderr_tail: None,
                 },
                 took: Duration::from_secs(8),

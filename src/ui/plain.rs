@@ -4,9 +4,9 @@
 
 use std::io::Write;
 
-use crate::build::Outcome;
 use crate::exec::dispatcher::{BuildEvent, Reporter, Summary};
 use crate::exec::process::Cancel;
+use crate::vocab::Outcome;
 
 /// Prints build events as lines to a writer: the lines of one turn of the run's loop
 /// together, when it is about to wait (one write instead of one a line, and none between a
@@ -179,8 +179,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::build::BuildId;
     use crate::config::JobId;
+    use crate::vocab::BuildId;
 
     fn id(s: &str) -> JobId {
         JobId::parse(s).unwrap()
@@ -214,7 +214,7 @@ mod tests {
                     exit_code: Some(2),
                     signal: None,
                     timed_out: false,
-                    reason: crate::build::Reason::Exit { code: 2 },
+                    reason: crate::vocab::Reason::Exit { code: 2 },
                     stderr_tail: Some("reading input\nbad row 7\n".into()),
                 },
                 took: Duration::from_millis(300),
@@ -237,7 +237,7 @@ mod tests {
                     exit_code: None,
                     signal: Some(9),
                     timed_out: true,
-                    reason: crate::build::Reason::TimedOut,
+                    reason: crate::vocab::Reason::TimedOut,
                     stderr_tail: Some("bad row 7\n".into()),
                 },
                 took: Duration::from_secs(60),
@@ -271,7 +271,7 @@ mod tests {
                     exit_code: None,
                     signal: Some(9),
                     timed_out: true,
-                    reason: crate::build::Reason::TimedOut,
+                    reason: crate::vocab::Reason::TimedOut,
                     stderr_tail: Some("bad row 7\n".into()),
                 },
             )],

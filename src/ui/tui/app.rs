@@ -7,9 +7,9 @@ use std::sync::Arc;
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use super::data::{Loaded, Snapshot, State, Wanted};
-use crate::build::{BuildId, LogLevel};
 use crate::config::Config;
 use crate::graph::JobGraph;
+use crate::vocab::{BuildId, LogLevel};
 
 /// What the loop must do for a key.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,8 +10,8 @@ use ratatui::widgets::{Block, Clear, Paragraph, Wrap};
 
 use super::app::{App, BuildView, GraphView, Input, JobView, Section, Sort, View};
 use super::data::{BuildDetail, Snapshot, State};
-use crate::build::{BuildStatus, LogLevel};
 use crate::store::progress::ProgressNode;
+use crate::vocab::{BuildStatus, LogLevel};
 
 pub fn draw(app: &App, frame: &mut Frame) {
     let bar = u16::from(app.config_error.is_some());
