@@ -49,12 +49,14 @@ pub fn alive_at(pid: u32, since: i64) -> bool {
 /// not a zombie, that started before then (with two seconds of slack for the clock ticks).
 /// Without `/proc`, a live process under the number is taken to be it.
 pub fn alive_since(pid: u32, then: DateTime<Utc>) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    let exists = unsafe { libc::kill(pid as i32, 0) } == 0
-        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-    if !exists {
+    // No signal: only whether a process has the number (EPERM: it does, someone else's).
+    let pid = nix::unistd::Pid::from_raw(pid as i32);
+    if let Err(err) = nix::sys::signal::kill(pid, None)
+        && err != nix::errno::Errno::EPERM
+    {
         return false;
     }
+    let pid = pid.as_raw() as u32;
     let Some(stat) = stat(pid) else {
         return true;
     };
@@ -63,8 +65,11 @@ pub fn alive_since(pid: u32, then: DateTime<Utc>) -> bool {
     }
     match (stat.start_ticks, boot_time()) {
         (Some(ticks), Some(boot)) => {
-            // SAFETY: sysconf only reads a system constant.
-            let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
+            let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+                .ok()
+                .flatten()
+                .unwrap_or(100)
+                .max(1);
             let started = boot + chrono::Duration::milliseconds(ticks.max(0) * 1000 / hz);
             started <= then + chrono::Duration::seconds(2)
         }
@@ -130,5 +135,6 @@ mod tests {
             "started after then: another process"
         );
         assert!(!alive_at(u32::MAX / 2, 1));
+        assert!(!alive_since(u32::MAX / 2, Utc::now()), "no such process");
     }
 }

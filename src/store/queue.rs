@@ -641,15 +641,13 @@ macro_rules! impl_queue {
                 let waits: Vec<Vec<&Made>> = new
                     .iter()
                     .map(|&i| {
+                        let key = |m: &&Made| match m {
+                            Made::Queued(id) => (0, *id),
+                            Made::New(n) => (1, *n as i64),
+                        };
                         let mut on: Vec<&Made> = builds[i].waits_on.iter().map(|&w| &places[w]).collect();
-                        on.sort_unstable_by_key(|m| match m {
-                            Made::Queued(id) => (0, *id),
-                            Made::New(n) => (1, *n as i64),
-                        });
-                        on.dedup_by_key(|m| match m {
-                            Made::Queued(id) => (0, *id),
-                            Made::New(n) => (1, *n as i64),
-                        });
+                        on.sort_unstable_by_key(key);
+                        on.dedup_by_key(|m| key(m));
                         on
                     })
                     .collect();
