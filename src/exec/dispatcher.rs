@@ -14,11 +14,12 @@
 //!                      └─ Ctrl-C ──► cancel every job (TERM, grace, KILL); again: KILL
 //! ```
 //!
+//! What starts next and what follows an end is decided by [`super::schedule::Schedule`],
+//! which knows nothing of processes or the database; the loop carries its decisions out.
 //! The loop emits [`BuildEvent`]s to reporters and knows nothing of what they show; only
 //! the cancel signal runs the other way. No job waits on the database: a build's rows
 //! are written with the next batch, so recording costs a few microseconds a job.
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,6 +35,7 @@ use super::attempt::{Attempt, failed};
 use super::function::Registry;
 use super::plan::Step;
 use super::process::{Cancel, Output, OutputLimits};
+use super::schedule::{NotRun, Schedule};
 use super::sink::{Sink, WriteTurn, off_loop};
 use crate::config::{Config, JobId};
 use crate::graph::JobGraph;
@@ -129,16 +131,6 @@ impl Summary {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum State {
-    Waiting,
-    Running,
-    Succeeded,
-    Unsuccessful,
-    /// Will not run: something it waits for did not succeed. Its planned build is removed.
-    NotRun,
-}
-
 /// What a job task tells the loop.
 enum TaskEvent {
     Started(BuildId, u32),
@@ -196,7 +188,8 @@ pub async fn run(
         reserved.push(ok);
     }
 
-    let mut state: Vec<State> = vec![State::Waiting; steps.len()];
+    let mut schedule = Schedule::of_plan(steps, graph);
+    schedule.recorded(build_ids.len());
     // The latest successful build of each job, with its return value, as far as known.
     let mut successes: HashMap<usize, (BuildId, Option<Json>)> = HashMap::new();
     let mut pins_of: HashMap<usize, Vec<Pin>> = HashMap::new();
@@ -228,26 +221,8 @@ pub async fn run(
     let mut interrupts = signal(SignalKind::interrupt()).ok();
     let mut terminations = signal(SignalKind::terminate()).ok();
     let mut hangups = signal(SignalKind::hangup()).ok();
-    // Which step each planned job is, how many planned dependencies each still waits for,
-    // and the steps free to start (smallest first: plan order).
+    // Which step each planned job is.
     let index: HashMap<usize, usize> = steps.iter().enumerate().map(|(i, s)| (s.job, i)).collect();
-    let mut waiting_on: Vec<usize> = steps
-        .iter()
-        .map(|s| {
-            graph
-                .dependencies(s.job)
-                .iter()
-                .filter(|d| index.contains_key(d))
-                .count()
-        })
-        .collect();
-    let mut ready: BinaryHeap<Reverse<usize>> = (0..steps.len())
-        .filter(|&i| waiting_on[i] == 0)
-        .map(Reverse)
-        .collect();
-    // Steps ready but held back by their job's `concurrency` (builds of it run
-    // elsewhere), tried again every tick, and those already said to wait.
-    let mut held: Vec<usize> = Vec::new();
     // Each tick's look at the database (cancel requests, builds running elsewhere), read
     // by a task of its own: the loop does not wait on it.
     let mut looking: Option<tokio::task::JoinHandle<Looked>> = None;
@@ -300,21 +275,14 @@ pub async fn run(
         // A job waiting out its retry delay has given its slot back (`-j` counts jobs
         // that run, not jobs that wait).
         let mut batch: Vec<(usize, tokio::sync::OwnedSemaphorePermit)> = Vec::new();
-        while let (false, Some(&Reverse(i))) = (stopping, ready.peek()) {
-            if state[i] != State::Waiting {
-                // Cancelled on request before it started.
-                ready.pop();
-                continue;
+        if !stopping {
+            for i in schedule.take(shared.slots.available_permits()) {
+                // A retry waiting for a slot may have taken one meanwhile.
+                match shared.slots.clone().try_acquire_owned() {
+                    Ok(slot) => batch.push((i, slot)),
+                    Err(_) => schedule.give_back(i),
+                }
             }
-            if i >= build_ids.len() {
-                // Its build is still being recorded; so are those of later steps.
-                break;
-            }
-            let Ok(slot) = shared.slots.clone().try_acquire_owned() else {
-                break;
-            };
-            ready.pop();
-            batch.push((i, slot));
         }
         // Builds reserved when they were recorded start at once; the others are
         // claimed now, together.
@@ -339,7 +307,9 @@ pub async fn run(
             };
             match claimed {
                 Err(err) => {
-                    ready.extend(batch.into_iter().map(|(i, _)| Reverse(i)));
+                    for (i, _) in batch {
+                        schedule.give_back(i);
+                    }
                     sink.fail(err);
                 }
                 Ok(claimed) => {
@@ -357,7 +327,7 @@ pub async fn run(
                                     concurrency: spec.concurrency.max(1),
                                 });
                             }
-                            held.push(i);
+                            schedule.hold(i);
                             continue;
                         }
                         let (pins, retvals) =
@@ -366,14 +336,14 @@ pub async fn run(
                                 Ok(found) => found,
                                 Err(err) => {
                                     // Claimed but not started: it ends with the run.
-                                    state[i] = State::Unsuccessful;
+                                    schedule.abandoned(i);
                                     summary.cancelled += 1;
                                     sink.fail(err);
                                     continue;
                                 }
                             };
                         pins_of.insert(job, pins);
-                        state[i] = State::Running;
+                        schedule.started(i);
                         // Boxed: the job's future is several kB, and a task's future is
                         // moved a few times on its way in; a box is moved instead.
                         running.push(tokio::spawn(Box::pin(run_job(
@@ -390,7 +360,7 @@ pub async fn run(
         }
         // Nothing runs and nothing can start: held steps wait for a tick, ready ones
         // for their builds to be recorded.
-        if running.is_empty() && (stopping || held.is_empty() && ready.is_empty()) {
+        if running.is_empty() && schedule.stalled(stopping) {
             break;
         }
         reporter.idle();
@@ -408,7 +378,7 @@ pub async fn run(
                     Ok(ended) => ended,
                     Err(err) => {
                         // Its build could not be recorded; the run stops.
-                        state[i] = State::Unsuccessful;
+                        schedule.abandoned(i);
                         summary.cancelled += 1;
                         sink.fail(err);
                         continue;
@@ -437,20 +407,8 @@ pub async fn run(
                         }
                     }
                 }
-                state[i] = if ok { State::Succeeded } else { State::Unsuccessful };
-                if ok {
-                    for d in graph.dependants(job) {
-                        if let Some(&k) = index.get(&d) {
-                            waiting_on[k] -= 1;
-                            if waiting_on[k] == 0 && state[k] == State::Waiting {
-                                ready.push(Reverse(k));
-                            }
-                        }
-                    }
-                } else {
-                    let mut run = Run { config, graph, steps, index: &index, build_ids: &build_ids, state: &mut state };
-                    run.not_run_after(job, &mut summary, &mut sink, reporter);
-                }
+                let not_run = schedule.ended(i, ok);
+                not_run_after(config, steps, &schedule, &build_ids, &not_run, &mut summary, &mut sink, reporter);
                 reporter.event(&BuildEvent::Finished {
                     build,
                     job: config.jobs[job].id.clone(),
@@ -464,15 +422,12 @@ pub async fn run(
             }
             created = planned_rx.recv(), if planning => match created {
                 Some(Ok(ids)) => {
-                    let from = build_ids.len();
                     for (id, ok) in ids {
                         build_ids.push(id);
                         reserved.push(ok);
                     }
-                    for k in from..build_ids.len() {
-                        if state[k] == State::NotRun {
-                            sink.push(Write::Discard { build: build_ids[k] });
-                        }
+                    for k in schedule.recorded(build_ids.len()) {
+                        sink.push(Write::Discard { build: build_ids[k] });
                     }
                 }
                 Some(Err(err)) => sink.fail(err),
@@ -517,8 +472,7 @@ pub async fn run(
                     match requested {
                         Ok(requested) => {
                             for build in requested {
-                                let mut run = Run { config, graph, steps, index: &index, build_ids: &build_ids, state: &mut state };
-                                run.cancel_requested(build, &mut cancels, &mut summary, &mut sink, reporter);
+                                cancel_requested(config, steps, &mut schedule, &build_ids, build, &mut cancels, &mut summary, &mut sink, reporter);
                             }
                         }
                         Err(err) => sink.fail(err),
@@ -527,7 +481,7 @@ pub async fn run(
                         sink.fail(err);
                     }
                     // Held steps are tried again against the new counts.
-                    ready.extend(held.drain(..).map(Reverse));
+                    schedule.retry_held();
                 }
             }
             Some(()) = next_signal(&mut interrupts) => {
@@ -558,7 +512,6 @@ pub async fn run(
     super::reaper::sweep_all(Duration::from_secs(2)).await;
     // What never got to start did not happen: its planned build goes, once recorded.
     stop_planning.store(true, std::sync::atomic::Ordering::Relaxed);
-    let recorded = build_ids.len();
     while let Some(created) = planned_rx.recv().await {
         match created {
             Ok(ids) => build_ids.extend(ids.into_iter().map(|(id, _)| id)),
@@ -575,24 +528,18 @@ pub async fn run(
                 .map(|why| format!("the run was cancelled ({why})"))
         })
         .unwrap_or_else(|| "the run stopped".to_owned());
-    for (i, s) in state.iter_mut().enumerate() {
-        let discard = match s {
-            State::Waiting => {
-                *s = State::NotRun;
-                summary.not_run += 1;
-                reporter.event(&BuildEvent::NotStarted {
-                    job: config.jobs[steps[i].job].id.clone(),
-                    why: why.clone(),
-                });
-                true
-            }
-            // Those recorded before were removed then.
-            State::NotRun => i >= recorded,
-            _ => false,
-        };
-        if discard && let Some(&build) = build_ids.get(i) {
-            sink.push(Write::Discard { build });
-        }
+    let (not_started, discard) = schedule.stop(build_ids.len());
+    summary.not_run += not_started.len();
+    for i in not_started {
+        reporter.event(&BuildEvent::NotStarted {
+            job: config.jobs[steps[i].job].id.clone(),
+            why: why.clone(),
+        });
+    }
+    for i in discard {
+        sink.push(Write::Discard {
+            build: build_ids[i],
+        });
     }
     sink.finish(store).await;
     // Refused in the last batch: those builds had ended; their end is recorded failed.
@@ -717,89 +664,77 @@ impl Cancels {
 
 const REQUESTED: &str = "cancelled on request";
 
-/// The planned steps of a run, for what follows a build that did not succeed.
-struct Run<'a> {
-    config: &'static Config,
-    graph: &'a JobGraph,
-    steps: &'a [Step],
-    /// The step of each planned job.
-    index: &'a HashMap<usize, usize>,
-    build_ids: &'a [BuildId],
-    state: &'a mut [State],
+/// What follows a step that did not succeed: whatever waits for it, directly or not,
+/// will not run: their planned builds are removed and reported as not run because of it.
+#[expect(clippy::too_many_arguments)]
+fn not_run_after(
+    config: &Config,
+    steps: &[Step],
+    schedule: &Schedule,
+    build_ids: &[BuildId],
+    not_run: &[NotRun],
+    summary: &mut Summary,
+    sink: &mut Sink,
+    reporter: &mut dyn Reporter,
+) {
+    for &NotRun { step, because } in not_run {
+        summary.not_run += 1;
+        // A build still being recorded goes when it is.
+        if schedule.is_recorded(step) {
+            sink.push(Write::Discard {
+                build: build_ids[step],
+            });
+        }
+        reporter.event(&BuildEvent::NotRun {
+            job: config.jobs[steps[step].job].id.clone(),
+            because: config.jobs[steps[because].job].id.clone(),
+        });
+    }
 }
 
-impl Run<'_> {
-    /// Whatever waits for `job`, directly or not, will not run: their planned builds are
-    /// removed and reported as not run because of it.
-    fn not_run_after(
-        &mut self,
-        job: usize,
-        summary: &mut Summary,
-        sink: &mut Sink,
-        reporter: &mut dyn Reporter,
-    ) {
-        let mut stack = vec![job];
-        while let Some(failed) = stack.pop() {
-            for d in self.graph.dependants(failed) {
-                if let Some(&k) = self.index.get(&d)
-                    && self.state[k] == State::Waiting
-                {
-                    self.state[k] = State::NotRun;
-                    summary.not_run += 1;
-                    // A build still being recorded goes when it is.
-                    if let Some(&build) = self.build_ids.get(k) {
-                        sink.push(Write::Discard { build });
-                    }
-                    reporter.event(&BuildEvent::NotRun {
-                        job: self.config.jobs[d].id.clone(),
-                        because: self.config.jobs[failed].id.clone(),
-                    });
-                    stack.push(d);
-                }
-            }
-        }
+/// A cancel request for `build`: a running attempt is terminated (and recorded
+/// cancelled when it ends); a planned build that has not started is recorded cancelled
+/// at once, and what depends on it does not run.
+#[expect(clippy::too_many_arguments)]
+fn cancel_requested(
+    config: &Config,
+    steps: &[Step],
+    schedule: &mut Schedule,
+    build_ids: &[BuildId],
+    build: BuildId,
+    cancels: &mut Cancels,
+    summary: &mut Summary,
+    sink: &mut Sink,
+    reporter: &mut dyn Reporter,
+) {
+    if cancels.one(build) {
+        return;
     }
-
-    /// A cancel request for `build`: a running attempt is terminated (and recorded
-    /// cancelled when it ends); a planned build that has not started is recorded
-    /// cancelled at once, and what depends on it does not run.
-    fn cancel_requested(
-        &mut self,
-        build: BuildId,
-        cancels: &mut Cancels,
-        summary: &mut Summary,
-        sink: &mut Sink,
-        reporter: &mut dyn Reporter,
-    ) {
-        if cancels.one(build) {
-            return;
-        }
-        let Some(i) = self.build_ids.iter().position(|b| *b == build) else {
-            return;
-        };
-        if self.state[i] != State::Waiting {
-            return;
-        }
-        let job = self.steps[i].job;
-        self.state[i] = State::Unsuccessful;
-        summary.cancelled += 1;
-        let outcome = Outcome::Cancelled {
-            reason: crate::vocab::Reason::cancelled(format!("{REQUESTED} before it started")),
-        };
-        sink.push(Write::Finished {
-            build,
-            outcome: outcome.clone(),
-            at: Utc::now(),
-        });
-        reporter.event(&BuildEvent::Finished {
-            build,
-            job: self.config.jobs[job].id.clone(),
-            attempt: 1,
-            outcome,
-            took: Duration::ZERO,
-        });
-        self.not_run_after(job, summary, sink, reporter);
-    }
+    let Some(i) = build_ids.iter().position(|b| *b == build) else {
+        return;
+    };
+    let Some(not_run) = schedule.cancel(i) else {
+        return;
+    };
+    summary.cancelled += 1;
+    let outcome = Outcome::Cancelled {
+        reason: crate::vocab::Reason::cancelled(format!("{REQUESTED} before it started")),
+    };
+    sink.push(Write::Finished {
+        build,
+        outcome: outcome.clone(),
+        at: Utc::now(),
+    });
+    reporter.event(&BuildEvent::Finished {
+        build,
+        job: config.jobs[steps[i].job].id.clone(),
+        attempt: 1,
+        outcome,
+        took: Duration::ZERO,
+    });
+    not_run_after(
+        config, steps, schedule, build_ids, &not_run, summary, sink, reporter,
+    );
 }
 
 /// How long this run's claims hold without a renewal (renewed at a third of it): a

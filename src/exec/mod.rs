@@ -20,6 +20,7 @@ pub mod plan;
 pub mod process;
 pub mod reaper;
 pub mod recover;
+pub mod schedule;
 mod sink;
 pub mod spawn;
 pub mod values;
