@@ -437,11 +437,15 @@ fn cancel_reaches_a_build_on_a_worker() {
     assert_eq!(code, 0, "{out}");
 }
 
-/// A TCP proxy to PostgreSQL that can be cut: the connections through it are shut and new
-/// ones closed at once, as a network cut looks to the worker behind it.
+/// A TCP proxy to PostgreSQL that can be cut in two ways. Cut: the connections through it
+/// are shut and new ones closed at once, as a refused network looks to the worker behind
+/// it. Frozen: nothing passes either way and nothing is closed — new connections are
+/// taken and left hanging — as a stopped proxy, a dropped link or a firewall that drops
+/// packets looks: every call the worker makes hangs, no error comes.
 struct Proxy {
     port: u16,
     cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
     open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
 }
 
@@ -451,8 +455,9 @@ impl Proxy {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let frozen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let open = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (c, o) = (cut.clone(), open.clone());
+        let (c, f, o) = (cut.clone(), frozen.clone(), open.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
@@ -460,24 +465,32 @@ impl Proxy {
                     let _ = client.shutdown(std::net::Shutdown::Both);
                     continue;
                 }
-                let Ok(server) = std::net::TcpStream::connect(upstream) else {
-                    continue;
-                };
-                let mut list = o.lock().unwrap();
-                list.push(client.try_clone().unwrap());
-                list.push(server.try_clone().unwrap());
-                for (mut from, mut to) in [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                    (server, client),
-                ] {
-                    std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
-                        let _ = to.shutdown(std::net::Shutdown::Both);
-                    });
-                }
+                let (f, o) = (f.clone(), o.clone());
+                std::thread::spawn(move || {
+                    // Taken, and left hanging while frozen.
+                    thawed(&f);
+                    let Ok(server) = std::net::TcpStream::connect(upstream) else {
+                        return;
+                    };
+                    let mut list = o.lock().unwrap();
+                    list.push(client.try_clone().unwrap());
+                    list.push(server.try_clone().unwrap());
+                    for (from, to) in [
+                        (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                        (server, client),
+                    ] {
+                        let f = f.clone();
+                        std::thread::spawn(move || pass(from, to, &f));
+                    }
+                });
             }
         });
-        Proxy { port, cut, open }
+        Proxy {
+            port,
+            cut,
+            frozen,
+            open,
+        }
     }
 
     fn cut(&self) {
@@ -489,6 +502,52 @@ impl Proxy {
 
     fn restore(&self) {
         self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.frozen
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Returns once the proxy is not frozen.
+fn thawed(frozen: &std::sync::atomic::AtomicBool) {
+    while frozen.load(std::sync::atomic::Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Passes bytes from one side to the other; what is read while frozen is held until
+/// thawed (the rest waits in the kernel's buffers).
+fn pass(
+    mut from: std::net::TcpStream,
+    mut to: std::net::TcpStream,
+    frozen: &std::sync::atomic::AtomicBool,
+) {
+    use std::io::{Read, Write};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        thawed(frozen);
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Both);
+}
+
+/// The proxy frozen rather than cut: see [`Proxy`].
+struct Frozen<'a>(&'a Proxy);
+
+impl Cut for Frozen<'_> {
+    fn cut(&self) {
+        self.0
+            .frozen
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn restore(&self) {
+        self.0.restore()
     }
 }
 
@@ -602,10 +661,24 @@ impl Drop for Role {
 /// A worker cut off from the database kills its job before its lease runs out; another
 /// worker takes the build over after the lease (retried, the first attempt failed "worker
 /// lost"), and the two attempts never run at once. The cut-off worker records nothing of
-/// the build it lost. Cut here by a proxy that stops passing anything on.
+/// the build it lost. Cut here by a proxy that shuts its connections and refuses new ones.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_cut_off_from_the_database_stops_its_jobs_in_time() {
-    let Some(db) = PgDatabase::create("workers_cutoff").await else {
+    through_proxy("workers_cutoff", false).await;
+}
+
+/// The same, with the network gone silent rather than refused: nothing the worker sends
+/// gets an answer or an error (the proxy frozen, its connections kept open). Its calls
+/// hang; it must still kill its job before its lease ends, and when the network comes
+/// back, what it sends late (its renewal, the end it saw) changes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_whose_network_goes_silent_stops_its_jobs_in_time() {
+    through_proxy("workers_silent", true).await;
+}
+
+/// The cut-off story with the worker behind a [`Proxy`], cut or `frozen`.
+async fn through_proxy(database: &str, frozen: bool) {
+    let Some(db) = PgDatabase::create(database).await else {
         return;
     };
     let url = db.url.clone();
@@ -613,7 +686,10 @@ async fn a_worker_cut_off_from_the_database_stops_its_jobs_in_time() {
         let proxy = Proxy::start("127.0.0.1:5432");
         let proxied = url.replace(":5432/", &format!(":{}/", proxy.port));
         assert_ne!(proxied, url, "the test database is on port 5432");
-        cut_off(&url, &proxied, &proxy, |_| {})
+        match frozen {
+            true => cut_off(&url, &proxied, &Frozen(&proxy), |_| {}),
+            false => cut_off(&url, &proxied, &proxy, |_| {}),
+        }
     })
     .await
     .unwrap();
