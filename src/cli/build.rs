@@ -284,7 +284,7 @@ pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), C
 /// How a run ends: the note on protected jobs, and the exit that says how it went.
 fn finish(
     out: &mut dyn Write,
-    summary: crate::exec::dispatcher::Summary,
+    summary: crate::exec::event::Summary,
     protected: Vec<String>,
     waiting_note: Option<String>,
 ) -> Result<(), CliError> {

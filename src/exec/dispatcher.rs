@@ -32,14 +32,16 @@ use tokio::sync::{mpsc, watch};
 
 pub use super::attempt::with_args;
 use super::attempt::{Attempt, failed};
+use super::event::record;
+use super::event::{BuildEvent, Reporter, Summary};
 use super::function::Registry;
 use super::plan::Step;
 use super::process::{Cancel, Output, OutputLimits};
 use super::schedule::{NotRun, Schedule};
-use super::sink::{Sink, WriteTurn, off_loop};
 use crate::config::{Config, JobId};
 use crate::graph::JobGraph;
 use crate::store::queue::{Claimer, Queue};
+use crate::store::sink::{Sink, WriteTurn, off_loop};
 use crate::store::status::config_hash;
 use crate::store::{
     AnyStore, BuildFilter, BuildId, BuildStatus, NewBuild, Outcome, Pin, Runner, Store, StoreError,
@@ -58,77 +60,6 @@ pub struct Options {
     pub limits: OutputLimits,
     /// What `function:` jobs may call.
     pub functions: Arc<Registry>,
-}
-
-/// What happens during a run, for reporters.
-#[derive(Debug, Clone, PartialEq)]
-pub enum BuildEvent {
-    Started {
-        build: BuildId,
-        job: JobId,
-        attempt: u32,
-    },
-    Output {
-        build: BuildId,
-        job: JobId,
-        output: Output,
-    },
-    Finished {
-        build: BuildId,
-        job: JobId,
-        attempt: u32,
-        outcome: Outcome,
-        took: Duration,
-    },
-    /// A failed attempt is tried again after `after`.
-    Retrying {
-        job: JobId,
-        attempt: u32,
-        after: Duration,
-    },
-    /// Not started because a job it depends on did not succeed.
-    NotRun { job: JobId, because: JobId },
-    /// Not started because the run stopped first; `why` says what stopped it.
-    NotStarted { job: JobId, why: String },
-    /// Waits to start: as many builds of it as its `concurrency` run elsewhere (another
-    /// jobctl, a worker). Said once per job.
-    Waiting {
-        job: JobId,
-        running: u32,
-        concurrency: u32,
-    },
-    /// The build was taken over by another runner (its lease lapsed): it was stopped
-    /// here and what this runner saw of its end is not recorded.
-    Lost { build: BuildId, job: JobId },
-    /// The run is being stopped: `Term` on the first Ctrl-C (or a failure to record),
-    /// `Kill` on the second.
-    Cancelling { how: Cancel },
-}
-
-/// Consumes build events (the terminal, a test).
-pub trait Reporter {
-    fn event(&mut self, event: &BuildEvent);
-    /// Called every tick (200 ms) while the run goes on, for views that move with time.
-    fn tick(&mut self) {}
-    /// Called when the loop has done what it can and is about to wait: what a view holds
-    /// back goes out now.
-    fn idle(&mut self) {}
-}
-
-/// How a run ended.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Summary {
-    pub succeeded: usize,
-    pub skipped: usize,
-    pub failed: Vec<(JobId, BuildId, Outcome)>,
-    pub cancelled: usize,
-    pub not_run: usize,
-}
-
-impl Summary {
-    pub fn ok(&self) -> bool {
-        self.failed.is_empty() && self.cancelled == 0 && self.not_run == 0
-    }
 }
 
 /// What a job task tells the loop.
@@ -913,7 +844,9 @@ fn on_task_event(
             sink.process_group(build, pgid);
         }
         TaskEvent::Output(build, output) => {
-            sink.add(build, &output);
+            if let Some(write) = record(build, &output, Utc::now()) {
+                sink.push(write);
+            }
             reporter.event(&BuildEvent::Output {
                 build,
                 job: id,

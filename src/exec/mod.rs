@@ -12,6 +12,7 @@
 pub mod attempt;
 pub mod channel;
 pub mod dispatcher;
+pub mod event;
 #[cfg(all(target_os = "linux", any(target_env = "gnu", target_env = "musl")))]
 mod fast_spawn;
 pub mod function;
@@ -21,7 +22,6 @@ pub mod process;
 pub mod reaper;
 pub mod recover;
 pub mod schedule;
-mod sink;
 pub mod spawn;
 pub mod values;
 pub mod worker;

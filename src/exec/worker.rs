@@ -31,12 +31,13 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 
 use super::attempt::{Attempt, attempt, failed};
-use super::dispatcher::{BuildEvent, Options, Reporter};
+use super::dispatcher::Options;
+use super::event::{BuildEvent, Reporter};
 use super::process::{Cancel, Output};
-use super::sink::{Sink, WriteTurn};
 use crate::config::model::Masker;
 use crate::config::{Job, JobId};
 use crate::store::queue::{Claimed, Claimer, Ending, Queue};
+use crate::store::sink::{Sink, WriteTurn};
 use crate::store::{AnyStore, BuildId, Outcome, Runner, Store, StoreError};
 
 /// How a worker works.
@@ -515,7 +516,9 @@ fn on_output(
     match output {
         Output::Spawned { pgid } => h.pgid = Some(pgid),
         output => {
-            sink.add(build, &output);
+            if let Some(write) = super::event::record(build, &output, Utc::now()) {
+                sink.push(write);
+            }
             reporter.event(&BuildEvent::Output {
                 build,
                 job: h.job.clone(),

@@ -18,6 +18,7 @@
 mod postgres;
 pub mod progress;
 pub mod queue;
+pub(crate) mod sink;
 mod sql;
 mod sqlite;
 pub mod status;

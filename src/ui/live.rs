@@ -20,7 +20,7 @@ use indexmap::IndexMap;
 use super::plain;
 use crate::config::JobId;
 use crate::exec::channel::Message;
-use crate::exec::dispatcher::{BuildEvent, Reporter, Summary};
+use crate::exec::event::{BuildEvent, Reporter, Summary};
 use crate::exec::process::Output;
 use crate::store::progress::{ProgressNode, tree};
 use crate::store::{BuildId, Outcome, ProgressRow};

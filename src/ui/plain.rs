@@ -4,7 +4,7 @@
 
 use std::io::Write;
 
-use crate::exec::dispatcher::{BuildEvent, Reporter, Summary};
+use crate::exec::event::{BuildEvent, Reporter, Summary};
 use crate::exec::process::Cancel;
 use crate::vocab::Outcome;
 

@@ -1,17 +1,13 @@
-//! The database sink of a runner: what its builds report (starts, process groups, log
+//! The database sink of a runner: the writes its builds make (starts, process groups, log
 //! lines, progress, ends) gathered into batches and written in one transaction each,
-//! by a task of its own so that the runner's loop never waits on the database.
+//! by a task of its own so that the runner's loop never waits on the database. The
+//! runner turns what its builds say into [`Write`]s (`exec::event::record`); the sink
+//! knows nothing of processes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use chrono::Utc;
-
-use super::channel::Message;
-use super::process::Output;
-use crate::store::{
-    AnyStore, BuildId, LogLevel, LogRecord, ProgressUpdate, Store, StoreError, Stream, Write,
-};
+use super::{AnyStore, BuildId, Store, StoreError, Write};
 
 /// The turn to write to the database, shared by a run's writers.
 pub(crate) type WriteTurn = Arc<tokio::sync::Mutex<()>>;
@@ -125,10 +121,25 @@ impl Sink {
         self.writes.len()
     }
 
+    /// Adds a write to the batch; a build's progress keeps only its latest value per
+    /// group until the batch is written.
     pub(crate) fn push(&mut self, write: Write) {
-        if self.failure.is_none() {
-            self.writes.push(write);
+        if self.failure.is_some() {
+            return;
         }
+        if let Write::Progress(update) = &write {
+            let key = (update.build, update.path.clone());
+            match self.progress_at.get(&key) {
+                Some(&i) => {
+                    self.writes[i] = write;
+                    return;
+                }
+                None => {
+                    self.progress_at.insert(key, self.writes.len());
+                }
+            }
+        }
+        self.writes.push(write);
     }
 
     /// A build's process group: in its start, if that is still waiting to be written.
@@ -152,74 +163,6 @@ impl Sink {
         self.writes.clear();
         self.progress_at.clear();
         self.failure.get_or_insert(err);
-    }
-
-    pub(crate) fn add(&mut self, build: BuildId, output: &Output) {
-        if self.failure.is_some() {
-            return;
-        }
-        let at = Utc::now();
-        let log = |level, stream, message: String| {
-            Write::Log(LogRecord {
-                build,
-                at,
-                level,
-                stream,
-                message,
-            })
-        };
-        match output {
-            Output::Line { stream, text } => {
-                let level = if *stream == Stream::Stderr {
-                    LogLevel::Warning
-                } else {
-                    LogLevel::Info
-                };
-                self.writes.push(log(level, *stream, text.clone()));
-            }
-            Output::Message(Message::Log { level, message }) => {
-                self.writes
-                    .push(log(*level, Stream::Channel, message.clone()));
-            }
-            Output::Message(Message::Progress {
-                group,
-                current,
-                total,
-                status,
-            }) => {
-                let update = Write::Progress(ProgressUpdate {
-                    build,
-                    path: group.clone(),
-                    current: *current,
-                    total: *total,
-                    status: status.clone(),
-                    at,
-                });
-                match self.progress_at.get(&(build, group.clone())) {
-                    Some(&i) => self.writes[i] = update,
-                    None => {
-                        self.progress_at
-                            .insert((build, group.clone()), self.writes.len());
-                        self.writes.push(update);
-                    }
-                }
-            }
-            // An oversized message reaches the sink as the guard's warning.
-            Output::Message(Message::Retval { .. } | Message::Skip { .. })
-            | Output::Spawned { .. }
-            | Output::Oversized { .. } => {}
-            Output::BadLine(bad) => {
-                self.writes
-                    .push(log(LogLevel::Warning, Stream::Channel, bad.to_string()));
-            }
-            Output::Dropped { lines, bytes } => {
-                self.writes.push(log(
-                    LogLevel::Warning,
-                    Stream::Stdout,
-                    format!("[{lines} lines ({bytes} bytes) of output left out]"),
-                ));
-            }
-        }
     }
 
     /// Hands what waits to a writing task. While the batch before is still being
@@ -277,5 +220,69 @@ impl Sink {
         self.settle().await;
         self.flush(store).await;
         self.settle().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::ProgressUpdate;
+
+    fn progress(build: i64, path: &[&str], current: i64) -> Write {
+        Write::Progress(ProgressUpdate {
+            build: BuildId(build),
+            path: path.iter().map(|p| p.to_string()).collect(),
+            current,
+            total: None,
+            status: None,
+            at: chrono::Utc::now(),
+        })
+    }
+
+    fn currents(sink: &Sink) -> Vec<(i64, i64)> {
+        sink.writes
+            .iter()
+            .filter_map(|w| match w {
+                Write::Progress(p) => Some((p.build.0, p.current)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_keeps_the_latest_progress_of_each_build_and_group_in_first_place() {
+        let mut sink = Sink::new(WriteTurn::default());
+        sink.push(progress(1, &[], 1));
+        sink.push(progress(2, &[], 1));
+        sink.push(progress(1, &["a"], 1));
+        sink.push(progress(1, &[], 2));
+        sink.push(Write::Discard { build: BuildId(3) });
+        sink.push(progress(1, &[], 3));
+        assert_eq!(sink.len(), 4);
+        assert_eq!(currents(&sink), vec![(1, 3), (2, 1), (1, 1)]);
+        // Once failed, the sink takes nothing more.
+        sink.fail(StoreError::ReadOnlyWrite { action: "test" });
+        sink.push(progress(1, &[], 4));
+        assert_eq!(sink.len(), 0);
+    }
+
+    #[test]
+    fn a_process_group_joins_a_start_still_waiting_or_goes_alone() {
+        let mut sink = Sink::new(WriteTurn::default());
+        sink.push(Write::Started {
+            build: BuildId(1),
+            at: chrono::Utc::now(),
+            pins: Vec::new(),
+            pgid: None,
+        });
+        sink.process_group(BuildId(1), 42);
+        sink.process_group(BuildId(2), 43);
+        assert!(matches!(
+            sink.writes[..],
+            [
+                Write::Started { pgid: Some(42), .. },
+                Write::ProcessGroup { pgid: 43, .. }
+            ]
+        ));
     }
 }
