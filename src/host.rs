@@ -10,6 +10,8 @@ use chrono::{DateTime, Utc};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stat {
     pub zombie: bool,
+    /// Its process group (field 5).
+    pub pgrp: Option<u32>,
     /// When it started, in clock ticks after boot (field 22).
     pub start_ticks: Option<i64>,
 }
@@ -29,6 +31,7 @@ fn parse_stat(text: &str) -> Stat {
         .unwrap_or_default();
     Stat {
         zombie: fields.first() == Some(&"Z"),
+        pgrp: fields.get(2).and_then(|g| g.parse().ok()),
         start_ticks: fields.get(19).and_then(|t| t.parse().ok()),
     }
 }
@@ -101,13 +104,14 @@ mod tests {
             plain,
             Stat {
                 zombie: false,
+                pgrp: Some(2),
                 start_ticks: Some(4242)
             }
         );
         // A name that looks like the fields it precedes.
         let tricky =
             parse_stat("77 (a) Z 1 (b) ) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 99 19");
-        assert_eq!(tricky.start_ticks, Some(99));
+        assert_eq!((tricky.start_ticks, tricky.pgrp), (Some(99), Some(2)));
         assert!(!tricky.zombie);
         let zombie = parse_stat("78 (x) Z 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 5 6");
         assert!(zombie.zombie);
@@ -115,6 +119,7 @@ mod tests {
             parse_stat("garbage"),
             Stat {
                 zombie: false,
+                pgrp: None,
                 start_ticks: None
             }
         );

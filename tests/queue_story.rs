@@ -8,10 +8,12 @@ mod common;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use jobctl::store::queue::{Claimed, Claimer, Ending, Enqueue, Enqueued, Queue, dedup_key};
+use jobctl::store::queue::{
+    Claimed, Claimer, Ending, Enqueue, Enqueued, Queue, Suspect, dedup_key,
+};
 use jobctl::store::{
     AnyStore, BuildId, BuildStatus, LogFilter, LogLevel, LogRecord, NewBuild, OpenMode, Outcome,
-    ProgressUpdate, Store, Stream, Write,
+    ProgressUpdate, Runner, Store, Stream, Write,
 };
 use jobctl::vocab::Reason;
 use serde_json::{Value, json};
@@ -298,7 +300,7 @@ async fn story(store: AnyStore) {
     // from then).
     let later = Utc::now() + chrono::Duration::seconds(1);
     let rescued = store
-        .rescue("another-host", &|_, _, _| false, later)
+        .rescue("another-host", &|_| None, later)
         .await
         .unwrap();
     assert_eq!(rescued.len(), 1);
@@ -344,7 +346,7 @@ async fn story(store: AnyStore) {
     // A runner on this host that is provably gone is rescued at once, lease or not; its
     // last attempt fails.
     let rescued = store
-        .rescue(&w2.host, &|_, _, _| true, Utc::now())
+        .rescue(&w2.host, &|_| Some(0), Utc::now())
         .await
         .unwrap();
     assert_eq!(rescued.len(), 1);
@@ -652,12 +654,122 @@ async fn one_batch(store: AnyStore) {
     );
 }
 
+/// A `jobctl build` run that died on this host, through the one rescue: a build it
+/// started is failed "runner died" with its last sign of life as its end (nobody runs it
+/// again); a planned one whose job has processes left (it started, unrecorded) is failed
+/// too, those killed first; planned ones with nothing left — reserved or not — are
+/// removed; a run still alive is left alone.
+async fn a_dead_run(store: AnyStore) {
+    let me = Runner::this_process();
+    let claimer = Claimer::this_process(None, Vec::new());
+    let planned: Vec<NewBuild> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|j| job(j, &[], json!({})).build)
+        .collect();
+    let made = store
+        .plan_builds(&planned, &me, &claimer, LEASE)
+        .await
+        .unwrap();
+    assert!(made.iter().all(|(_, reserved)| *reserved), "{made:?}");
+    let [a, b, c, d] = [made[0].0, made[1].0, made[2].0, made[3].0];
+    // Planned, not reserved (its job's concurrency was full), so without a lease.
+    let e = store
+        .create_builds(&[job("e", &[], json!({})).build], &me)
+        .await
+        .unwrap()[0];
+    let started = Utc::now() - chrono::Duration::seconds(60);
+    let last_line = started + chrono::Duration::seconds(5);
+    store.start_build(a, &me, started).await.unwrap();
+    store
+        .write_fenced(
+            &[Write::Log(LogRecord {
+                build: a,
+                at: last_line,
+                level: LogLevel::Info,
+                stream: Stream::Stdout,
+                message: "working".into(),
+            })],
+            &[],
+        )
+        .await
+        .unwrap();
+    let judged = std::sync::Mutex::new(Vec::new());
+    let judge = |s: &Suspect| {
+        judged.lock().unwrap().push(s.build);
+        assert_eq!(s.pid, me.pid);
+        match s.build {
+            x if x == d => None,
+            x if x == b => Some(1),
+            _ => Some(0),
+        }
+    };
+    let rescued = store.rescue(&me.host, &judge, Utc::now()).await.unwrap();
+    let mut seen = judged.into_inner().unwrap();
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![a, b, c, d, e],
+        "every open build of this host judged"
+    );
+    let said: Vec<(BuildId, &str)> = rescued.iter().map(|r| (r.id, r.reason.as_str())).collect();
+    let died = format!(
+        "runner died: jobctl (pid {}) on {} is gone",
+        me.pid, me.host
+    );
+    let removed = format!(
+        "removed: planned by jobctl (pid {}) on {}, which died before it started",
+        me.pid, me.host
+    );
+    assert_eq!(
+        said,
+        vec![
+            (a, died.as_str()),
+            (b, died.as_str()),
+            (c, removed.as_str()),
+            (e, removed.as_str())
+        ]
+    );
+    assert!(rescued.iter().all(|r| r.retried_as.is_none()));
+    let first = store.build(a).await.unwrap().unwrap();
+    assert_eq!(first.status, BuildStatus::Failed);
+    assert!(
+        matches!(
+            &first.reason,
+            Some(Reason::RunnerLost {
+                worker: false,
+                gone: true,
+                ..
+            })
+        ),
+        "{:?}",
+        first.reason
+    );
+    assert_eq!(
+        first.finished_at.map(|t| t.timestamp_millis()),
+        Some(last_line.timestamp_millis()),
+        "it ended when last seen"
+    );
+    assert_eq!(status(&store, b).await.0, BuildStatus::Failed);
+    for gone in [c, e] {
+        assert!(store.build(gone).await.unwrap().is_none(), "{gone:?}");
+    }
+    assert_eq!(status(&store, d).await.0, BuildStatus::Created);
+    // Rescued once: nothing is left for a second look but the live run's build.
+    let again = store
+        .rescue(&me.host, &|_| Some(0), Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(again.iter().map(|r| r.id).collect::<Vec<_>>(), vec![d]);
+}
+
 #[tokio::test]
 async fn queue_story_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     story(common::sqlite_store(dir.path()).await).await;
     let dir = tempfile::tempdir().unwrap();
     one_batch(common::sqlite_store(dir.path()).await).await;
+    let dir = tempfile::tempdir().unwrap();
+    a_dead_run(common::sqlite_store(dir.path()).await).await;
 }
 
 #[tokio::test]
@@ -677,4 +789,11 @@ async fn queue_story_on_postgres() {
         .await
         .unwrap();
     one_batch(store).await;
+    let Some(db) = common::PgDatabase::create("queue_dead_run").await else {
+        return;
+    };
+    let store = jobctl::store::open(&db.url, dir.path(), OpenMode::Install)
+        .await
+        .unwrap();
+    a_dead_run(store).await;
 }

@@ -7,9 +7,7 @@ use crate::error::CliError;
 use crate::exec::dispatcher::{self, Options};
 use crate::exec::plan::{Deps, plan};
 use crate::exec::process::OutputLimits;
-use crate::exec::recover::recover_orphans;
 use crate::graph::JobGraph;
-use crate::store::queue::Queue;
 use crate::store::status::job_statuses;
 use crate::store::{OpenMode, Store};
 use crate::ui::live::{Live, terminal_size};
@@ -110,18 +108,10 @@ pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), C
     };
     let store = ctx.store(config, OpenMode::Use).await?;
     if !args.plan {
-        for (build, reason) in recover_orphans(&store).await? {
-            write_out(
-                out,
-                &format!("closed build {} of {}: {reason}\n", build.id, build.job_id),
-            )?;
-        }
         // Builds of lost runners anywhere (an expired lease), and of runners on this host
-        // that are provably gone: retried by the queue, or failed.
-        let host = gethostname::gethostname().to_string_lossy().into_owned();
-        let rescued = store
-            .rescue(&host, &crate::exec::worker::runner_gone, chrono::Utc::now())
-            .await?;
+        // that are provably gone: removed if they never started, retried by the queue,
+        // or failed.
+        let rescued = crate::exec::recover::rescue(&store).await?;
         for r in &rescued {
             let then = match r.retried_as {
                 Some(next) => format!("; queued again as build {next}"),

@@ -31,7 +31,7 @@ pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), C
     let store = ctx.store(config, OpenMode::Use).await?;
     // Builds left `running` by a jobctl that died are closed first, so that what this
     // prints is true (a read-only database is read as it is).
-    let _ = crate::exec::recover::recover_orphans(&store).await;
+    let _ = crate::exec::recover::rescue(&store).await;
     if let Some(job) = &args.job {
         super::known_job(&store, config, job).await?;
     }

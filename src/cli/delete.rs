@@ -65,7 +65,7 @@ pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), C
                 });
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
-            let _ = crate::exec::recover::recover_orphans(&store).await;
+            let _ = crate::exec::recover::rescue(&store).await;
             build = find_build(&store, config, args.build).await?;
         }
     }

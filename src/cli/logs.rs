@@ -42,7 +42,7 @@ pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), C
     let store = ctx.store(config, OpenMode::Use).await?;
     // Builds left `running` by a jobctl that died are closed first, so that what this
     // prints is true (a read-only database is read as it is).
-    let _ = crate::exec::recover::recover_orphans(&store).await;
+    let _ = crate::exec::recover::rescue(&store).await;
     find_build(&store, config, args.build).await?;
     let mut filter = LogFilter {
         min_level: args.level,
@@ -80,7 +80,7 @@ pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), C
         }
         tokio::time::sleep(FOLLOW_EVERY).await;
         // A build whose runner died while it was followed ends here too.
-        let _ = crate::exec::recover::recover_orphans(&store).await;
+        let _ = crate::exec::recover::rescue(&store).await;
     }
 }
 

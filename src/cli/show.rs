@@ -25,7 +25,7 @@ pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), C
     let store = ctx.store(config, OpenMode::Use).await?;
     // Builds left `running` by a jobctl that died are closed first, so that what this
     // prints is true (a read-only database is read as it is).
-    let _ = crate::exec::recover::recover_orphans(&store).await;
+    let _ = crate::exec::recover::rescue(&store).await;
     let build = find_build(&store, config, args.build).await?;
     let pins = store.pins(build.id).await?;
     let progress = tree(&store.progress(build.id).await?);

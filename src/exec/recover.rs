@@ -1,97 +1,47 @@
-//! Builds left `running` by a jobctl that died (kill -9, power loss): found on the next
-//! start, closed as failed, and what their jobs left running is killed.
+//! Builds whose runner died (kill -9, power loss, a lost machine) are rescued by whoever
+//! looks next: the store decides what becomes of them (`Queue::rescue`, the one rescue
+//! path); this is the rescuer's side on this machine — whether a runner recorded here is
+//! gone, and killing what its builds' jobs left running before anyone runs them again.
 //!
-//! A build is an orphan when it runs on this machine and the jobctl recorded as running it
-//! is gone. Its job's leftover processes are found by the `JOBCTL_BUILD_ID` in their
-//! environment and their process group (or, when the group was not recorded yet, the
+//! A runner is gone when no process runs under its pid, or a zombie does, or another
+//! process that started later (`src/host.rs`), whatever its program is called. Its
+//! builds' leftover processes are found by the `JOBCTL_BUILD_ID` in their environment
+//! and their process group (or, when the group was not recorded yet, the
 //! `JOBCTL_RUNNER_PID`), so an unrelated process that reused a number is never touched.
 //!
-//! Builds are recorded in batches: a `created` build of a dead runner may have started
-//! without the database hearing of it. If processes of it are found, it is closed as
-//! failed like a running one; if not, it never ran and is removed.
+//! A `jobctl build` run records its builds' starts in batches: a planned build of a dead
+//! run may have started without the database hearing of it. If processes of it are
+//! found, it is closed as failed like a running one; if not, it never ran and is removed.
 
 use chrono::Utc;
 
-use crate::store::{
-    AnyStore, Build, BuildFilter, BuildStatus, LogFilter, Outcome, Runner, Store, StoreError,
-};
+use crate::store::queue::{Queue, Rescued, Suspect};
+use crate::store::{AnyStore, StoreError};
 
-/// Closes this machine's orphaned builds; returns them with the reason given.
-pub async fn recover_orphans(store: &AnyStore) -> Result<Vec<(Build, String)>, StoreError> {
-    let me = Runner::this_process();
+/// Rescues the builds of lost runners — on this machine those whose runner is gone, and
+/// anywhere those whose lease ran out — and removes the values folders dead runners left
+/// here. Returns what became of each build.
+pub async fn rescue(store: &AnyStore) -> Result<Vec<Rescued>, StoreError> {
     remove_dead_values();
-    let mut closed = Vec::new();
-    for status in [BuildStatus::Running, BuildStatus::Created] {
-        let builds = store
-            .builds(&BuildFilter {
-                status: Some(status),
-                ..BuildFilter::default()
-            })
-            .await?;
-        for build in builds {
-            let (Some(host), Some(pid)) = (&build.host, build.pid) else {
-                continue;
-            };
-            // A worker's build is the queue's to rescue: retried if it can be, what
-            // waits on it told (`Queue::rescue`).
-            if build.run_owner.is_none() && build.lease_until.is_some() {
-                continue;
-            }
-            if *host != me.host || pid == me.pid || crate::host::alive_since(pid, build.created_at)
-            {
-                continue;
-            }
-            let killed = kill_leftovers(build.pgid, build.id.0, pid);
-            if status == BuildStatus::Created && killed == 0 {
-                store.delete_build(build.id).await?;
-                let reason = format!(
-                    "removed: planned by jobctl (pid {pid}) on {host}, which died before it started"
-                );
-                closed.push((build, reason));
-                continue;
-            }
-            let why = crate::vocab::Reason::RunnerLost {
-                worker: false,
-                who: format!("jobctl (pid {pid}) on {host}"),
-                gone: true,
-            };
-            let reason = why.to_string();
-            // It ended when its runner did: its last sign of life, not now.
-            let at = last_seen(store, &build).await?;
-            store
-                .finish_build(build.id, &Outcome::failed(why), at)
-                .await?;
-            closed.push((build, reason));
-        }
-    }
-    Ok(closed)
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    store.rescue(&host, &runner_gone, Utc::now()).await
 }
 
-/// When a build whose runner died was last seen alive: its newest log line or progress
-/// report, or its start.
-async fn last_seen(store: &AnyStore, build: &Build) -> Result<chrono::DateTime<Utc>, StoreError> {
-    let last_log = store
-        .logs(
-            build.id,
-            &LogFilter {
-                tail: Some(1),
-                ..LogFilter::default()
-            },
-        )
-        .await?
-        .last()
-        .map(|l| l.at);
-    let last_progress = store
-        .progress(build.id)
-        .await?
-        .iter()
-        .map(|p| p.updated_at)
-        .max();
-    Ok([build.started_at, last_log, last_progress]
-        .into_iter()
-        .flatten()
-        .max()
-        .unwrap_or(build.created_at))
+/// Whether the runner of a build on this host is gone; if so, what the build left
+/// running is killed first (returned: how many), so that nothing runs it again beside
+/// its leftovers.
+pub fn runner_gone(suspect: &Suspect) -> Option<usize> {
+    let alive = match suspect.since {
+        // The exact process its claim recorded.
+        Some(since) => crate::host::alive_at(suspect.pid, since),
+        // Planned by a run but not claimed yet: a process under that pid that was
+        // there when the build was recorded.
+        None => crate::host::alive_since(suspect.pid, suspect.created_at),
+    };
+    if alive {
+        return None;
+    }
+    Some(kill_leftovers(suspect.pgid, suspect.build.0, suspect.pid))
 }
 
 /// Removes the folders of values (which may hold secrets) that runners no longer alive
@@ -143,20 +93,12 @@ pub(crate) fn kill_leftovers(pgid: Option<u32>, build: i64, runner_pid: u32) -> 
         let Some(pid) = entry
             .file_name()
             .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
+            .and_then(|n| n.parse::<u32>().ok())
         else {
             continue;
         };
-        let in_group = pgid.is_some_and(|pgid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|stat| {
-                    // Fields after the command name (which may hold spaces and parentheses).
-                    let (_, rest) = stat.rsplit_once(')')?;
-                    rest.split_whitespace().nth(2)?.parse::<u32>().ok()
-                })
-                == Some(pgid)
-        });
+        let in_group =
+            pgid.is_some_and(|pgid| crate::host::stat(pid).and_then(|s| s.pgrp) == Some(pgid));
         let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
             continue;
         };
@@ -168,10 +110,10 @@ pub(crate) fn kill_leftovers(pgid: Option<u32>, build: i64, runner_pid: u32) -> 
         // In the build's group, or (having left it: setsid, a daemon) started under
         // that runner: both markers, so a reused number is never taken for it.
         if has(&build_marker) && (in_group || has(&runner_marker)) {
-            // SAFETY: kill has no memory effects.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
             killed += 1;
         }
     }

@@ -433,7 +433,11 @@ async fn look(
         store.heartbeat(claimer, slots as u32, lease, draining, Utc::now()),
     )
     .await;
-    let _ = bounded(wait, store.rescue(&claimer.host, &runner_gone, Utc::now())).await;
+    let _ = bounded(
+        wait,
+        store.rescue(&claimer.host, &super::recover::runner_gone, Utc::now()),
+    )
+    .await;
 }
 
 /// Acts on the cancel requests for builds this worker runs (read twice a second).
@@ -453,16 +457,6 @@ async fn cancels(
             }
         }
     }
-}
-
-/// Whether the runner `pid` (started at `since`) of `build` on this host is gone; if so,
-/// what the build left running is killed first, so that its retry never runs beside it.
-pub fn runner_gone(build: BuildId, pid: u32, since: i64) -> bool {
-    if crate::host::alive_at(pid, since) {
-        return false;
-    }
-    super::recover::kill_leftovers(None, build.0, pid);
-    true
 }
 
 /// Whether nothing this worker could run is queued.

@@ -649,7 +649,7 @@ impl Queue for AnyStore {
     async fn rescue(
         &self,
         host: &str,
-        gone: &(dyn Fn(BuildId, u32, i64) -> bool + Sync),
+        gone: &queue::Judge<'_>,
         at: DateTime<Utc>,
     ) -> Result<Vec<queue::Rescued>> {
         delegate!(self, s => s.rescue(host, gone, at))

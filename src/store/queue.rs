@@ -150,6 +150,51 @@ pub struct Rescued {
     pub pid: Option<u32>,
 }
 
+/// A build whose runner was on the rescuing host, for the rescuer to judge: is its runner
+/// gone (and if so, what the build's job left running is killed first)?
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Suspect {
+    pub build: BuildId,
+    /// The runner's pid, and when that process started (clock ticks after boot) when its
+    /// claim recorded it.
+    pub pid: u32,
+    pub since: Option<i64>,
+    /// When the build was recorded: a runner that started after it is another process.
+    pub created_at: DateTime<Utc>,
+    /// The build's process group, if its start recorded one.
+    pub pgid: Option<u32>,
+}
+
+/// What a rescuer says of a [`Suspect`]: `None` while its runner lives; once it is gone,
+/// how many processes the build left running were killed.
+pub type Judge<'a> = dyn Fn(&Suspect) -> Option<usize> + Sync + 'a;
+
+/// When a build whose runner is lost was last seen alive: its newest log line or
+/// progress report, or its start, or when it was recorded.
+pub(crate) async fn last_seen(
+    store: &impl super::Store,
+    build: BuildId,
+    started_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+) -> super::Result<DateTime<Utc>> {
+    let tail = super::LogFilter {
+        tail: Some(1),
+        ..super::LogFilter::default()
+    };
+    let last_log = store.logs(build, &tail).await?.last().map(|l| l.at);
+    let last_progress = store
+        .progress(build)
+        .await?
+        .iter()
+        .map(|p| p.updated_at)
+        .max();
+    Ok([started_at, last_log, last_progress]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(created_at))
+}
+
 /// A runner as `jobctl workers` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct WorkerRow {
@@ -278,13 +323,17 @@ pub trait Queue: Send + Sync {
         reason: &str,
         at: DateTime<Utc>,
     ) -> impl Future<Output = super::Result<bool>> + Send;
-    /// Rescues running builds whose lease expired, or whose runner on `host` is gone
-    /// (`gone` says, from the build, its runner's pid and start time — and kills what the
-    /// build left running before it says so): retried if attempts remain, else failed.
+    /// The one rescue of builds whose runner is lost: running (or reserved, or planned)
+    /// builds whose lease expired, or whose runner on `host` is gone (`gone` judges each
+    /// such [`Suspect`], and kills what the build left running before it says so). A
+    /// build that never started is removed (its job's concurrency is free again); one
+    /// that ran is retried if it is a worker's and attempts remain, else failed "worker
+    /// lost" / "runner died" — a `jobctl build` run's with its last sign of life as its
+    /// end, since nobody else runs it again.
     fn rescue(
         &self,
         host: &str,
-        gone: &(dyn Fn(BuildId, u32, i64) -> bool + Sync),
+        gone: &Judge<'_>,
         at: DateTime<Utc>,
     ) -> impl Future<Output = super::Result<Vec<Rescued>>> + Send;
     /// Records (or refreshes) a worker and its heartbeat.
@@ -913,29 +962,39 @@ macro_rules! impl_queue {
             async fn rescue(
                 &self,
                 host: &str,
-                gone: &(dyn Fn(crate::store::BuildId, u32, i64) -> bool + Sync),
+                gone: &crate::store::queue::Judge<'_>,
                 at: chrono::DateTime<chrono::Utc>,
             ) -> crate::store::Result<Vec<crate::store::queue::Rescued>> {
+                use crate::store::queue::{Ending, Rescued, Suspect};
+                use crate::store::BuildId;
                 let q = |source| crate::store::StoreError::query("rescue builds of lost runners", source);
-                type Row = (
-                    i64,
-                    String,
-                    i64,
-                    i32,
-                    sqlx::types::Json<serde_json::Value>,
-                    Option<String>,
-                    Option<String>,
-                    Option<i32>,
-                    Option<i64>,
-                    Option<chrono::DateTime<chrono::Utc>>,
-                    Option<String>,
-                    String,
-                );
+                #[derive(sqlx::FromRow)]
+                struct Row {
+                    id: i64,
+                    job_id: String,
+                    token: i64,
+                    attempt: i32,
+                    config: sqlx::types::Json<serde_json::Value>,
+                    worker: Option<String>,
+                    host: Option<String>,
+                    pid: Option<i32>,
+                    pgid: Option<i32>,
+                    runner_id: Option<String>,
+                    runner_since: Option<i64>,
+                    lease_until: Option<chrono::DateTime<chrono::Utc>>,
+                    run_owner: Option<String>,
+                    status: String,
+                    created_at: chrono::DateTime<chrono::Utc>,
+                    started_at: Option<chrono::DateTime<chrono::Utc>>,
+                }
+                // Claimed or reserved builds whose lease ran out anywhere, and every open
+                // build a runner on this host holds or planned (with a lease or not).
                 let rows: Vec<Row> = sqlx::query_as(
-                    "SELECT id, job_id, token, attempt, config, worker, host, pid, runner_since, \
-                     lease_until, run_owner, status FROM builds WHERE status IN ('created', 'running') \
-                     AND runner_id IS NOT NULL \
-                     AND (lease_until < $1 OR host = $2)",
+                    "SELECT id, job_id, token, attempt, config, worker, host, pid, pgid, runner_id, \
+                     runner_since, lease_until, run_owner, status, created_at, started_at \
+                     FROM builds WHERE status IN ('created', 'running') \
+                     AND ((runner_id IS NOT NULL AND lease_until < $1) OR (host = $2 AND pid IS NOT NULL)) \
+                     ORDER BY id",
                 )
                 .bind(at)
                 .bind(host)
@@ -943,89 +1002,106 @@ macro_rules! impl_queue {
                 .await
                 .map_err(q)?;
                 let mut rescued = Vec::new();
-                for (id, job_id, token, attempt, config, worker, on, pid, since, until, owner, status) in rows {
-                    let expired = until.is_some_and(|u| u < at);
-                    // A `jobctl build` run that died on this host is closed by the next
-                    // jobctl there (`exec::recover`), with its real end time; here only
-                    // when its lease runs out.
-                    let gone = on.as_deref() == Some(host)
-                        && owner.is_none()
-                        && match (pid, since) {
-                            (Some(pid), Some(since)) => gone(crate::store::BuildId(id), pid.max(0) as u32, since),
-                            _ => false,
-                        };
-                    if !expired && !gone {
+                for row in rows {
+                    let id = BuildId(row.id);
+                    let pid = row.pid.map(|p| p.max(0) as u32);
+                    let expired = row.runner_id.is_some() && row.lease_until.is_some_and(|u| u < at);
+                    // Judged here only; a runner elsewhere is lost only by its lease.
+                    let killed = match (row.host.as_deref() == Some(host), pid) {
+                        (true, Some(pid)) => gone(&Suspect {
+                            build: id,
+                            pid,
+                            since: row.runner_since,
+                            created_at: row.created_at,
+                            pgid: row.pgid.and_then(|g| u32::try_from(g).ok()),
+                        }),
+                        _ => None,
+                    };
+                    if !expired && killed.is_none() {
                         continue;
                     }
-                    if status == "created" {
-                        // Reserved by a run that is gone: it never started, so it did not
-                        // happen; its job's concurrency is free again.
-                        let done = sqlx::query(
-                            "DELETE FROM builds WHERE id = $1 AND status = 'created' AND token = $2",
-                        )
-                        .bind(id)
-                        .bind(token)
-                        .execute(&self.pool)
-                        .await
-                        .map_err(q)?;
-                        if done.rows_affected() > 0 {
-                            rescued.push(crate::store::queue::Rescued {
-                                id: crate::store::BuildId(id),
-                                job_id,
-                                retried_as: None,
-                                reason: "removed: reserved by a run that is gone, it never started".into(),
-                                host: on,
-                                pid: pid.map(|p| p.max(0) as u32),
-                            });
-                        }
-                        continue;
-                    }
-                    let who = match (&worker, &on, pid) {
+                    let gone = killed.is_some();
+                    let who = match (&row.worker, &row.host, pid) {
                         (Some(name), Some(on), _) => format!("worker {name} on {on}"),
                         (None, Some(on), Some(pid)) => format!("jobctl (pid {pid}) on {on}"),
                         _ => "its runner".to_owned(),
                     };
-                    let why = crate::store::Reason::RunnerLost { worker: owner.is_none(), who, gone };
+                    let rescue = |retried_as: Option<i64>, reason: String| Rescued {
+                        id,
+                        job_id: row.job_id.clone(),
+                        retried_as: retried_as.map(BuildId),
+                        reason,
+                        host: row.host.clone(),
+                        pid,
+                    };
+                    if row.status == "created" && killed.unwrap_or(0) == 0 {
+                        // Planned or reserved by a run that is gone, and nothing of it
+                        // runs: it never started, so it did not happen.
+                        let done = sqlx::query(
+                            "DELETE FROM builds WHERE id = $1 AND status = 'created' AND token = $2",
+                        )
+                        .bind(row.id)
+                        .bind(row.token)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(q)?;
+                        if done.rows_affected() > 0 {
+                            let reason = match gone {
+                                true => format!("removed: planned by {who}, which died before it started"),
+                                false => "removed: reserved by a run that is gone, it never started".to_owned(),
+                            };
+                            rescued.push(rescue(None, reason));
+                        }
+                        continue;
+                    }
+                    let owned = row.run_owner.is_some();
+                    let why = crate::store::Reason::RunnerLost { worker: !owned, who, gone };
                     let reason = why.to_string();
                     let outcome = crate::store::Outcome::failed(why);
-                    // A `jobctl build` run's builds have no one else to run them.
-                    let job = crate::config::Job::from_snapshot(&config.0).ok();
+                    if owned {
+                        // A `jobctl build` run's build: nobody runs it again. It ended
+                        // when its runner was last seen alive, not now.
+                        let end = crate::store::queue::last_seen(self, id, row.started_at, row.created_at).await?;
+                        match row.runner_id {
+                            Some(_) => {
+                                let mut tx = self.begin_write().await.map_err(q)?;
+                                let ended = Self::end_in(&mut tx, id, Some(row.token), &Ending::Done(outcome), end, &mut None)
+                                    .await
+                                    .map_err(q)?;
+                                tx.commit().await.map_err(q)?;
+                                if !ended {
+                                    continue;
+                                }
+                            }
+                            // Recorded by a jobctl from before claims (no lease, no token).
+                            None => crate::store::Store::finish_build(self, id, &outcome, end).await?,
+                        }
+                        rescued.push(rescue(None, reason));
+                        continue;
+                    }
+                    let job = crate::config::Job::from_snapshot(&row.config.0).ok();
                     let retries = job.as_ref().map_or(0, |j| j.retries);
-                    let ending = if owner.is_none() && (attempt.max(0) as u32) <= retries {
+                    let attempt = row.attempt;
+                    let ending = if (attempt.max(0) as u32) <= retries {
                         let delay = job.as_ref().map_or(std::time::Duration::ZERO, |j| {
                             j.retry_delay.saturating_mul(1 << (attempt.clamp(1, 16) - 1))
                         });
-                        crate::store::queue::Ending::Retry {
+                        Ending::Retry {
                             outcome,
                             not_before: at + chrono::Duration::from_std(delay).unwrap_or_default(),
                         }
                     } else {
-                        crate::store::queue::Ending::Done(outcome)
+                        Ending::Done(outcome)
                     };
                     let mut tx = self.begin_write().await.map_err(q)?;
                     let mut retried_as = None;
-                    let ended = Self::end_in(
-                        &mut tx,
-                        crate::store::BuildId(id),
-                        Some(token),
-                        &ending,
-                        at,
-                        &mut retried_as,
-                    )
-                    .await
-                    .map_err(q)?;
+                    let ended = Self::end_in(&mut tx, id, Some(row.token), &ending, at, &mut retried_as)
+                        .await
+                        .map_err(q)?;
                     tx.commit().await.map_err(q)?;
-                    if !ended {
-                        continue;
+                    if ended {
+                        rescued.push(rescue(retried_as, reason));
                     }
-                    rescued.push(crate::store::queue::Rescued {
-                        id: crate::store::BuildId(id),
-                        job_id,
-                        retried_as: retried_as.map(crate::store::BuildId),
-                        reason,
-                        host: on,
-                        pid: pid.map(|p| p.max(0) as u32),
-                    });
                 }
                 Ok(rescued)
             }

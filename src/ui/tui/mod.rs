@@ -399,7 +399,7 @@ async fn recover_now_and_then(store: &crate::store::AnyStore) {
         }
         *last = Some(std::time::Instant::now());
     }
-    let _ = crate::exec::recover::recover_orphans(store).await;
+    let _ = crate::exec::recover::rescue(store).await;
 }
 
 /// Reads `store` again if its token moved since `token` (or `force`): everything when a
