@@ -234,6 +234,40 @@ impl WorkerRow {
 pub(crate) const OCCUPYING: &str =
     "(status = 'running' OR (status = 'created' AND runner_id IS NOT NULL))";
 
+/// A snapshot's `concurrency`, as its build row records it and every claim counts it:
+/// 1 to 10,000 (the config's own bounds), 1 when the snapshot has none.
+pub(crate) fn concurrency_of(config: &Json) -> i64 {
+    config
+        .get("concurrency")
+        .and_then(Json::as_i64)
+        .unwrap_or(1)
+        .clamp(1, 10_000)
+}
+
+/// Which of a run's planned builds are reserved for it as they are recorded: in plan
+/// order, each whose job has room — the builds that fill the job's concurrency now
+/// (`occupied`, counted in the same transaction) and those of it reserved before it in
+/// the list — the claim's rule (a job's builds fit while their count stays within its
+/// `concurrency`), applied before the rows exist.
+pub(crate) fn reservations<'a>(
+    planned: impl IntoIterator<Item = (&'a str, i64)>,
+    occupied: &std::collections::HashMap<String, i64>,
+) -> Vec<bool> {
+    let mut taken: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
+    planned
+        .into_iter()
+        .map(|(job, limit)| {
+            let now = occupied.get(job).copied().unwrap_or(0);
+            let mine = taken.entry(job).or_insert(0);
+            let fits = now + *mine < limit;
+            if fits {
+                *mine += 1;
+            }
+            fits
+        })
+        .collect()
+}
+
 /// The de-duplication key of a job's build: the job and its resolved arguments.
 pub fn dedup_key(job: &str, config: &Json) -> String {
     use sha2::Digest as _;
@@ -717,7 +751,7 @@ macro_rules! impl_queue {
                             .push_bind(build.build.attempt as i32)
                             .push_bind(waits[n].len() as i32)
                             .push_bind(owner)
-                            .push_bind(build.concurrency.max(1) as i32)
+                            .push_bind(build.concurrency.clamp(1, 10_000) as i32)
                             .push_bind(build.dedup_key.as_deref());
                     });
                     insert.push(" RETURNING id");
@@ -795,25 +829,12 @@ macro_rules! impl_queue {
                 jobs.sort_unstable();
                 jobs.dedup();
                 let busy = Self::occupied(&mut tx, &jobs).await.map_err(q)?;
-                let mut taken: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
-                let marked: Vec<bool> = builds
-                    .iter()
-                    .map(|build| {
-                        let limit = build
-                            .config
-                            .get("concurrency")
-                            .and_then(serde_json::Value::as_i64)
-                            .unwrap_or(1)
-                            .max(1);
-                        let now = busy.get(build.job_id.as_str()).copied().unwrap_or(0);
-                        let mine = taken.entry(build.job_id.as_str()).or_insert(0);
-                        let ok = now + *mine < limit;
-                        if ok {
-                            *mine += 1;
-                        }
-                        ok
-                    })
-                    .collect();
+                let marked = crate::store::queue::reservations(
+                    builds
+                        .iter()
+                        .map(|b| (b.job_id.as_str(), crate::store::queue::concurrency_of(&b.config))),
+                    &busy,
+                );
                 let until = chrono::Utc::now()
                     + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30));
                 let ids = Self::insert_reserved(&mut tx, builds, Some(runner), Some((claimer, until, &marked)))
@@ -1496,3 +1517,41 @@ macro_rules! impl_queue {
 }
 
 pub(super) use impl_queue;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plan_reserves_in_order_what_each_job_has_room_for() {
+        let occupied: std::collections::HashMap<String, i64> =
+            [("full".to_owned(), 1), ("two".to_owned(), 1)].into();
+        let planned = [
+            ("free", 1),
+            ("full", 1),
+            ("two", 2),
+            ("free", 1),
+            ("two", 2),
+            ("wide", 3),
+            ("wide", 3),
+        ];
+        assert_eq!(
+            reservations(planned, &occupied),
+            [true, false, true, false, false, true, true]
+        );
+    }
+
+    #[test]
+    fn a_snapshots_concurrency_is_read_within_the_configs_bounds() {
+        for (config, limit) in [
+            (serde_json::json!({}), 1),
+            (serde_json::json!({"concurrency": 4}), 4),
+            (serde_json::json!({"concurrency": 0}), 1),
+            (serde_json::json!({"concurrency": -7}), 1),
+            (serde_json::json!({"concurrency": 1_000_000}), 10_000),
+            (serde_json::json!({"concurrency": "3"}), 1),
+        ] {
+            assert_eq!(concurrency_of(&config), limit, "{config}");
+        }
+    }
+}

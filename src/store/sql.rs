@@ -205,14 +205,7 @@ macro_rules! impl_store {
                             .push_bind(runner.and_then(|r| r.worker.as_deref()))
                             // Kept for the run that planned it: only its runner claims it.
                             .push_bind(runner.map(|_| crate::store::queue::this_process_id()))
-                            .push_bind(
-                                build
-                                    .config
-                                    .get("concurrency")
-                                    .and_then(serde_json::Value::as_i64)
-                                    .unwrap_or(1)
-                                    .clamp(1, 10_000) as i32,
-                            )
+                            .push_bind(crate::store::queue::concurrency_of(&build.config) as i32)
                             .push_bind(held.map(|(c, _, _)| c.id.clone()))
                             .push_bind(held.and_then(|(c, _, _)| c.since))
                             .push_bind(if held.is_some() { 1i64 } else { 0 })
