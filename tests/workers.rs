@@ -126,9 +126,9 @@ fn diamond() -> String {
         )
     };
     format!(
-        "jobs:\n{}{}{}{}",
+        "jobs:\n{}{}    kwargs:\n      A: !retval a\n{}{}",
         job("a", "", "$JOBCTL report retval '\"from a\"'"),
-        job("b", "a", "sleep 0.2"),
+        job("b", "a", "printf %s \"$A\" > b_saw; sleep 0.2"),
         job("c", "a", "sleep 0.2"),
         job("d", "b, c", "true"),
     )
@@ -175,7 +175,8 @@ fn queued_diamond_runs_once_in_order(url: Option<&str>) {
             .all(|b| matches!(b["worker"].as_str(), Some("w1" | "w2"))),
         "{builds:?}"
     );
-    // b used a's return value, pinned to the build that made it.
+    // b used a's return value (read with its claim), pinned to the build that made it.
+    assert_eq!(std::fs::read_to_string(d.join("b_saw")).unwrap(), "from a");
     let (_, show, _) = run(
         d,
         &["show", &common::build_of(&builds, "b")["id"].to_string()],

@@ -156,7 +156,7 @@ pub async fn work(
                     // process group.
                     sink.fence(c.id, c.token);
                     start(
-                        &store, &settings, &runner, &out_tx, &mut held, &mut tasks, c, reporter,
+                        &settings, &runner, &out_tx, &mut held, &mut tasks, c, reporter,
                     );
                 }
             }
@@ -204,7 +204,7 @@ pub async fn work(
                         }
                         for c in claimed {
                             sink.fence(c.id, c.token);
-                            start(&store, &settings, &runner, &out_tx, &mut held, &mut tasks, c, reporter);
+                            start(&settings, &runner, &out_tx, &mut held, &mut tasks, c, reporter);
                         }
                     }
                 } else {
@@ -523,9 +523,7 @@ fn on_output(
 }
 
 /// Starts a claimed build as a task of its own.
-#[expect(clippy::too_many_arguments)]
 fn start(
-    store: &Arc<AnyStore>,
     settings: &Arc<Settings>,
     runner: &Runner,
     out: &mpsc::UnboundedSender<(BuildId, Output)>,
@@ -562,7 +560,7 @@ fn start(
         job,
         attempt: claimed.attempt,
     });
-    let (store, settings, out) = (store.clone(), settings.clone(), out.clone());
+    let (settings, out) = (settings.clone(), out.clone());
     let runner_pid = runner.pid;
     tasks.push(tokio::spawn(Box::pin(async move {
         let started = Instant::now();
@@ -577,16 +575,7 @@ fn start(
                 );
             }
         };
-        let retvals = match retvals(&store, &claimed).await {
-            Ok(found) => found,
-            Err(err) => {
-                return (
-                    build,
-                    failed(format!("cannot read its pins: {err}")),
-                    started.elapsed(),
-                );
-            }
-        };
+        let retvals = retvals(&claimed);
         let one = Attempt {
             spec: &spec,
             build,
@@ -604,18 +593,13 @@ fn start(
     })));
 }
 
-/// The return values of a claimed build's pins.
-async fn retvals(store: &AnyStore, claimed: &Claimed) -> Result<HashMap<JobId, Json>, StoreError> {
-    let mut found = HashMap::new();
-    for pin in &claimed.pins {
-        let (Some(id), Some(job)) = (pin.build_id, JobId::parse(&pin.job_id)) else {
-            continue;
-        };
-        if let Some(value) = store.build(id).await?.and_then(|b| b.retval) {
-            found.insert(job, value);
-        }
-    }
-    Ok(found)
+/// The return values of a claimed build's pins (read with its claim).
+fn retvals(claimed: &Claimed) -> HashMap<JobId, Json> {
+    claimed
+        .retvals
+        .iter()
+        .filter_map(|(job, value)| Some((JobId::parse(job)?, value.clone())))
+        .collect()
 }
 
 /// Listens for the queue's notifications (PostgreSQL); `None` elsewhere or on failure.

@@ -105,7 +105,13 @@ pub struct Claimed {
     /// The dependency builds whose return values it uses: those of its run it waited on,
     /// else each dependency's latest success.
     pub pins: Vec<Pin>,
+    /// The return values of the pinned builds that have one, by job id: read in the
+    /// claim, so a build starts without another round trip.
+    pub retvals: std::collections::HashMap<String, Json>,
 }
+
+/// The pins of a claimed build, and the return values of the pinned builds by job id.
+pub(crate) type PinsOf = (Vec<Pin>, std::collections::HashMap<String, Json>);
 
 /// How a claimed build ends.
 #[derive(Debug, Clone, PartialEq)]
@@ -542,11 +548,18 @@ macro_rules! impl_queue {
                     .collect();
                 let mut ended: std::collections::HashMap<i64, String> =
                     std::collections::HashMap::with_capacity(plain.len());
+                // On PostgreSQL one statement a piece: the ends, what waits on those that
+                // succeeded counted down (other rows: a build that waits is never claimed,
+                // so never among the ends), and the wake-up of the workers that listen
+                // (once per transaction, however many rows).
+                let merged = Self::PG;
                 // A repeated row updates its build once.
                 for piece in crate::store::sql::padded(&plain) {
-                    let mut update: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
-                        "UPDATE builds SET status = v.column3, finished_at = ",
-                    );
+                    let mut update: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(if merged {
+                        "WITH ended AS (UPDATE builds SET status = v.column3, finished_at = "
+                    } else {
+                        "UPDATE builds SET status = v.column3, finished_at = "
+                    });
                     update.push_bind(at);
                     update.push(
                         ", retval = v.column4, exit_code = v.column5, signal = v.column6, \
@@ -578,8 +591,23 @@ macro_rules! impl_queue {
                          AND builds.status IN ('created', 'running') AND builds.runner_id IS NOT NULL \
                          RETURNING builds.id, builds.job_id",
                     );
-                    let rows: Vec<(i64, String)> = update.build_query_as().fetch_all(&mut **tx).await?;
-                    ended.extend(rows);
+                    if merged {
+                        update.push(
+                            ", builds.status), \
+                             d AS (SELECT w.build_id, COUNT(*) AS n FROM build_waits w JOIN ended e \
+                               ON w.waits_on = e.id WHERE e.status IN ('successful', 'skipped') \
+                               GROUP BY w.build_id), \
+                             counted AS (UPDATE builds SET waiting = waiting - d.n FROM d \
+                               WHERE builds.id = d.build_id AND builds.status = 'created' RETURNING 1) \
+                             SELECT e.id, e.job_id, pg_notify('jobctl_queue', 'ended')::text FROM ended e",
+                        );
+                        let rows: Vec<(i64, String, String)> =
+                            update.build_query_as().fetch_all(&mut **tx).await?;
+                        ended.extend(rows.into_iter().map(|(id, job, _)| (id, job)));
+                    } else {
+                        let rows: Vec<(i64, String)> = update.build_query_as().fetch_all(&mut **tx).await?;
+                        ended.extend(rows);
+                    }
                 }
                 let mut succeeded = Vec::new();
                 for &i in &plain {
@@ -597,7 +625,8 @@ macro_rules! impl_queue {
                         _ => unreachable!("only plain ends"),
                     }
                 }
-                for piece in crate::store::sql::padded(&succeeded) {
+                let counted = if merged { &[][..] } else { &succeeded[..] };
+                for piece in crate::store::sql::padded(counted) {
                     let mut update: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
                         "WITH d AS (SELECT build_id, COUNT(*) AS n FROM build_waits WHERE waits_on IN (",
                     );
@@ -611,10 +640,16 @@ macro_rules! impl_queue {
                     );
                     update.build().execute(&mut **tx).await?;
                 }
+                let mut others = false;
                 for (i, (build, token, ending)) in ends.iter().enumerate() {
                     if !matches!(ending, Ending::Done(_)) {
                         done[i] = Self::end_in(tx, *build, Some(*token), ending, at, &mut None).await?;
+                        others |= done[i];
                     }
+                }
+                // A retry or a hand-back queued a build: the workers that listen wake.
+                if Self::PG && others {
+                    Self::notify(tx, "ended").await?;
                 }
                 Ok(done)
             }
@@ -874,11 +909,9 @@ macro_rules! impl_queue {
                 let q = |source| crate::store::StoreError::query("record ends and claim builds", source);
                 let mut tx = self.begin_write().await.map_err(q)?;
                 let done = Self::end_all(&mut tx, ends, at).await.map_err(q)?;
+                // Others may claim what these ends made ready and this claim leaves: the
+                // ends woke them (`end_all`).
                 let claimed = Self::claim_in(&mut tx, claimer, limit, None, lease, at).await.map_err(q)?;
-                // Others may claim what these ends made ready and this claim left.
-                if Self::PG && done.iter().any(|d| *d) {
-                    Self::notify(&mut tx, "ended").await.map_err(q)?;
-                }
                 tx.commit().await.map_err(q)?;
                 Ok((done, claimed))
             }
@@ -954,10 +987,8 @@ macro_rules! impl_queue {
                     return Ok(Vec::new());
                 }
                 let mut tx = self.begin_write().await.map_err(q)?;
+                // The workers that listen are woken by the ends themselves.
                 let done = Self::end_all(&mut tx, ends, at).await.map_err(q)?;
-                if Self::PG && done.iter().any(|d| *d) {
-                    Self::notify(&mut tx, "ended").await.map_err(q)?;
-                }
                 tx.commit().await.map_err(q)?;
                 Ok(done)
             }
@@ -1375,7 +1406,7 @@ macro_rules! impl_queue {
                 };
                 let mut claimed = Vec::with_capacity(rows.len());
                 for (id, job_id, token, attempt, config) in rows {
-                    let pins = pins.remove(&id).unwrap_or_default();
+                    let (pins, retvals) = pins.remove(&id).unwrap_or_default();
                     claimed.push(crate::store::queue::Claimed {
                         id: crate::store::BuildId(id),
                         job_id,
@@ -1383,6 +1414,7 @@ macro_rules! impl_queue {
                         attempt: attempt.max(0) as u32,
                         config: config.0,
                         pins,
+                        retvals,
                     });
                 }
                 Ok(claimed)
@@ -1444,7 +1476,7 @@ macro_rules! impl_queue {
             async fn pins_of(
                 tx: &mut sqlx::Transaction<'static, $db>,
                 builds: &[(i64, &serde_json::Value)],
-            ) -> Result<std::collections::HashMap<i64, Vec<crate::store::Pin>>, sqlx::Error> {
+            ) -> Result<std::collections::HashMap<i64, crate::store::queue::PinsOf>, sqlx::Error> {
                 let wanted: Vec<(i64, String)> = builds
                     .iter()
                     .flat_map(|(build, config)| {
@@ -1456,7 +1488,7 @@ macro_rules! impl_queue {
                             .filter_map(|d| d.as_str().map(|d| (*build, d.to_owned())))
                     })
                     .collect();
-                let mut pins: std::collections::HashMap<i64, Vec<crate::store::Pin>> =
+                let mut pins: std::collections::HashMap<i64, crate::store::queue::PinsOf> =
                     std::collections::HashMap::new();
                 if wanted.is_empty() {
                     // No dependencies: no pins, now or from an earlier claim.
@@ -1464,52 +1496,81 @@ macro_rules! impl_queue {
                 }
                 let mut found: std::collections::HashMap<(i64, String), Option<i64>> =
                     std::collections::HashMap::with_capacity(wanted.len());
-                // A repeated pair is looked up twice, the same.
+                let mut values: std::collections::HashMap<i64, serde_json::Value> =
+                    std::collections::HashMap::new();
+                // One statement a piece finds each pin and records it (over what an earlier
+                // claim of the build recorded); DISTINCT: a repeated pair (a padded piece, a
+                // dependency named twice) is one row.
                 for piece in crate::store::sql::padded(&wanted) {
-                    let mut select: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
-                        "SELECT v.column1, v.column2, COALESCE( \
+                    let mut upsert: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(format!(
+                        "{}INSERT INTO build_pins (build_id, dep_job_id, dep_build_id) \
+                         SELECT DISTINCT v.column1, v.column2, COALESCE( \
                            (SELECT u.id FROM build_waits w JOIN builds u ON u.id = w.waits_on \
                             WHERE w.build_id = v.column1 AND u.job_id = v.column2 \
                             AND u.status = 'successful' ORDER BY u.id DESC LIMIT 1), \
                            (SELECT b.id FROM builds b WHERE b.job_id = v.column2 \
                             AND b.status = 'successful' ORDER BY b.id DESC LIMIT 1)) FROM (",
-                    );
-                    select.push_values(&piece, |mut row, (build, dep)| {
+                        if Self::PG { "WITH up AS (" } else { "" }
+                    ));
+                    upsert.push_values(&piece, |mut row, (build, dep)| {
                         row.push_bind(*build).push_bind(dep.clone());
                     });
-                    select.push(") AS v");
-                    let rows: Vec<(i64, String, Option<i64>)> =
-                        select.build_query_as().fetch_all(&mut **tx).await?;
-                    found.extend(rows.into_iter().map(|(b, d, at)| ((b, d), at)));
-                }
-                let mut with: Vec<i64> = wanted.iter().map(|(b, _)| *b).collect();
-                with.dedup();
-                for piece in crate::store::sql::padded(&with) {
-                    let mut delete: sqlx::QueryBuilder<$db> =
-                        sqlx::QueryBuilder::new("DELETE FROM build_pins WHERE build_id IN (");
-                    let mut list = delete.separated(", ");
-                    for id in piece {
-                        list.push_bind(id);
+                    // `WHERE true`: SQLite reads an ON CONFLICT after a bare FROM as a join.
+                    upsert.push(
+                        ") AS v WHERE true ON CONFLICT (build_id, dep_job_id) \
+                         DO UPDATE SET dep_build_id = excluded.dep_build_id \
+                         RETURNING build_id, dep_job_id, dep_build_id",
+                    );
+                    // On PostgreSQL with the pinned builds' return values, in the same
+                    // statement; SQLite cannot wrap an INSERT (read below).
+                    upsert.push(if Self::PG {
+                        ") SELECT up.build_id, up.dep_job_id, up.dep_build_id, b.retval \
+                         FROM up LEFT JOIN builds b ON b.id = up.dep_build_id"
+                    } else {
+                        ", NULL"
+                    });
+                    let rows: Vec<(i64, String, Option<i64>, Option<sqlx::types::Json<serde_json::Value>>)> =
+                        upsert.build_query_as().fetch_all(&mut **tx).await?;
+                    for (b, d, at, value) in rows {
+                        if let (Some(at), Some(value)) = (at, value) {
+                            values.insert(at, value.0);
+                        }
+                        found.insert((b, d), at);
                     }
-                    delete.push(")");
-                    delete.build().execute(&mut **tx).await?;
                 }
+                if !Self::PG {
+                    let mut pinned: Vec<i64> = found.values().flatten().copied().collect();
+                    pinned.sort_unstable();
+                    pinned.dedup();
+                    for piece in crate::store::sql::padded(&pinned) {
+                        let mut select: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
+                            "SELECT id, retval FROM builds WHERE retval IS NOT NULL AND id IN (",
+                        );
+                        let mut list = select.separated(", ");
+                        for id in piece {
+                            list.push_bind(id);
+                        }
+                        select.push(")");
+                        let rows: Vec<(i64, sqlx::types::Json<serde_json::Value>)> =
+                            select.build_query_as().fetch_all(&mut **tx).await?;
+                        values.extend(rows.into_iter().map(|(id, v)| (id, v.0)));
+                    }
+                }
+                // In the order of each job's dependencies, each once.
                 for (build, dep) in wanted {
                     let at = found.get(&(build, dep.clone())).copied().flatten();
-                    let own = pins.entry(build).or_default();
+                    let (own, retvals) = pins.entry(build).or_default();
                     if own.iter().any(|p| p.job_id == dep) {
                         continue;
+                    }
+                    if let Some(value) = at.and_then(|at| values.get(&at)) {
+                        retvals.insert(dep.clone(), value.clone());
                     }
                     own.push(crate::store::Pin {
                         job_id: dep,
                         build_id: at.map(crate::store::BuildId),
                     });
                 }
-                let rows: Vec<(i64, &crate::store::Pin)> = pins
-                    .iter()
-                    .flat_map(|(build, pins)| pins.iter().map(move |p| (*build, p)))
-                    .collect();
-                Self::insert_pins(tx, &rows).await?;
                 Ok(pins)
             }
         }
