@@ -110,23 +110,7 @@ pub async fn run(
     // the first run (a step starts once its build is recorded).
     let jobs: Vec<usize> = steps.iter().map(|s| s.job).collect();
     let first = jobs.len().min(FIRST_PLANNED);
-    let mut build_ids = Vec::with_capacity(steps.len());
-    // Whether each planned build was reserved for this run when it was recorded (its
-    // job's concurrency had room): then it starts when ready without another claim.
-    let mut reserved: Vec<bool> = Vec::with_capacity(steps.len());
-    for (id, ok) in create_planned(config, store, &jobs[..first], &runner, now).await? {
-        build_ids.push(id);
-        reserved.push(ok);
-    }
-
-    let mut schedule = Schedule::of_plan(steps, graph);
-    schedule.recorded(build_ids.len());
-    // The latest successful build of each job, with its return value, as far as known.
-    let mut successes: HashMap<usize, (BuildId, Option<Json>)> = HashMap::new();
-    let mut pins_of: HashMap<usize, Vec<Pin>> = HashMap::new();
-    // Each running job has its own cancel: Ctrl-C raises them all, a cancel request (from
-    // `jobctl tui`, through the database) one.
-    let mut cancels = Cancels::default();
+    let planned = create_planned(config, store, &jobs[..first], &runner, now).await?;
     let (task_tx, mut task_rx) = mpsc::unbounded_channel::<(usize, TaskEvent)>();
     // The database's password is masked in what jobs print, like a secret.
     let passwords: Vec<String> = crate::store::url_passwords(&config.storage)
@@ -144,21 +128,35 @@ pub async fn run(
         slots: Arc::new(tokio::sync::Semaphore::new(options.jobs.max(1))),
         claimer: Claimer::this_process(None, Vec::new()),
     });
+    let mut run = Run {
+        config,
+        graph,
+        steps,
+        store,
+        shared: shared.clone(),
+        index: steps.iter().enumerate().map(|(i, s)| (s.job, i)).collect(),
+        schedule: Schedule::of_plan(steps, graph),
+        build_ids: Vec::with_capacity(steps.len()),
+        reserved: Vec::with_capacity(steps.len()),
+        successes: HashMap::new(),
+        pins_of: HashMap::new(),
+        cancels: Cancels::default(),
+        summary: Summary::default(),
+        sink: Sink::new(writing.clone()),
+        stopping: false,
+        told_waiting: std::collections::HashSet::new(),
+        ended_ok: HashMap::new(),
+    };
+    run.recorded(planned);
     let mut running = FuturesUnordered::new();
-    let mut summary = Summary::default();
-    let mut sink = Sink::new(writing.clone());
     let mut tick = tokio::time::interval(Duration::from_millis(200));
-    let mut stopping = false;
     let mut interrupts = signal(SignalKind::interrupt()).ok();
     let mut terminations = signal(SignalKind::terminate()).ok();
     let mut hangups = signal(SignalKind::hangup()).ok();
-    // Which step each planned job is.
-    let index: HashMap<usize, usize> = steps.iter().enumerate().map(|(i, s)| (s.job, i)).collect();
-    // Each tick's look at the database (cancel requests, builds running elsewhere), read
-    // by a task of its own: the loop does not wait on it.
+    // Each tick's look at the database (cancel requests, the lease's renewal), made by a
+    // task of its own: the loop does not wait on it.
     let mut looking: Option<tokio::task::JoinHandle<Looked>> = None;
     let mut last_renewed = Instant::now();
-    let mut told_waiting: std::collections::HashSet<usize> = std::collections::HashSet::new();
     // From here on the run ends only through the loop, which waits for this.
     let (planned_tx, mut planned_rx) = mpsc::unbounded_channel();
     let stop_planning = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -173,125 +171,13 @@ pub async fn run(
         planned_tx,
     ));
     let mut planning = jobs.len() > first;
-    // Builds counted as ended well (job, whether successful rather than skipped), in case
-    // the database then refuses their data.
-    let mut ended_ok: HashMap<BuildId, (usize, bool)> = HashMap::new();
 
     loop {
-        // Builds whose data the database refused fail alone; the run goes on.
-        for (build, reason) in std::mem::take(&mut sink.unstored) {
-            // Once: a build whose end cannot be stored either is not tried for ever.
-            if cancels.unstored.insert(build, reason.clone()).is_some() {
-                continue;
-            }
-            if !cancels.one(build) {
-                fail_ended(
-                    config,
-                    &mut sink,
-                    &mut summary,
-                    &mut ended_ok,
-                    build,
-                    reason,
-                );
-            }
-        }
-        if sink.failure.is_some() && !stopping {
-            stopping = true;
-            cancels.why.get_or_insert("the run could not be recorded");
-            cancels.all(Cancel::Term);
-            reporter.event(&BuildEvent::Cancelling { how: Cancel::Term });
-        }
-        // Start what is ready, in plan order: claimed in one transaction, in which the
-        // store counts each job's builds running anywhere against its `concurrency`.
-        // A job waiting out its retry delay has given its slot back (`-j` counts jobs
-        // that run, not jobs that wait).
-        let mut batch: Vec<(usize, tokio::sync::OwnedSemaphorePermit)> = Vec::new();
-        if !stopping {
-            for i in schedule.take(shared.slots.available_permits()) {
-                // A retry waiting for a slot may have taken one meanwhile.
-                match shared.slots.clone().try_acquire_owned() {
-                    Ok(slot) => batch.push((i, slot)),
-                    Err(_) => schedule.give_back(i),
-                }
-            }
-        }
-        // Builds reserved when they were recorded start at once; the others are
-        // claimed now, together.
-        let ids: Vec<BuildId> = batch
-            .iter()
-            .filter(|(i, _)| !reserved[*i])
-            .map(|(i, _)| build_ids[*i])
-            .collect();
-        if !batch.is_empty() {
-            let claimed = {
-                // Behind the run's batch writer, not in SQLite's busy wait.
-                let _turn = shared.writing.lock().await;
-                store
-                    .claim(
-                        &shared.claimer,
-                        ids.len(),
-                        Some(&ids),
-                        LEASE,
-                        chrono::Utc::now(),
-                    )
-                    .await
-            };
-            match claimed {
-                Err(err) => {
-                    for (i, _) in batch {
-                        schedule.give_back(i);
-                    }
-                    sink.fail(err);
-                }
-                Ok(claimed) => {
-                    let got: std::collections::HashSet<BuildId> =
-                        claimed.iter().map(|c| c.id).collect();
-                    for (i, slot) in batch {
-                        let job = steps[i].job;
-                        let spec = &config.jobs[job];
-                        if !reserved[i] && !got.contains(&build_ids[i]) {
-                            // As many builds of it as it allows run elsewhere.
-                            if told_waiting.insert(i) {
-                                reporter.event(&BuildEvent::Waiting {
-                                    job: spec.id.clone(),
-                                    running: spec.concurrency.max(1),
-                                    concurrency: spec.concurrency.max(1),
-                                });
-                            }
-                            schedule.hold(i);
-                            continue;
-                        }
-                        let (pins, retvals) =
-                            match pins_and_retvals(config, graph, store, &mut successes, job).await
-                            {
-                                Ok(found) => found,
-                                Err(err) => {
-                                    // Claimed but not started: it ends with the run.
-                                    schedule.abandoned(i);
-                                    summary.cancelled += 1;
-                                    sink.fail(err);
-                                    continue;
-                                }
-                            };
-                        pins_of.insert(job, pins);
-                        schedule.started(i);
-                        // Boxed: the job's future is several kB, and a task's future is
-                        // moved a few times on its way in; a box is moved instead.
-                        running.push(tokio::spawn(Box::pin(run_job(
-                            shared.clone(),
-                            job,
-                            build_ids[i],
-                            retvals,
-                            cancels.add(job),
-                            slot,
-                        ))));
-                    }
-                }
-            }
-        }
+        run.refused(reporter);
+        run.start_ready(&mut running, reporter).await;
         // Nothing runs and nothing can start: held steps wait for a tick, ready ones
         // for their builds to be recorded.
-        if running.is_empty() && schedule.stalled(stopping) {
+        if running.is_empty() && run.schedule.stalled(run.stopping) {
             break;
         }
         reporter.idle();
@@ -300,87 +186,36 @@ pub async fn run(
                 // A task sends all it has to say before it ends: take that first, so no
                 // line is left behind when the last job ends the loop.
                 while let Ok((job, event)) = task_rx.try_recv() {
-                    on_task_event(config, &mut sink, &pins_of, &mut cancels, reporter, job, event);
+                    run.task_event(job, event, reporter);
                 }
                 let (job, result) = joined.expect("a job task does not panic");
-                cancels.remove(job);
-                let i = index[&job];
-                let (build, attempt, mut outcome, took) = match result {
-                    Ok(ended) => ended,
-                    Err(err) => {
-                        // Its build could not be recorded; the run stops.
-                        schedule.abandoned(i);
-                        summary.cancelled += 1;
-                        sink.fail(err);
-                        continue;
-                    }
-                };
-                cancels.explain(build, &mut outcome);
-                let ok = matches!(outcome, Outcome::Successful { .. } | Outcome::Skipped { .. });
-                match &outcome {
-                    Outcome::Successful { retval } => {
-                        summary.succeeded += 1;
-                        successes.insert(job, (build, retval.clone()));
-                        ended_ok.insert(build, (job, true));
-                    }
-                    Outcome::Skipped { .. } => {
-                        summary.skipped += 1;
-                        ended_ok.insert(build, (job, false));
-                    }
-                    Outcome::Cancelled { .. } => summary.cancelled += 1,
-                    Outcome::Failed { .. } => {
-                        summary.failed.push((config.jobs[job].id.clone(), build, outcome.clone()));
-                        if options.fail_fast {
-                            stopping = true;
-                            cancels.stopped_by.get_or_insert_with(|| {
-                                format!("the run stopped after {} failed (--fail-fast)", config.jobs[job].id)
-                            });
-                        }
-                    }
-                }
-                let not_run = schedule.ended(i, ok);
-                not_run_after(config, steps, &schedule, &build_ids, &not_run, &mut summary, &mut sink, reporter);
-                reporter.event(&BuildEvent::Finished {
-                    build,
-                    job: config.jobs[job].id.clone(),
-                    attempt,
-                    outcome,
-                    took,
-                });
-                if sink.len() >= WRITE_AT {
-                    sink.flush(store).await;
+                run.ended(job, result, reporter);
+                if run.sink.len() >= WRITE_AT {
+                    run.sink.flush(store).await;
                 }
             }
             created = planned_rx.recv(), if planning => match created {
-                Some(Ok(ids)) => {
-                    for (id, ok) in ids {
-                        build_ids.push(id);
-                        reserved.push(ok);
-                    }
-                    for k in schedule.recorded(build_ids.len()) {
-                        sink.push(Write::Discard { build: build_ids[k] });
-                    }
-                }
-                Some(Err(err)) => sink.fail(err),
+                Some(Ok(ids)) => run.recorded(ids),
+                Some(Err(err)) => run.sink.fail(err),
                 None => planning = false,
             },
             Some((job, event)) = task_rx.recv() => {
-                on_task_event(config, &mut sink, &pins_of, &mut cancels, reporter, job, event);
+                run.task_event(job, event, reporter);
                 // What else the tasks have said, in the same turn.
                 while let Ok((job, event)) = task_rx.try_recv() {
-                    on_task_event(config, &mut sink, &pins_of, &mut cancels, reporter, job, event);
+                    run.task_event(job, event, reporter);
                 }
-                if sink.len() >= WRITE_AT {
-                    sink.flush(store).await;
+                if run.sink.len() >= WRITE_AT {
+                    run.sink.flush(store).await;
                 }
             }
             _ = tick.tick() => {
-                sink.flush(store).await;
+                run.sink.flush(store).await;
                 // What ended jobs left behind outside their process groups.
                 if super::reaper::dirty() {
                     super::reaper::sweep();
                 }
-                if !stopping && looking.is_none() {
+                if !run.stopping && looking.is_none() {
                     let (store, runner) = (store.clone(), shared.runner.clone());
                     let renew = (last_renewed.elapsed() >= LEASE / 3).then(|| shared.claimer.clone());
                     if renew.is_some() {
@@ -397,32 +232,13 @@ pub async fn run(
                 }
                 reporter.tick();
             }
-            Some((requested, renewed)) = looked(&mut looking) => {
+            Some(found) = looked(&mut looking) => {
                 looking = None;
-                if !stopping {
-                    match requested {
-                        Ok(requested) => {
-                            for build in requested {
-                                cancel_requested(config, steps, &mut schedule, &build_ids, build, &mut cancels, &mut summary, &mut sink, reporter);
-                            }
-                        }
-                        Err(err) => sink.fail(err),
-                    }
-                    if let Err(err) = renewed {
-                        sink.fail(err);
-                    }
-                    // Held steps are tried again against the new counts.
-                    schedule.retry_held();
-                }
+                run.looked(found, reporter);
             }
             Some(()) = next_signal(&mut interrupts) => {
-                let how = if stopping { Cancel::Kill } else { Cancel::Term };
-                stopping = true;
-                cancels.why.get_or_insert("Ctrl-C");
-                if cancels.level < how {
-                    cancels.all(how);
-                    reporter.event(&BuildEvent::Cancelling { how });
-                }
+                let how = if run.stopping { Cancel::Kill } else { Cancel::Term };
+                run.cancel_all("Ctrl-C", how, reporter);
             }
             // A closed terminal or a dropped SSH session, and a polite kill: as the first
             // Ctrl-C (a second Ctrl-C still kills at once).
@@ -431,12 +247,7 @@ pub async fn run(
                     Some(()) = next_signal(&mut terminations) => Some("SIGTERM"),
                     Some(()) = next_signal(&mut hangups) => Some("SIGHUP"),
                 }
-            }, if !stopping => {
-                stopping = true;
-                cancels.why.get_or_insert(name);
-                cancels.all(Cancel::Term);
-                reporter.event(&BuildEvent::Cancelling { how: Cancel::Term });
-            }
+            }, if !run.stopping => run.cancel_all(name, Cancel::Term, reporter),
         }
     }
     // Whatever the jobs left behind goes with the run.
@@ -445,79 +256,431 @@ pub async fn run(
     stop_planning.store(true, std::sync::atomic::Ordering::Relaxed);
     while let Some(created) = planned_rx.recv().await {
         match created {
-            Ok(ids) => build_ids.extend(ids.into_iter().map(|(id, _)| id)),
-            Err(err) => sink.fail(err),
+            Ok(ids) => run.build_ids.extend(ids.into_iter().map(|(id, _)| id)),
+            Err(err) => run.sink.fail(err),
         }
     }
-    // What never started is named, with what stopped the run.
-    let why = cancels
-        .stopped_by
-        .clone()
-        .or_else(|| {
-            cancels
-                .why
-                .map(|why| format!("the run was cancelled ({why})"))
-        })
-        .unwrap_or_else(|| "the run stopped".to_owned());
-    let (not_started, discard) = schedule.stop(build_ids.len());
-    summary.not_run += not_started.len();
-    for i in not_started {
-        reporter.event(&BuildEvent::NotStarted {
-            job: config.jobs[steps[i].job].id.clone(),
-            why: why.clone(),
-        });
-    }
-    for i in discard {
-        sink.push(Write::Discard {
-            build: build_ids[i],
-        });
-    }
-    sink.finish(store).await;
-    // Refused in the last batch: those builds had ended; their end is recorded failed.
-    let unstored = std::mem::take(&mut sink.unstored);
-    if !unstored.is_empty() {
-        for (build, reason) in unstored {
-            fail_ended(
-                config,
-                &mut sink,
-                &mut summary,
-                &mut ended_ok,
-                build,
-                reason,
-            );
-        }
-        sink.finish(store).await;
-    }
-    match sink.failure {
-        Some(err) => Err(err),
-        None => Ok(summary),
-    }
+    run.finish(reporter).await
 }
 
-/// A build that had ended when the database refused its data: recorded failed, saying
-/// why, and counted so.
-fn fail_ended(
-    config: &Config,
-    sink: &mut Sink,
-    summary: &mut Summary,
-    ended_ok: &mut HashMap<BuildId, (usize, bool)>,
-    build: BuildId,
-    reason: String,
-) {
-    let outcome = failed(reason);
-    sink.push(Write::Finished {
-        build,
-        outcome: outcome.clone(),
-        at: Utc::now(),
-    });
-    if let Some((job, successful)) = ended_ok.remove(&build) {
-        match successful {
-            true => summary.succeeded = summary.succeeded.saturating_sub(1),
-            false => summary.skipped = summary.skipped.saturating_sub(1),
+/// A run under way: its steps, where each is (the [`Schedule`]), its builds, and what the
+/// loop has learned.
+struct Run<'a> {
+    config: &'static Config,
+    graph: &'a JobGraph,
+    steps: &'a [Step],
+    store: &'a Arc<AnyStore>,
+    shared: Arc<Shared>,
+    /// Which step each planned job is.
+    index: HashMap<usize, usize>,
+    schedule: Schedule,
+    /// The planned build of each step recorded so far, and whether it was reserved for
+    /// this run when it was recorded (its job's concurrency had room): then it starts
+    /// when ready without another claim.
+    build_ids: Vec<BuildId>,
+    reserved: Vec<bool>,
+    /// The latest successful build of each job, with its return value, as far as known.
+    successes: HashMap<usize, (BuildId, Option<Json>)>,
+    pins_of: HashMap<usize, Vec<Pin>>,
+    /// Each running job has its own cancel: Ctrl-C raises them all, a cancel request
+    /// (from `jobctl tui`, through the database) one.
+    cancels: Cancels,
+    summary: Summary,
+    sink: Sink,
+    /// Nothing more starts.
+    stopping: bool,
+    /// Steps already said to wait for their job's concurrency.
+    told_waiting: std::collections::HashSet<usize>,
+    /// Builds counted as ended well (job, whether successful rather than skipped), in
+    /// case the database then refuses their data.
+    ended_ok: HashMap<BuildId, (usize, bool)>,
+}
+
+impl Run<'_> {
+    /// More planned builds are recorded; those of steps that will not run any more go.
+    fn recorded(&mut self, ids: Vec<(BuildId, bool)>) {
+        for (id, ok) in ids {
+            self.build_ids.push(id);
+            self.reserved.push(ok);
         }
-        summary
-            .failed
-            .push((config.jobs[job].id.clone(), build, outcome));
+        for k in self.schedule.recorded(self.build_ids.len()) {
+            self.sink.push(Write::Discard {
+                build: self.build_ids[k],
+            });
+        }
+    }
+
+    /// Builds whose data the database refused fail alone, and the run goes on; a
+    /// database that fails altogether stops the run.
+    fn refused(&mut self, reporter: &mut dyn Reporter) {
+        for (build, reason) in std::mem::take(&mut self.sink.unstored) {
+            // Once: a build whose end cannot be stored either is not tried for ever.
+            if self
+                .cancels
+                .unstored
+                .insert(build, reason.clone())
+                .is_some()
+            {
+                continue;
+            }
+            if !self.cancels.one(build) {
+                self.fail_ended(build, reason);
+            }
+        }
+        if self.sink.failure.is_some() && !self.stopping {
+            self.cancel_all("the run could not be recorded", Cancel::Term, reporter);
+        }
+    }
+
+    /// The whole run is cancelled (`why`: Ctrl-C, a signal, a failure to record).
+    fn cancel_all(&mut self, why: &'static str, how: Cancel, reporter: &mut dyn Reporter) {
+        self.stopping = true;
+        self.cancels.why.get_or_insert(why);
+        if self.cancels.level < how {
+            self.cancels.all(how);
+            reporter.event(&BuildEvent::Cancelling { how });
+        }
+    }
+
+    /// Starts what is ready, in plan order: claimed in one transaction, in which the
+    /// store counts each job's builds running anywhere against its `concurrency`. A job
+    /// waiting out its retry delay has given its slot back (`-j` counts jobs that run,
+    /// not jobs that wait).
+    async fn start_ready(
+        &mut self,
+        running: &mut FuturesUnordered<tokio::task::JoinHandle<TaskResult>>,
+        reporter: &mut dyn Reporter,
+    ) {
+        let mut batch: Vec<(usize, tokio::sync::OwnedSemaphorePermit)> = Vec::new();
+        if !self.stopping {
+            let slots = &self.shared.slots;
+            for i in self.schedule.take(slots.available_permits()) {
+                // A retry waiting for a slot may have taken one meanwhile.
+                match slots.clone().try_acquire_owned() {
+                    Ok(slot) => batch.push((i, slot)),
+                    Err(_) => self.schedule.give_back(i),
+                }
+            }
+        }
+        if batch.is_empty() {
+            return;
+        }
+        // Builds reserved when they were recorded start at once; the others are
+        // claimed now, together.
+        let ids: Vec<BuildId> = batch
+            .iter()
+            .filter(|(i, _)| !self.reserved[*i])
+            .map(|(i, _)| self.build_ids[*i])
+            .collect();
+        let claimed = {
+            // Behind the run's batch writer, not in SQLite's busy wait.
+            let _turn = self.shared.writing.lock().await;
+            self.store
+                .claim(
+                    &self.shared.claimer,
+                    ids.len(),
+                    Some(&ids),
+                    LEASE,
+                    Utc::now(),
+                )
+                .await
+        };
+        let got: std::collections::HashSet<BuildId> = match claimed {
+            Ok(claimed) => claimed.iter().map(|c| c.id).collect(),
+            Err(err) => {
+                for (i, _) in batch {
+                    self.schedule.give_back(i);
+                }
+                self.sink.fail(err);
+                return;
+            }
+        };
+        for (i, slot) in batch {
+            let job = self.steps[i].job;
+            let spec = &self.config.jobs[job];
+            if !self.reserved[i] && !got.contains(&self.build_ids[i]) {
+                // As many builds of it as it allows run elsewhere.
+                if self.told_waiting.insert(i) {
+                    reporter.event(&BuildEvent::Waiting {
+                        job: spec.id.clone(),
+                        running: spec.concurrency.max(1),
+                        concurrency: spec.concurrency.max(1),
+                    });
+                }
+                self.schedule.hold(i);
+                continue;
+            }
+            let found = pins_and_retvals(
+                self.config,
+                self.graph,
+                self.store,
+                &mut self.successes,
+                job,
+            )
+            .await;
+            let (pins, retvals) = match found {
+                Ok(found) => found,
+                Err(err) => {
+                    // Claimed but not started: it ends with the run.
+                    self.schedule.abandoned(i);
+                    self.summary.cancelled += 1;
+                    self.sink.fail(err);
+                    continue;
+                }
+            };
+            self.pins_of.insert(job, pins);
+            self.schedule.started(i);
+            // Boxed: the job's future is several kB, and a task's future is moved a few
+            // times on its way in; a box is moved instead.
+            running.push(tokio::spawn(Box::pin(run_job(
+                self.shared.clone(),
+                job,
+                self.build_ids[i],
+                retvals,
+                self.cancels.add(job),
+                slot,
+            ))));
+        }
+    }
+
+    /// A job's task ended: counted, and what follows from it decided.
+    fn ended(
+        &mut self,
+        job: usize,
+        result: Result<(BuildId, u32, Outcome, Duration), StoreError>,
+        reporter: &mut dyn Reporter,
+    ) {
+        self.cancels.remove(job);
+        let i = self.index[&job];
+        let (build, attempt, mut outcome, took) = match result {
+            Ok(ended) => ended,
+            Err(err) => {
+                // Its build could not be recorded; the run stops.
+                self.schedule.abandoned(i);
+                self.summary.cancelled += 1;
+                self.sink.fail(err);
+                return;
+            }
+        };
+        self.cancels.explain(build, &mut outcome);
+        let ok = matches!(
+            outcome,
+            Outcome::Successful { .. } | Outcome::Skipped { .. }
+        );
+        let id = &self.config.jobs[job].id;
+        match &outcome {
+            Outcome::Successful { retval } => {
+                self.summary.succeeded += 1;
+                self.successes.insert(job, (build, retval.clone()));
+                self.ended_ok.insert(build, (job, true));
+            }
+            Outcome::Skipped { .. } => {
+                self.summary.skipped += 1;
+                self.ended_ok.insert(build, (job, false));
+            }
+            Outcome::Cancelled { .. } => self.summary.cancelled += 1,
+            Outcome::Failed { .. } => {
+                self.summary
+                    .failed
+                    .push((id.clone(), build, outcome.clone()));
+                if self.shared.options.fail_fast {
+                    self.stopping = true;
+                    self.cancels.stopped_by.get_or_insert_with(|| {
+                        format!("the run stopped after {id} failed (--fail-fast)")
+                    });
+                }
+            }
+        }
+        let not_run = self.schedule.ended(i, ok);
+        self.not_run(&not_run, reporter);
+        reporter.event(&BuildEvent::Finished {
+            build,
+            job: id.clone(),
+            attempt,
+            outcome,
+            took,
+        });
+    }
+
+    /// What a tick's look at the database found: cancel requests, and whether the lease
+    /// was renewed. Held steps are tried again against the new counts.
+    fn looked(&mut self, (requested, renewed): Looked, reporter: &mut dyn Reporter) {
+        if self.stopping {
+            return;
+        }
+        match requested {
+            Ok(requested) => {
+                for build in requested {
+                    self.cancel_requested(build, reporter);
+                }
+            }
+            Err(err) => self.sink.fail(err),
+        }
+        if let Err(err) = renewed {
+            self.sink.fail(err);
+        }
+        self.schedule.retry_held();
+    }
+
+    /// Steps that will not run (after one that did not succeed): their planned builds
+    /// are removed and they are reported as not run because of it.
+    fn not_run(&mut self, not_run: &[NotRun], reporter: &mut dyn Reporter) {
+        for &NotRun { step, because } in not_run {
+            self.summary.not_run += 1;
+            // A build still being recorded goes when it is.
+            if self.schedule.is_recorded(step) {
+                self.sink.push(Write::Discard {
+                    build: self.build_ids[step],
+                });
+            }
+            reporter.event(&BuildEvent::NotRun {
+                job: self.config.jobs[self.steps[step].job].id.clone(),
+                because: self.config.jobs[self.steps[because].job].id.clone(),
+            });
+        }
+    }
+
+    /// A cancel request for `build`: a running attempt is terminated (and recorded
+    /// cancelled when it ends); a planned build that has not started is recorded
+    /// cancelled at once, and what depends on it does not run.
+    fn cancel_requested(&mut self, build: BuildId, reporter: &mut dyn Reporter) {
+        if self.cancels.one(build) {
+            return;
+        }
+        let Some(i) = self.build_ids.iter().position(|b| *b == build) else {
+            return;
+        };
+        let Some(not_run) = self.schedule.cancel(i) else {
+            return;
+        };
+        self.summary.cancelled += 1;
+        let outcome = Outcome::Cancelled {
+            reason: crate::vocab::Reason::cancelled(format!("{REQUESTED} before it started")),
+        };
+        self.sink.push(Write::Finished {
+            build,
+            outcome: outcome.clone(),
+            at: Utc::now(),
+        });
+        reporter.event(&BuildEvent::Finished {
+            build,
+            job: self.config.jobs[self.steps[i].job].id.clone(),
+            attempt: 1,
+            outcome,
+            took: Duration::ZERO,
+        });
+        self.not_run(&not_run, reporter);
+    }
+
+    /// What a job's task says: to the reporter, and what of it the store keeps to the sink.
+    fn task_event(&mut self, job: usize, event: TaskEvent, reporter: &mut dyn Reporter) {
+        let id = self.config.jobs[job].id.clone();
+        match event {
+            TaskEvent::Started(build, attempt) => {
+                self.cancels.attempt(job, build);
+                self.sink.push(Write::Started {
+                    build,
+                    at: Utc::now(),
+                    pins: self.pins_of.get(&job).cloned().unwrap_or_default(),
+                    pgid: None,
+                });
+                reporter.event(&BuildEvent::Started {
+                    build,
+                    job: id,
+                    attempt,
+                });
+            }
+            TaskEvent::Ended(build, mut outcome) => {
+                self.cancels.explain(build, &mut outcome);
+                self.sink.push(Write::Finished {
+                    build,
+                    outcome,
+                    at: Utc::now(),
+                });
+            }
+            TaskEvent::Retrying(attempt, after) => {
+                reporter.event(&BuildEvent::Retrying {
+                    job: id,
+                    attempt,
+                    after,
+                });
+            }
+            TaskEvent::Output(build, Output::Spawned { pgid }) => {
+                self.sink.process_group(build, pgid);
+            }
+            TaskEvent::Output(build, output) => {
+                if let Some(write) = record(build, &output, Utc::now()) {
+                    self.sink.push(write);
+                }
+                reporter.event(&BuildEvent::Output {
+                    build,
+                    job: id,
+                    output,
+                });
+            }
+        }
+    }
+
+    /// A build that had ended when the database refused its data: recorded failed,
+    /// saying why, and counted so.
+    fn fail_ended(&mut self, build: BuildId, reason: String) {
+        let outcome = failed(reason);
+        self.sink.push(Write::Finished {
+            build,
+            outcome: outcome.clone(),
+            at: Utc::now(),
+        });
+        if let Some((job, successful)) = self.ended_ok.remove(&build) {
+            let summary = &mut self.summary;
+            match successful {
+                true => summary.succeeded = summary.succeeded.saturating_sub(1),
+                false => summary.skipped = summary.skipped.saturating_sub(1),
+            }
+            summary
+                .failed
+                .push((self.config.jobs[job].id.clone(), build, outcome));
+        }
+    }
+
+    /// The loop is over (every planned build recorded by now): what never started is
+    /// named, with what stopped the run, and removed; the last writes go.
+    async fn finish(mut self, reporter: &mut dyn Reporter) -> Result<Summary, StoreError> {
+        let why = self
+            .cancels
+            .stopped_by
+            .clone()
+            .or_else(|| {
+                self.cancels
+                    .why
+                    .map(|why| format!("the run was cancelled ({why})"))
+            })
+            .unwrap_or_else(|| "the run stopped".to_owned());
+        let (not_started, discard) = self.schedule.stop(self.build_ids.len());
+        self.summary.not_run += not_started.len();
+        for i in not_started {
+            reporter.event(&BuildEvent::NotStarted {
+                job: self.config.jobs[self.steps[i].job].id.clone(),
+                why: why.clone(),
+            });
+        }
+        for i in discard {
+            self.sink.push(Write::Discard {
+                build: self.build_ids[i],
+            });
+        }
+        self.sink.finish(self.store).await;
+        // Refused in the last batch: those builds had ended; their end is recorded failed.
+        let unstored = std::mem::take(&mut self.sink.unstored);
+        if !unstored.is_empty() {
+            for (build, reason) in unstored {
+                self.fail_ended(build, reason);
+            }
+            self.sink.finish(self.store).await;
+        }
+        match self.sink.failure {
+            Some(err) => Err(err),
+            None => Ok(self.summary),
+        }
     }
 }
 
@@ -594,79 +757,6 @@ impl Cancels {
 }
 
 const REQUESTED: &str = "cancelled on request";
-
-/// What follows a step that did not succeed: whatever waits for it, directly or not,
-/// will not run: their planned builds are removed and reported as not run because of it.
-#[expect(clippy::too_many_arguments)]
-fn not_run_after(
-    config: &Config,
-    steps: &[Step],
-    schedule: &Schedule,
-    build_ids: &[BuildId],
-    not_run: &[NotRun],
-    summary: &mut Summary,
-    sink: &mut Sink,
-    reporter: &mut dyn Reporter,
-) {
-    for &NotRun { step, because } in not_run {
-        summary.not_run += 1;
-        // A build still being recorded goes when it is.
-        if schedule.is_recorded(step) {
-            sink.push(Write::Discard {
-                build: build_ids[step],
-            });
-        }
-        reporter.event(&BuildEvent::NotRun {
-            job: config.jobs[steps[step].job].id.clone(),
-            because: config.jobs[steps[because].job].id.clone(),
-        });
-    }
-}
-
-/// A cancel request for `build`: a running attempt is terminated (and recorded
-/// cancelled when it ends); a planned build that has not started is recorded cancelled
-/// at once, and what depends on it does not run.
-#[expect(clippy::too_many_arguments)]
-fn cancel_requested(
-    config: &Config,
-    steps: &[Step],
-    schedule: &mut Schedule,
-    build_ids: &[BuildId],
-    build: BuildId,
-    cancels: &mut Cancels,
-    summary: &mut Summary,
-    sink: &mut Sink,
-    reporter: &mut dyn Reporter,
-) {
-    if cancels.one(build) {
-        return;
-    }
-    let Some(i) = build_ids.iter().position(|b| *b == build) else {
-        return;
-    };
-    let Some(not_run) = schedule.cancel(i) else {
-        return;
-    };
-    summary.cancelled += 1;
-    let outcome = Outcome::Cancelled {
-        reason: crate::vocab::Reason::cancelled(format!("{REQUESTED} before it started")),
-    };
-    sink.push(Write::Finished {
-        build,
-        outcome: outcome.clone(),
-        at: Utc::now(),
-    });
-    reporter.event(&BuildEvent::Finished {
-        build,
-        job: config.jobs[steps[i].job].id.clone(),
-        attempt: 1,
-        outcome,
-        took: Duration::ZERO,
-    });
-    not_run_after(
-        config, steps, schedule, build_ids, &not_run, summary, sink, reporter,
-    );
-}
 
 /// How long this run's claims hold without a renewal (renewed at a third of it): a
 /// `jobctl build` that stops renewing is taken for lost after this.
@@ -798,62 +888,6 @@ async fn pins_and_retvals(
         }
     }
     Ok((pins, retvals))
-}
-
-fn on_task_event(
-    config: &Config,
-    sink: &mut Sink,
-    pins_of: &HashMap<usize, Vec<Pin>>,
-    cancels: &mut Cancels,
-    reporter: &mut dyn Reporter,
-    job: usize,
-    event: TaskEvent,
-) {
-    let id = config.jobs[job].id.clone();
-    match event {
-        TaskEvent::Started(build, attempt) => {
-            cancels.attempt(job, build);
-            sink.push(Write::Started {
-                build,
-                at: Utc::now(),
-                pins: pins_of.get(&job).cloned().unwrap_or_default(),
-                pgid: None,
-            });
-            reporter.event(&BuildEvent::Started {
-                build,
-                job: id,
-                attempt,
-            });
-        }
-        TaskEvent::Ended(build, mut outcome) => {
-            cancels.explain(build, &mut outcome);
-            sink.push(Write::Finished {
-                build,
-                outcome,
-                at: Utc::now(),
-            });
-        }
-        TaskEvent::Retrying(attempt, after) => {
-            reporter.event(&BuildEvent::Retrying {
-                job: id,
-                attempt,
-                after,
-            });
-        }
-        TaskEvent::Output(build, Output::Spawned { pgid }) => {
-            sink.process_group(build, pgid);
-        }
-        TaskEvent::Output(build, output) => {
-            if let Some(write) = record(build, &output, Utc::now()) {
-                sink.push(write);
-            }
-            reporter.event(&BuildEvent::Output {
-                build,
-                job: id,
-                output,
-            });
-        }
-    }
 }
 
 async fn latest_success(
