@@ -446,7 +446,7 @@ fn cancel_reaches_a_build_on_a_worker() {
 struct Proxy {
     port: u16,
     cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    frozen: std::sync::Arc<Gate>,
     open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
 }
 
@@ -456,7 +456,7 @@ impl Proxy {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let frozen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let frozen = std::sync::Arc::new(Gate::default());
         let open = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let (c, f, o) = (cut.clone(), frozen.clone(), open.clone());
         std::thread::spawn(move || {
@@ -469,7 +469,7 @@ impl Proxy {
                 let (f, o) = (f.clone(), o.clone());
                 std::thread::spawn(move || {
                     // Taken, and left hanging while frozen.
-                    thawed(&f);
+                    f.thawed();
                     let Ok(server) = std::net::TcpStream::connect(upstream) else {
                         return;
                     };
@@ -503,25 +503,35 @@ impl Proxy {
 
     fn restore(&self) {
         self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
-        self.frozen
-            .store(false, std::sync::atomic::Ordering::SeqCst);
+        self.frozen.set(false);
     }
 }
 
-/// Returns once the proxy is not frozen.
-fn thawed(frozen: &std::sync::atomic::AtomicBool) {
-    while frozen.load(std::sync::atomic::Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_millis(10));
+/// Whether the proxy is frozen; those who wait on it are woken by the thaw.
+#[derive(Default)]
+struct Gate {
+    frozen: std::sync::Mutex<bool>,
+    thaw: std::sync::Condvar,
+}
+
+impl Gate {
+    fn set(&self, frozen: bool) {
+        *self.frozen.lock().unwrap() = frozen;
+        if !frozen {
+            self.thaw.notify_all();
+        }
+    }
+
+    /// Returns once the proxy is not frozen.
+    fn thawed(&self) {
+        let frozen = self.frozen.lock().unwrap();
+        drop(self.thaw.wait_while(frozen, |frozen| *frozen).unwrap());
     }
 }
 
 /// Passes bytes from one side to the other; what is read while frozen is held until
 /// thawed (the rest waits in the kernel's buffers).
-fn pass(
-    mut from: std::net::TcpStream,
-    mut to: std::net::TcpStream,
-    frozen: &std::sync::atomic::AtomicBool,
-) {
+fn pass(mut from: std::net::TcpStream, mut to: std::net::TcpStream, frozen: &Gate) {
     use std::io::{Read, Write};
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -529,7 +539,7 @@ fn pass(
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        thawed(frozen);
+        frozen.thawed();
         if to.write_all(&buf[..n]).is_err() {
             break;
         }
@@ -542,9 +552,7 @@ struct Frozen<'a>(&'a Proxy);
 
 impl Cut for Frozen<'_> {
     fn cut(&self) {
-        self.0
-            .frozen
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.0.frozen.set(true);
     }
 
     fn restore(&self) {
