@@ -877,7 +877,7 @@ fn help(frame: &mut Frame, area: Rect) {
         ("B", "build it alone"),
         ("d", "build, then downstream"),
         ("a", "arm a protected job"),
-        ("c", "cancel its running build"),
+        ("c", "cancel running build"),
         ("R", "rebuild failed jobs"),
         ("r", "read the config again"),
         ("w", "the workers"),
@@ -908,7 +908,9 @@ fn help(frame: &mut Frame, area: Rect) {
         keys.iter()
             .map(|(key, what)| {
                 if what.is_empty() {
-                    Line::from(Span::styled(key.to_string(), BOLD.fg(Color::Cyan)))
+                    // In the keys' column, so a heading on the right is not read as the
+                    // end of a line on the left.
+                    Line::from(Span::styled(format!(" {key}"), BOLD.fg(Color::Cyan)))
                 } else {
                     Line::from(vec![
                         Span::styled(format!(" {key:<12} "), BOLD),
