@@ -234,6 +234,13 @@ impl WorkerRow {
     }
 }
 
+// Found by id. Where a statement finds its builds by id (their count-down, their end, a
+// run's claim of its own), their status is a check on the rows found, written
+// `status || ''` so the planner cannot use it to find them: with statistics older than a
+// large enqueue it takes `status = 'created'` for a few rows and reads every open build
+// through `builds_running` to pick out the few named by id (7 ms instead of 0.7 ms a
+// turn with 10,000 planned builds, measured on PostgreSQL 15). Same meaning on SQLite.
+
 /// The builds that fill a job's `concurrency`: those running, and those reserved by a
 /// run (claimed ahead, waiting for what they depend on). The condition of the index
 /// `builds_occupying` (migrations 0005), word for word.
@@ -457,10 +464,10 @@ macro_rules! impl_queue {
                     crate::store::sql::outcome_columns(outcome);
                 let guard = match token {
                     // A running build, or one reserved by a run.
-                    Some(_) => "status IN ('created', 'running') AND runner_id IS NOT NULL AND token = $11",
+                    Some(_) => "status || '' IN ('created', 'running') AND runner_id IS NOT NULL AND token = $11",
                     // A build queued for workers; a `jobctl build` run's own is cancelled
                     // by that run, on request.
-                    None => "status = 'created' AND runner_id IS NULL AND run_owner IS NULL AND $11 = $11",
+                    None => "status || '' = 'created' AND runner_id IS NULL AND run_owner IS NULL AND $11 = $11",
                 };
                 let sql = format!(
                     "UPDATE builds SET status = $2, finished_at = $3, retval = $4, exit_code = $5, \
@@ -490,7 +497,7 @@ macro_rules! impl_queue {
                     Ending::Done(crate::store::Outcome::Successful { .. })
                     | Ending::Done(crate::store::Outcome::Skipped { .. }) => {
                         sqlx::query(
-                            "UPDATE builds SET waiting = waiting - 1 WHERE status = 'created' \
+                            "UPDATE builds SET waiting = waiting - 1 WHERE status || '' = 'created' \
                              AND id IN (SELECT build_id FROM build_waits WHERE waits_on = $1)",
                         )
                         .bind(build.0)
@@ -588,7 +595,7 @@ macro_rules! impl_queue {
                     });
                     update.push(
                         ") AS v WHERE builds.id = v.column1 AND builds.token = v.column2 \
-                         AND builds.status IN ('created', 'running') AND builds.runner_id IS NOT NULL \
+                         AND builds.status || '' IN ('created', 'running') AND builds.runner_id IS NOT NULL \
                          RETURNING builds.id, builds.job_id",
                     );
                     if merged {
@@ -598,7 +605,7 @@ macro_rules! impl_queue {
                                ON w.waits_on = e.id WHERE e.status IN ('successful', 'skipped') \
                                GROUP BY w.build_id), \
                              counted AS (UPDATE builds SET waiting = waiting - d.n FROM d \
-                               WHERE builds.id = d.build_id AND builds.status = 'created' RETURNING 1) \
+                               WHERE builds.id = d.build_id AND builds.status || '' = 'created' RETURNING 1) \
                              SELECT e.id, e.job_id, pg_notify('jobctl_queue', 'ended')::text FROM ended e",
                         );
                         let rows: Vec<(i64, String, String)> =
@@ -636,7 +643,7 @@ macro_rules! impl_queue {
                     }
                     update.push(
                         ") GROUP BY build_id) UPDATE builds SET waiting = waiting - d.n FROM d \
-                         WHERE builds.id = d.build_id AND builds.status = 'created'",
+                         WHERE builds.id = d.build_id AND builds.status || '' = 'created'",
                     );
                     update.build().execute(&mut **tx).await?;
                 }
@@ -669,7 +676,7 @@ macro_rules! impl_queue {
                        SELECT build_id FROM build_waits WHERE waits_on = $1 \
                        UNION SELECT w.build_id FROM build_waits w JOIN down d ON w.waits_on = d.id) \
                      UPDATE builds SET status = 'cancelled', error = $2, finished_at = $3, \
-                     started_at = $3, reason = $4 WHERE status = 'created' AND id IN (SELECT id FROM down)",
+                     started_at = $3, reason = $4 WHERE status || '' = 'created' AND id IN (SELECT id FROM down)",
                 )
                 .bind(build.0)
                 .bind(reason.to_string())
@@ -1341,11 +1348,12 @@ macro_rules! impl_queue {
                 // their jobs fill its concurrency now, the first of each job that fit, and
                 // their claim.
                 let mut claim: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
-                    "WITH candidates AS (SELECT id, job_id, concurrency FROM builds WHERE status = 'created' AND ",
+                    "WITH candidates AS (SELECT id, job_id, concurrency FROM builds WHERE ",
                 );
                 match only {
                     Some(ids) => {
-                        claim.push("runner_id IS NULL AND run_owner = ").push_bind(claimer.id.clone());
+                        // See "Found by id" above `OCCUPYING`.
+                        claim.push("status || '' = 'created' AND runner_id IS NULL AND run_owner = ").push_bind(claimer.id.clone());
                         claim.push(" AND id IN (");
                         let mut list = claim.separated(", ");
                         for id in ids {
@@ -1354,7 +1362,7 @@ macro_rules! impl_queue {
                         claim.push(")");
                     }
                     None => {
-                        claim.push("waiting = 0 AND run_owner IS NULL AND runner_id IS NULL \
+                        claim.push("status = 'created' AND waiting = 0 AND run_owner IS NULL AND runner_id IS NULL \
                              AND (not_before IS NULL OR not_before <= ");
                         claim.push_bind(now);
                         claim.push(") AND NOT EXISTS (SELECT 1 FROM build_labels l WHERE l.build_id = builds.id");

@@ -266,9 +266,9 @@ macro_rules! impl_store {
                             .push_bind(pgid.map(|p| p as i32));
                     });
                     // A build claimed (or reserved) by its run, and not ended or taken back
-                    // meanwhile.
+                    // meanwhile (see "Found by id" in store/queue.rs).
                     update.push(
-                        ") AS v WHERE builds.id = v.column1 AND builds.status IN ('created', 'running') \
+                        ") AS v WHERE builds.id = v.column1 AND builds.status || '' IN ('created', 'running') \
                          AND builds.runner_id IS NOT NULL",
                     );
                     update.build().execute(&mut **tx).await?;
