@@ -234,12 +234,13 @@ impl WorkerRow {
     }
 }
 
-// Found by id. Where a statement finds its builds by id (their count-down, their end, a
-// run's claim of its own), their status is a check on the rows found, written
-// `status || ''` so the planner cannot use it to find them: with statistics older than a
-// large enqueue it takes `status = 'created'` for a few rows and reads every open build
-// through `builds_running` to pick out the few named by id (7 ms instead of 0.7 ms a
-// turn with 10,000 planned builds, measured on PostgreSQL 15). Same meaning on SQLite.
+// Found by id. Where a statement finds its builds by id (the count-down of what waits on
+// an end, the ends, the not-run closure, a run's claim of its own and its starts), their
+// status is a check on the rows found, written `status || ''` so the planner cannot use
+// it to find them: with statistics older than a large enqueue it takes
+// `status = 'created'` for a few rows and reads every open build through `builds_running`
+// to pick out the few named by id (7 ms instead of 0.7 ms a turn with 10,000 planned
+// builds, measured on PostgreSQL 15). Same meaning on SQLite.
 
 /// The builds that fill a job's `concurrency`: those running, and those reserved by a
 /// run (claimed ahead, waiting for what they depend on). The condition of the index
