@@ -22,8 +22,22 @@ impl Drop for Proc {
 
 impl Proc {
     fn start(dir: &Path, args: &[&str]) -> Proc {
+        Proc::start_under(&[], dir, args)
+    }
+
+    /// Started by the command `runner` (none: at once), as `runner… jobctl args…`.
+    fn start_under(runner: &[String], dir: &Path, args: &[&str]) -> Proc {
+        let jobctl = assert_cmd::cargo::cargo_bin("jobctl");
+        let mut command = match runner.split_first() {
+            None => Command::new(jobctl),
+            Some((first, rest)) => {
+                let mut command = Command::new(first);
+                command.args(rest).arg(jobctl);
+                command
+            }
+        };
         Proc(
-            Command::new(assert_cmd::cargo::cargo_bin("jobctl"))
+            command
                 .current_dir(dir)
                 .args(args)
                 .env_remove("JOBCTL_CONFIG")
@@ -452,8 +466,13 @@ struct Proxy {
 
 impl Proxy {
     fn start(upstream: &'static str) -> Proxy {
+        Proxy::listen("127.0.0.1", upstream)
+    }
+
+    /// A proxy listening on `address` (any free port).
+    fn listen(address: &str, upstream: &'static str) -> Proxy {
         use std::sync::atomic::Ordering;
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = std::net::TcpListener::bind((address, 0)).unwrap();
         let port = listener.local_addr().unwrap().port();
         let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let frozen = std::sync::Arc::new(Gate::default());
@@ -564,6 +583,105 @@ impl Cut for Frozen<'_> {
 trait Cut {
     fn cut(&self);
     fn restore(&self);
+    /// The command the cut-off worker runs under (none: as the test's own child).
+    fn runner(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// A host of the worker's own: a network namespace joined to the test's by a veth pair,
+/// the worker reaching the database through a [`Proxy`] on this side's end of the link.
+/// Cut: this side's end set down, so the kernel drops whatever either side sends, and
+/// nothing answers or fails, as a pulled cable or a firewall that drops packets looks to
+/// the worker. Made with iproute2, as root; outside CI a machine that cannot is skipped.
+struct Host {
+    namespace: Namespace,
+    link: String,
+    /// This side's address on the link.
+    address: String,
+    proxy: Proxy,
+}
+
+/// A network namespace, deleted when dropped (and the veth pair with it).
+struct Namespace(String);
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
+impl Host {
+    fn create() -> Option<Host> {
+        let id = std::process::id();
+        let (a, b) = ((id / 64) % 256, (id % 64) * 4);
+        let name = format!("jobctl-test-{id}");
+        let link = format!("jct{id}");
+        let address = format!("10.213.{a}.{}", b + 1);
+        let there = format!("10.213.{a}.{}/30", b + 2);
+        let steps: [&[&str]; 7] = [
+            &["netns", "add", &name],
+            &[
+                "link", "add", &link, "type", "veth", "peer", "name", "jobctl0", "netns", &name,
+            ],
+            &["addr", "add", &format!("{address}/30"), "dev", &link],
+            &["link", "set", &link, "up"],
+            &["-n", &name, "addr", "add", &there, "dev", "jobctl0"],
+            &["-n", &name, "link", "set", "jobctl0", "up"],
+            &["-n", &name, "link", "set", "lo", "up"],
+        ];
+        let mut namespace = None;
+        for step in steps {
+            let failed = match Command::new("ip").args(step).output() {
+                Ok(out) if out.status.success() => None,
+                Ok(out) => Some(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
+                Err(err) => Some(format!("cannot run ip: {err}")),
+            };
+            if let Some(why) = failed {
+                let why = format!("`ip {}` failed: {why}", step.join(" "));
+                if std::env::var_os("CI").is_none() {
+                    eprintln!(
+                        "skipping the network namespace test: {why} (it needs root and iproute2)"
+                    );
+                    return None;
+                }
+                panic!("CI must run the network namespace test, but {why}");
+            }
+            namespace.get_or_insert_with(|| Namespace(name.clone()));
+        }
+        Some(Host {
+            namespace: namespace.unwrap(),
+            proxy: Proxy::listen(&address, "127.0.0.1:5432"),
+            link,
+            address,
+        })
+    }
+
+    fn ip(&self, args: &[&str]) {
+        let out = Command::new("ip").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Cut for Host {
+    fn cut(&self) {
+        self.ip(&["link", "set", &self.link, "down"]);
+    }
+
+    fn restore(&self) {
+        self.ip(&["link", "set", &self.link, "up"]);
+    }
+
+    fn runner(&self) -> Vec<String> {
+        ["ip", "netns", "exec", &self.namespace.0]
+            .map(str::to_owned)
+            .to_vec()
+    }
 }
 
 impl Cut for Proxy {
@@ -704,6 +822,29 @@ async fn through_proxy(database: &str, frozen: bool) {
     .unwrap();
 }
 
+/// The same with the worker on a host of its own (a network namespace) whose link goes
+/// down: the kernel drops what it sends, as a pulled cable does.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_whose_link_goes_down_stops_its_jobs_in_time() {
+    let Some(db) = PgDatabase::create("workers_link_down").await else {
+        return;
+    };
+    let url = db.url.clone();
+    tokio::task::spawn_blocking(move || {
+        let Some(host) = Host::create() else {
+            return;
+        };
+        let there = url.replace(
+            "127.0.0.1:5432/",
+            &format!("{}:{}/", host.address, host.proxy.port),
+        );
+        assert_ne!(there, url, "the test database is on 127.0.0.1:5432");
+        cut_off(&url, &there, &host, |_| {});
+    })
+    .await
+    .unwrap();
+}
+
 /// The same, cut on the server's side: every connection of the worker ended with
 /// `pg_terminate_backend` and its role refused a new login. Before that, its connections
 /// ended once (a restart of the server's side, say): it connects again, renews its lease
@@ -755,7 +896,7 @@ fn cut_off(url: &str, worker_url: &str, how: &dyn Cut, before_cut: impl FnOnce(i
     let (code, _, err) = run(d, &["install"]);
     assert_eq!(code, 0, "{err}");
     run(d, &["build", "cut", "--queue"]);
-    let cutoff = start_cut_off_worker(d, worker_url);
+    let cutoff = start_cut_off_worker(&how.runner(), d, worker_url);
     wait_until(
         "the first attempt to start",
         Duration::from_secs(20),
@@ -808,8 +949,9 @@ fn cut_off(url: &str, worker_url: &str, how: &dyn Cut, before_cut: impl FnOnce(i
     assert_eq!(common::builds(d)[1]["status"], "failed");
 }
 
-fn start_cut_off_worker(dir: &Path, url: &str) -> Proc {
-    Proc::start(
+fn start_cut_off_worker(runner: &[String], dir: &Path, url: &str) -> Proc {
+    Proc::start_under(
+        runner,
         dir,
         &[
             "worker",
