@@ -37,6 +37,25 @@ pub const MAX_ID: usize = 200;
 /// A job title, in characters.
 pub const MAX_TITLE: usize = 1000;
 
+/// The longest duration anything takes (a timeout, a retry delay, a retention, a grace):
+/// 36,500 days, about a century. Longer is refused where it is written; a time that far
+/// ahead still fits every clock and both databases.
+pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(36_500 * 86_400);
+
+/// A worker's name, in characters.
+pub const MAX_WORKER_NAME: usize = 100;
+
+/// `d` after `at`, `d` taken as at most [`MAX_DURATION`]: a duration read back from a
+/// build's snapshot (written by anything) cannot overflow the clock.
+pub fn after(
+    at: chrono::DateTime<chrono::Utc>,
+    d: std::time::Duration,
+) -> chrono::DateTime<chrono::Utc> {
+    let d = chrono::Duration::from_std(d.min(MAX_DURATION)).expect("a century fits");
+    at.checked_add_signed(d)
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+}
+
 /// `text` cut to at most `max` bytes at a character boundary, with `…` when cut.
 pub fn cut_text(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
     if text.len() <= max {
@@ -93,6 +112,25 @@ mod tests {
             "a^[]52;c;aGk=^Gb^[[2J^M\\u{9b}^?\tz\n"
         );
         assert!(matches!(visible("plain"), std::borrow::Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn a_time_after_another_never_overflows() {
+        let now = chrono::Utc::now();
+        assert_eq!(
+            after(now, std::time::Duration::from_secs(90)),
+            now + chrono::Duration::seconds(90)
+        );
+        let far = after(now, std::time::Duration::MAX);
+        assert_eq!(far, after(now, MAX_DURATION));
+        assert!(far > now + chrono::Duration::days(36_499));
+        assert_eq!(
+            after(
+                chrono::DateTime::<chrono::Utc>::MAX_UTC,
+                std::time::Duration::from_secs(1)
+            ),
+            chrono::DateTime::<chrono::Utc>::MAX_UTC
+        );
     }
 
     #[test]

@@ -212,6 +212,52 @@ fn usage_errors_exit_2_with_one_line() {
     assert_eq!(code, 2);
 }
 
+/// A worker's settings out of bounds are refused before it claims anything: a lease it
+/// could not renew in time or that would keep a dead machine's builds for days, a grace
+/// or a drain past a century (the clock would overflow), a name that is empty, too long
+/// or holds control characters.
+#[test]
+fn a_workers_settings_out_of_bounds_are_refused() {
+    let dir = root();
+    let long = "w".repeat(101);
+    let cases: [(&[&str], &str); 7] = [
+        (&["--lease", "0s"], "a lease is from 1s to 1d, not `0s`"),
+        (
+            &["--lease", "500ms"],
+            "a lease is from 1s to 1d, not `500ms`",
+        ),
+        (&["--lease", "2d"], "a lease is from 1s to 1d, not `2d`"),
+        (
+            &["--drain-timeout", "99999999d"],
+            "`99999999d` is too long a duration (at most 36500d, about a century)",
+        ),
+        (
+            &["--grace", "18446744073709551615"],
+            "18446744073709551615 is not in 0..=3153600000",
+        ),
+        (&["--name", " "], "a worker's name cannot be empty"),
+        (
+            &["--name", "a\x1b[2Jb"],
+            "a worker's name cannot hold control characters (tabs, newlines, escapes)",
+        ),
+    ];
+    for (args, says) in cases {
+        let (code, err) = failure(jobctl(&dir).arg("worker").args(args));
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert_eq!(
+            err.lines()
+                .next()
+                .map(|l| l.starts_with("error: invalid value")),
+            Some(true),
+            "{err}"
+        );
+    }
+    let (code, err) = failure(jobctl(&dir).args(["worker", "--name", &long]));
+    assert_eq!(code, 2);
+    assert!(err.contains("at most 100 characters, not 101"), "{err}");
+}
+
 #[test]
 fn a_directory_as_config_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();

@@ -866,3 +866,59 @@ fn a_reason_this_jobctl_cannot_read_leaves_the_build_its_words() {
         assert!(out.contains("exit status 3"), "{stored}: {out}");
     }
 }
+
+/// A duration past a century in a build's snapshot (an older jobctl, a hand edit) — a
+/// retry delay whose time would overflow the clock — crashed every worker that claimed
+/// the build and every command that rescued it. Now the worker fails that build, naming
+/// the field, and goes on; the rescue of a lost build with one records it failed; every
+/// command still works. (A config cannot say it: that is a mistake at load.)
+#[test]
+fn a_duration_past_a_century_in_a_snapshot_crashes_nothing() {
+    let dir = setup(
+        "jobs:\n  - {id: queued, run: 'exit 1', retries: 1, retry_delay: 1s}\n  \
+         - {id: lost, run: 'exit 1', retries: 1, retry_delay: 1s}\n",
+    );
+    let d = dir.path();
+    for job in ["queued", "lost"] {
+        let (code, out, err) = run(d, &["build", job, "--queue"]);
+        assert_eq!(code, 0, "{out}{err}");
+    }
+    let rt = runtime();
+    rt.block_on(async {
+        use sqlx::Connection;
+        let url = format!("sqlite://{}", d.join(".jobctl/state.db").display());
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query("UPDATE builds SET config = json_set(config, '$.retry_delay', '99999999d')")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        // `lost` was claimed by a runner whose lease ran out long ago.
+        sqlx::query(
+            "UPDATE builds SET status = 'running', started_at = ?1, lease_until = ?1, \
+             runner_id = 'gone', token = token + 1, host = 'elsewhere', pid = 1 WHERE job_id = 'lost'",
+        )
+        .bind(chrono::Utc::now() - chrono::Duration::hours(1))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    });
+    let (code, out, err) = run(d, &["builds"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = run(d, &["worker", "--until-idle", "--name", "w"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let all = builds(d);
+    assert_eq!(all.len(), 2, "no retry was queued: {all:?}");
+    for build in &all {
+        assert_eq!(build["status"], "failed", "{build}");
+    }
+    let queued = all.iter().find(|b| b["job_id"] == "queued").unwrap();
+    let error = queued["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("retry_delay") && error.contains("too long a duration"),
+        "{queued}"
+    );
+    let lost = all.iter().find(|b| b["job_id"] == "lost").unwrap();
+    assert_eq!(lost["reason"]["kind"], "runner_lost", "{lost}");
+    let (code, out, err) = run(d, &["show", "1"]);
+    assert_eq!(code, 0, "{out}{err}");
+}

@@ -70,7 +70,7 @@ pub struct Args {
     #[arg(long)]
     keep_going: bool,
     /// Seconds a job has to end after TERM (timeout, Ctrl-C) before it is killed
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(..=crate::limits::MAX_DURATION.as_secs()))]
     grace: u64,
     /// Leave the builds to workers (`jobctl worker`): queue them, print their numbers and
     /// return

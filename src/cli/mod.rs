@@ -288,8 +288,10 @@ fn fmt_elapsed(d: chrono::Duration) -> String {
 /// `30m` (that long ago) or an RFC 3339 time.
 fn parse_since(text: &str) -> Result<chrono::DateTime<chrono::Utc>, CliError> {
     if let Ok(d) = crate::config::model::parse_duration(text) {
-        let d = chrono::Duration::from_std(d).map_err(|_| CliError::BadTime(text.to_owned()))?;
-        return Ok(chrono::Utc::now() - d);
+        return chrono::Duration::from_std(d)
+            .ok()
+            .and_then(|d| chrono::Utc::now().checked_sub_signed(d))
+            .ok_or_else(|| CliError::BadTime(text.to_owned()));
     }
     chrono::DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&chrono::Utc))

@@ -11,6 +11,7 @@ use crate::error::CliError;
 use crate::exec::dispatcher::Options;
 use crate::exec::process::OutputLimits;
 use crate::exec::worker::{Settings, work};
+use crate::limits::{MAX_DURATION, MAX_WORKER_NAME};
 use crate::store::OpenMode;
 use crate::store::queue::{Claimer, Queue};
 use crate::ui::plain::Plain;
@@ -21,7 +22,7 @@ pub struct Args {
     #[arg(short = 'j', long = "jobs-at-once", value_name = "N")]
     parallel: Option<usize>,
     /// The name `jobctl workers` shows (default: HOST-PID)
-    #[arg(long)]
+    #[arg(long, value_parser = parse_name)]
     name: Option<String>,
     /// What this worker has, comma-separated: it runs only jobs whose `labels` are all
     /// among these
@@ -29,13 +30,13 @@ pub struct Args {
     labels: Vec<String>,
     /// How long a claim holds without renewal; a worker that cannot renew kills its
     /// builds before then, and others take them after
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = parse_lease)]
     lease: Duration,
     /// After SIGTERM, how long running builds may finish before they are handed back
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     drain_timeout: Duration,
     /// Seconds a build has to end after TERM before it is killed
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(..=MAX_DURATION.as_secs()))]
     grace: u64,
     /// The database, instead of the config's `storage:`
     #[arg(long, value_name = "URL", env = "JOBCTL_STORAGE")]
@@ -46,6 +47,41 @@ pub struct Args {
     /// Exit once nothing this worker could run is queued and nothing runs here
     #[arg(long)]
     until_idle: bool,
+}
+
+/// The shortest lease: renewals come every third of it and a call to the database is
+/// given up after a sixth, so shorter would lose builds to a busy database.
+const MIN_LEASE: Duration = Duration::from_secs(1);
+
+/// The longest lease: how long a dead machine's builds may wait to be taken over.
+const MAX_LEASE: Duration = Duration::from_secs(86_400);
+
+/// `--lease`: a duration from [`MIN_LEASE`] to [`MAX_LEASE`].
+fn parse_lease(text: &str) -> Result<Duration, String> {
+    let lease = parse_duration(text)?;
+    if !(MIN_LEASE..=MAX_LEASE).contains(&lease) {
+        return Err(format!("a lease is from 1s to 1d, not `{}`", text.trim()));
+    }
+    Ok(lease)
+}
+
+/// `--name`: shown in `jobctl workers` and recorded with every build the worker runs.
+fn parse_name(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        return Err("a worker's name cannot be empty".into());
+    }
+    if text.chars().count() > MAX_WORKER_NAME {
+        return Err(format!(
+            "a worker's name is at most {MAX_WORKER_NAME} characters, not {}",
+            text.chars().count()
+        ));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(
+            "a worker's name cannot hold control characters (tabs, newlines, escapes)".into(),
+        );
+    }
+    Ok(text.to_owned())
 }
 
 #[derive(Debug, clap::Args)]

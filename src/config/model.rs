@@ -474,6 +474,18 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if text.is_empty() {
         return Err("a duration cannot be empty".into());
     }
+    let total = parse_any_duration(text)?;
+    if total > crate::limits::MAX_DURATION {
+        return Err(format!(
+            "`{text}` is too long a duration (at most {}, about a century)",
+            format_duration(crate::limits::MAX_DURATION)
+        ));
+    }
+    Ok(total)
+}
+
+/// [`parse_duration`] without its bound.
+fn parse_any_duration(text: &str) -> Result<Duration, String> {
     if let Ok(secs) = text.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
     }
@@ -701,6 +713,28 @@ mod tests {
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("h").is_err());
         assert!(parse_duration("5").is_ok());
+    }
+
+    #[test]
+    fn durations_stop_at_a_century() {
+        assert_eq!(
+            parse_duration("36500d").unwrap(),
+            crate::limits::MAX_DURATION
+        );
+        assert_eq!(
+            parse_duration("5214w 2d").unwrap(),
+            crate::limits::MAX_DURATION
+        );
+        for long in [
+            "36500d 1ms",
+            "36501d",
+            "99999999d",
+            "3153600001",
+            "18446744073709551615s",
+        ] {
+            let err = parse_duration(long).unwrap_err();
+            assert!(err.contains("too long a duration"), "{long}: {err}");
+        }
     }
 
     #[test]

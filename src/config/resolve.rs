@@ -319,7 +319,7 @@ impl Resolver {
             return None;
         }
         let parsed = match &node.kind {
-            NodeKind::Int(i) if *i >= 0 => Ok(Duration::from_secs(*i as u64)),
+            NodeKind::Int(i) if *i >= 0 => parse_duration(&i.to_string()),
             NodeKind::Str(s) => parse_duration(s),
             _ => {
                 self.wrong_type(node, what, "a duration such as `30m` or `1h30m`");
@@ -329,10 +329,18 @@ impl Resolver {
         match parsed {
             Ok(d) => Some(d),
             Err(reason) => {
+                // A duration, but past the bound (see `parse_duration`).
+                let too_long = reason.contains("too long");
                 self.problems.push(
                     Problem::new(format!("bad {what}: {reason}"), node.pos)
-                        .label("not a duration")
-                        .help("durations are written like `90s`, `30m`, `1h30m`, `2d`; a bare number is seconds"),
+                        .label(if too_long { "too long" } else { "not a duration" })
+                        .help(if too_long && what.contains("timeout") {
+                            "the longest is 36500d; `timeout: none` sets no limit at all"
+                        } else if too_long {
+                            "the longest is 36500d"
+                        } else {
+                            "durations are written like `90s`, `30m`, `1h30m`, `2d`; a bare number is seconds"
+                        }),
                 );
                 None
             }

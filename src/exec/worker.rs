@@ -342,7 +342,7 @@ fn ended_here(
         });
         Ending::Retry {
             outcome: outcome.clone(),
-            not_before: Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default(),
+            not_before: crate::limits::after(Utc::now(), delay),
         }
     } else {
         Ending::Done(outcome.clone())

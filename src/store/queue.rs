@@ -878,8 +878,7 @@ macro_rules! impl_queue {
                         .map(|b| (b.job_id.as_str(), crate::store::queue::concurrency_of(&b.config))),
                     &busy,
                 );
-                let until = chrono::Utc::now()
-                    + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30));
+                let until = crate::limits::after(chrono::Utc::now(), lease);
                 let ids = Self::insert_reserved(&mut tx, builds, Some(runner), Some((claimer, until, &marked)))
                     .await
                     .map_err(q)?;
@@ -931,8 +930,7 @@ macro_rules! impl_queue {
                 lease: std::time::Duration,
             ) -> crate::store::Result<Vec<crate::store::BuildId>> {
                 let q = |source| crate::store::StoreError::query("renew leases", source);
-                let until = chrono::Utc::now()
-                    + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30));
+                let until = crate::limits::after(chrono::Utc::now(), lease);
                 let renew = |ids: Option<Vec<i64>>| {
                     let mut update: sqlx::QueryBuilder<$db> =
                         sqlx::QueryBuilder::new("UPDATE builds SET lease_until = ");
@@ -1148,7 +1146,7 @@ macro_rules! impl_queue {
                         });
                         Ending::Retry {
                             outcome,
-                            not_before: at + chrono::Duration::from_std(delay).unwrap_or_default(),
+                            not_before: crate::limits::after(at, delay),
                         }
                     } else {
                         Ending::Done(outcome)
@@ -1340,7 +1338,7 @@ macro_rules! impl_queue {
                     return Ok(Vec::new());
                 }
 
-                let until = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30));
+                let until = crate::limits::after(now, lease);
                 // Claims take turns (the count below sees every claim before this one).
                 Self::lock_claims(tx).await?;
                 // One statement: the candidates (the builds asked for, or the oldest ready
