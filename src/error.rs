@@ -88,6 +88,21 @@ pub enum CliError {
     Json(#[source] serde_json::Error),
 }
 
+/// `err` and its causes, `: `-joined; a cause an error already repeats in its own
+/// message is said once.
+pub fn with_causes(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(&format!(": {text}"));
+        }
+        source = cause.source();
+    }
+    out
+}
+
 /// `job `a`` / `jobs `a`, `b``.
 fn list(ids: &[String]) -> String {
     let quoted: Vec<String> = ids.iter().map(|id| format!("`{id}`")).collect();
@@ -135,18 +150,7 @@ impl CliError {
         if let CliError::Load(LoadError::Invalid(diagnostics)) = self {
             return diagnostics.render(color);
         }
-        let mut out = format!("error: {self}");
-        let mut source = std::error::Error::source(self);
-        while let Some(cause) = source {
-            // Some errors repeat their cause in their own message; say it once.
-            let text = cause.to_string();
-            if !out.contains(&text) {
-                out.push_str(&format!(": {text}"));
-            }
-            source = cause.source();
-        }
-        out.push('\n');
-        out
+        format!("error: {}\n", with_causes(self))
     }
 
     pub fn into_exit_code(self) -> ExitCode {

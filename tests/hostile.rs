@@ -922,3 +922,64 @@ fn a_duration_past_a_century_in_a_snapshot_crashes_nothing() {
     let (code, out, err) = run(d, &["show", "1"]);
     assert_eq!(code, 0, "{out}{err}");
 }
+
+/// A build whose snapshot does not read (JSON nested 300 deep, past what the parser
+/// takes; no config can say it, something other than jobctl wrote it) made every claim
+/// that reached it fail: on both backends the worker sat silent and ran nothing, not even
+/// the healthy build queued after it, and `jobctl builds` failed. Now it is claimed and
+/// fails saying why; the other runs; the listings read.
+#[test]
+fn a_snapshot_that_does_not_read_fails_its_build_and_blocks_nothing() {
+    let rt = runtime();
+    for (storage, _pg) in backends("snapshot_unreadable", &rt) {
+        let dir = setup(&format!(
+            "storage: {storage}\njobs:\n  - {{id: bad, run: 'true'}}\n  - {{id: good, run: 'echo ran > good.txt'}}\n"
+        ));
+        let d = dir.path();
+        install(d, &storage);
+        for job in ["bad", "good"] {
+            let (code, out, err) = run(d, &["build", job, "--queue"]);
+            assert_eq!(code, 0, "{out}{err}");
+        }
+        let deep = format!("{}{}", "[".repeat(300), "]".repeat(300));
+        rt.block_on(async {
+            use sqlx::Connection;
+            if storage.starts_with("sqlite") {
+                let url = format!("sqlite://{}", d.join(".jobctl/state.db").display());
+                let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                sqlx::query("UPDATE builds SET config = json_set(config, '$.args', json(?)) WHERE job_id = 'bad'")
+                    .bind(&deep)
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+            } else {
+                let mut conn = sqlx::PgConnection::connect(&storage).await.unwrap();
+                sqlx::query("UPDATE builds SET config = jsonb_set(config, '{args}', $1::jsonb) WHERE job_id = 'bad'")
+                    .bind(&deep)
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+            }
+        });
+        let (code, out, err) = run(d, &["builds"]);
+        assert_eq!(code, 0, "{storage}: {out}{err}");
+        let (code, out, err) = run(d, &["worker", "--until-idle"]);
+        assert_eq!(code, 0, "{storage}: {out}{err}");
+        assert!(out.contains("1 succeeded, 1 failed"), "{storage}: {out}");
+        assert_eq!(
+            std::fs::read_to_string(d.join("good.txt")).unwrap(),
+            "ran\n"
+        );
+        let all = builds(d);
+        let bad = all.iter().find(|b| b["job_id"] == "bad").unwrap();
+        assert_eq!(bad["status"], "failed", "{storage}: {bad}");
+        assert!(
+            bad["error"].as_str().is_some_and(
+                |e| e.starts_with("cannot read the build's snapshot: recursion limit exceeded")
+            ),
+            "{storage}: {bad}"
+        );
+        let (code, out, err) = run(d, &["show", &bad["id"].to_string()]);
+        assert_eq!(code, 0, "{storage}: {out}{err}");
+    }
+}

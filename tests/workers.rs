@@ -60,19 +60,17 @@ impl Proc {
         }
     }
 
-    /// Waits for the end (failing after `limit`); exit code and stdout.
+    /// Waits for the end (failing after `limit`); exit code and stdout (what is left of
+    /// it, if a reader took it), then stderr.
     fn finish(mut self, limit: Duration) -> (i32, String) {
         let deadline = std::time::Instant::now() + limit;
         loop {
             if let Some(status) = self.0.try_wait().unwrap() {
-                let mut out = String::new();
                 use std::io::Read;
-                self.0
-                    .stdout
-                    .take()
-                    .unwrap()
-                    .read_to_string(&mut out)
-                    .unwrap();
+                let mut out = String::new();
+                if let Some(mut stdout) = self.0.stdout.take() {
+                    stdout.read_to_string(&mut out).unwrap();
+                }
                 let mut err = String::new();
                 self.0
                     .stderr
@@ -1080,4 +1078,77 @@ fn a_worker_refuses_labels_a_job_could_not_have() {
     // Nothing was written for the refused ones: only the last worker is listed.
     let (_, listed, _) = run(d, &["workers", "--all"]);
     assert_eq!(listed.lines().count(), 2, "{listed}");
+}
+
+/// A worker that cannot claim says so, with the reason, once rather than on every try,
+/// and says when it can again; what was queued meanwhile then runs. Here another
+/// connection holds SQLite's write lock for a while (a long transaction elsewhere).
+#[test]
+fn a_worker_that_cannot_claim_says_why_and_when_it_can_again() {
+    use std::io::BufRead;
+    let dir = setup("jobs:\n  - {id: a, run: 'echo ran > a.txt'}\n", None);
+    let d = dir.path();
+    let (code, _, err) = run(d, &["install"]);
+    assert_eq!(code, 0, "{err}");
+    // With the default lease a call to the database is given up after 5 s.
+    let mut worker = Proc::start(d, &["worker", "--name", "w"]);
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    let stdout = worker.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut said = Vec::new();
+    let until = |what: &str, said: &mut Vec<String>| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !said.iter().any(|l: &String| l.contains(what)) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) => said.push(line),
+                Err(_) => panic!("the worker did not say `{what}`; it said: {said:#?}"),
+            }
+        }
+    };
+    wait_until("the worker's heartbeat", Duration::from_secs(20), || {
+        let (_, out, _) = run(d, &["workers", "--json"]);
+        out.contains("\"name\": \"w\"")
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut lock = rt.block_on(async {
+        use sqlx::Connection;
+        let url = format!("sqlite://{}", d.join(".jobctl/state.db").display());
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn
+    });
+    until(
+        "trouble cannot claim builds: the database did not answer within 5s",
+        &mut said,
+    );
+    // Its polls go on (every 50 ms on SQLite), its words do not.
+    std::thread::sleep(Duration::from_secs(2));
+    rt.block_on(async {
+        sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+    });
+    drop(lock);
+    until("trouble over: claims work again", &mut said);
+    let (code, out, err) = run(d, &["build", "a", "--queue"]);
+    assert_eq!(code, 0, "{out}{err}");
+    until("ok      a (build 1", &mut said);
+    assert_eq!(std::fs::read_to_string(d.join("a.txt")).unwrap(), "ran\n");
+    worker.signal(libc::SIGTERM);
+    let (code, out) = worker.finish(Duration::from_secs(30));
+    assert_eq!(code, 0, "{out}");
+    let troubles: Vec<&String> = said.iter().filter(|l| l.contains(" trouble ")).collect();
+    assert_eq!(troubles.len(), 2, "{said:#?}");
 }

@@ -51,6 +51,9 @@ pub enum BuildEvent {
     /// The build was taken over by another runner (its lease lapsed): it was stopped
     /// here and what this runner saw of its end is not recorded.
     Lost { build: BuildId, job: JobId },
+    /// A worker's claims stopped working (`Some`: why, said when it starts or changes) or
+    /// work again (`None`).
+    ClaimTrouble { why: Option<String> },
     /// The run is being stopped: `Term` on the first Ctrl-C (or a failure to record),
     /// `Kill` on the second.
     Cancelling { how: Cancel },

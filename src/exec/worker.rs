@@ -134,6 +134,7 @@ pub async fn work(
     let mut draining: Option<Instant> = None;
     let mut stop_now = false;
     let mut want_claim = true;
+    let mut trouble = Trouble::default();
     let mut terminations = signal(SignalKind::terminate()).ok();
     let mut interrupts = signal(SignalKind::interrupt()).ok();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -145,12 +146,12 @@ pub async fn work(
         if want_claim && draining.is_none() && !stop_now && held.len() < slots {
             want_claim = false;
             // The database away: the next poll tries again.
-            if let Some(Ok(claimed)) = bounded(
+            let claim = bounded(
                 wait,
                 store.claim(&claimer, slots - held.len(), None, lease, Utc::now()),
             )
-            .await
-            {
+            .await;
+            if let Some(claimed) = trouble.saw(claim, wait, reporter) {
                 for c in claimed {
                     // Every write about it carries its claim's token: lines, progress, its
                     // process group.
@@ -195,7 +196,7 @@ pub async fn work(
                         .map(|e| (e.build, e.token, e.ending.clone()))
                         .collect();
                     let turn = store.end_and_claim(&ends, &claimer, slots - held.len(), lease, Utc::now());
-                    if let Some(Ok((done, claimed))) = bounded(wait, turn).await {
+                    if let Some((done, claimed)) = trouble.saw(bounded(wait, turn).await, wait, reporter) {
                         for (end, recorded) in pending.drain(..).zip(done) {
                             if !recorded {
                                 worked.lost += 1;
@@ -300,6 +301,39 @@ pub async fn work(
     let _ = bounded(wait, store.worker_stopped(&claimer, Utc::now())).await;
     reporter.idle();
     Ok(worked)
+}
+
+/// Whether claims work, said when that changes: a worker that cannot claim (the database
+/// away, or refusing what it reads) says why once, not on every try, and says when it
+/// can again.
+#[derive(Default)]
+struct Trouble(Option<String>);
+
+impl Trouble {
+    /// The value of a claim that worked.
+    fn saw<T>(
+        &mut self,
+        claim: Option<Result<T, StoreError>>,
+        wait: Duration,
+        reporter: &mut dyn Reporter,
+    ) -> Option<T> {
+        let (value, why) = match claim {
+            Some(Ok(value)) => (Some(value), None),
+            Some(Err(err)) => (None, Some(crate::error::with_causes(&err))),
+            None => (
+                None,
+                Some(format!(
+                    "the database did not answer within {}",
+                    crate::config::model::format_duration(wait)
+                )),
+            ),
+        };
+        if why != self.0 {
+            reporter.event(&BuildEvent::ClaimTrouble { why: why.clone() });
+            self.0 = why;
+        }
+        value
+    }
 }
 
 /// `work`, or `None` if it takes longer than `limit` (dropped: what it sent may still
@@ -533,7 +567,11 @@ fn start(
     reporter: &mut dyn Reporter,
 ) {
     let (cancel_tx, cancel_rx) = watch::channel(Cancel::No);
-    let spec = Job::from_snapshot(&claimed.config);
+    let spec = claimed
+        .config
+        .as_ref()
+        .map_err(String::clone)
+        .and_then(Job::from_snapshot);
     let job = spec
         .as_ref()
         .map(|j| j.id.clone())

@@ -100,8 +100,11 @@ pub struct Claimed {
     /// Every later write about the build carries it.
     pub token: i64,
     pub attempt: u32,
-    /// The job as it was when the build was made (what runs, not today's config).
-    pub config: Json,
+    /// The job as it was when the build was made (what runs, not today's config), or why
+    /// it cannot be read (JSON nested past what the parser takes, written by something
+    /// other than jobctl): such a build is claimed all the same, and fails saying so,
+    /// rather than making every claim that reaches it fail.
+    pub config: Result<Json, String>,
     /// The dependency builds whose return values it uses: those of its run it waited on,
     /// else each dependency's latest success.
     pub pins: Vec<Pin>,
@@ -1400,26 +1403,38 @@ macro_rules! impl_queue {
                 claim.push(", host = ").push_bind(claimer.host.clone());
                 claim.push(", pid = ").push_bind(claimer.pid as i32);
                 claim.push(", worker = ").push_bind(claimer.name.clone());
-                claim.push(" WHERE id IN (SELECT id FROM chosen) RETURNING id, job_id, token, attempt, config");
-                let mut rows: Vec<(i64, String, i64, i32, sqlx::types::Json<serde_json::Value>)> =
+                // The snapshot as text, read here: see `Claimed::config`.
+                claim.push(
+                    " WHERE id IN (SELECT id FROM chosen) \
+                     RETURNING id, job_id, token, attempt, CAST(config AS TEXT)",
+                );
+                let mut rows: Vec<(i64, String, i64, i32, String)> =
                     claim.build_query_as().fetch_all(&mut **tx).await?;
                 rows.sort_unstable_by_key(|r| r.0);
+                let configs: Vec<Result<serde_json::Value, String>> = rows
+                    .iter()
+                    .map(|r| serde_json::from_str(&r.4).map_err(|e| e.to_string()))
+                    .collect();
                 let mut pins = if only.is_some() {
                     // The run's own runner knows its pins.
                     std::collections::HashMap::new()
                 } else {
-                    let of: Vec<(i64, &serde_json::Value)> = rows.iter().map(|r| (r.0, &r.4.0)).collect();
+                    let of: Vec<(i64, &serde_json::Value)> = rows
+                        .iter()
+                        .zip(&configs)
+                        .filter_map(|(r, config)| Some((r.0, config.as_ref().ok()?)))
+                        .collect();
                     Self::pins_of(tx, &of).await?
                 };
                 let mut claimed = Vec::with_capacity(rows.len());
-                for (id, job_id, token, attempt, config) in rows {
+                for ((id, job_id, token, attempt, _), config) in rows.into_iter().zip(configs) {
                     let (pins, retvals) = pins.remove(&id).unwrap_or_default();
                     claimed.push(crate::store::queue::Claimed {
                         id: crate::store::BuildId(id),
                         job_id,
                         token,
                         attempt: attempt.max(0) as u32,
-                        config: config.0,
+                        config,
                         pins,
                         retvals,
                     });

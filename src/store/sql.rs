@@ -127,10 +127,12 @@ macro_rules! impl_store {
                     created_at: row.try_get(3).map_err(get)?,
                     started_at: row.try_get(4).map_err(get)?,
                     finished_at: row.try_get(5).map_err(get)?,
+                    // One that does not read (nested past what the JSON parser takes,
+                    // written by something other than jobctl) is null: the build still
+                    // reads, and a worker that claims it fails it saying why.
                     config: row
                         .try_get::<J<serde_json::Value>, _>(6)
-                        .map_err(get)?
-                        .0,
+                        .map_or(serde_json::Value::Null, |j| j.0),
                     config_hash: row.try_get(7).map_err(get)?,
                     retval: row
                         .try_get::<Option<J<serde_json::Value>>, _>(8)

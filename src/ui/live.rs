@@ -135,7 +135,9 @@ impl LiveState {
                 self.other += 1;
             }
             BuildEvent::Cancelling { .. } => self.cancelling = true,
-            BuildEvent::Retrying { .. } | BuildEvent::Waiting { .. } => {}
+            BuildEvent::Retrying { .. }
+            | BuildEvent::Waiting { .. }
+            | BuildEvent::ClaimTrouble { .. } => {}
         }
     }
 }

@@ -139,6 +139,10 @@ pub fn render(event: &BuildEvent, time: &str) -> Option<String> {
                 "{time} cancelling: every job gets TERM, then KILL after the grace period (Ctrl-C again: KILL now)"
             ),
         },
+        BuildEvent::ClaimTrouble { why: Some(why) } => {
+            format!("{time} trouble cannot claim builds: {why}")
+        }
+        BuildEvent::ClaimTrouble { why: None } => format!("{time} trouble over: claims work again"),
         BuildEvent::Output { .. } => return None,
     })
 }
