@@ -926,39 +926,47 @@ fn a_duration_past_a_century_in_a_snapshot_crashes_nothing() {
 /// A build whose snapshot does not read (JSON nested 300 deep, past what the parser
 /// takes; no config can say it, something other than jobctl wrote it) made every claim
 /// that reached it fail: on both backends the worker sat silent and ran nothing, not even
-/// the healthy build queued after it, and `jobctl builds` failed. Now it is claimed and
-/// fails saying why; the other runs; the listings read.
+/// the healthy build queued after it, and `jobctl builds` failed; one whose runner was
+/// lost made every rescue, so every command, fail. Now it is claimed and fails saying
+/// why, the lost one is rescued, the healthy one runs, the listings read.
 #[test]
 fn a_snapshot_that_does_not_read_fails_its_build_and_blocks_nothing() {
     let rt = runtime();
     for (storage, _pg) in backends("snapshot_unreadable", &rt) {
         let dir = setup(&format!(
-            "storage: {storage}\njobs:\n  - {{id: bad, run: 'true'}}\n  - {{id: good, run: 'echo ran > good.txt'}}\n"
+            "storage: {storage}\njobs:\n  - {{id: bad, run: 'true'}}\n  - {{id: good, run: 'echo ran > good.txt'}}\n  \
+             - {{id: lost, run: 'true', retries: 1}}\n"
         ));
         let d = dir.path();
         install(d, &storage);
-        for job in ["bad", "good"] {
+        for job in ["bad", "good", "lost"] {
             let (code, out, err) = run(d, &["build", job, "--queue"]);
             assert_eq!(code, 0, "{out}{err}");
         }
         let deep = format!("{}{}", "[".repeat(300), "]".repeat(300));
+        // `lost` was claimed by a runner elsewhere whose lease ran out long ago.
+        const LOST: &str = "UPDATE builds SET status = 'running', started_at = $1, lease_until = $1, \
+             runner_id = 'gone', token = token + 1, host = 'elsewhere', pid = 1 WHERE job_id = 'lost'";
+        let an_hour_ago = chrono::Utc::now() - chrono::Duration::hours(1);
         rt.block_on(async {
             use sqlx::Connection;
             if storage.starts_with("sqlite") {
                 let url = format!("sqlite://{}", d.join(".jobctl/state.db").display());
                 let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
-                sqlx::query("UPDATE builds SET config = json_set(config, '$.args', json(?)) WHERE job_id = 'bad'")
+                sqlx::query("UPDATE builds SET config = json_set(config, '$.args', json(?)) WHERE job_id <> 'good'")
                     .bind(&deep)
                     .execute(&mut conn)
                     .await
                     .unwrap();
+                sqlx::query(LOST).bind(an_hour_ago).execute(&mut conn).await.unwrap();
             } else {
                 let mut conn = sqlx::PgConnection::connect(&storage).await.unwrap();
-                sqlx::query("UPDATE builds SET config = jsonb_set(config, '{args}', $1::jsonb) WHERE job_id = 'bad'")
+                sqlx::query("UPDATE builds SET config = jsonb_set(config, '{args}', $1::jsonb) WHERE job_id <> 'good'")
                     .bind(&deep)
                     .execute(&mut conn)
                     .await
                     .unwrap();
+                sqlx::query(LOST).bind(an_hour_ago).execute(&mut conn).await.unwrap();
             }
         });
         let (code, out, err) = run(d, &["builds"]);
@@ -981,5 +989,17 @@ fn a_snapshot_that_does_not_read_fails_its_build_and_blocks_nothing() {
         );
         let (code, out, err) = run(d, &["show", &bad["id"].to_string()]);
         assert_eq!(code, 0, "{storage}: {out}{err}");
+        // Its retries could not be read: failed, not retried.
+        let lost: Vec<_> = all.iter().filter(|b| b["job_id"] == "lost").collect();
+        assert_eq!(lost.len(), 1, "{storage}: {lost:?}");
+        assert_eq!(
+            (
+                lost[0]["status"].as_str(),
+                lost[0]["reason"]["kind"].as_str()
+            ),
+            (Some("failed"), Some("runner_lost")),
+            "{storage}: {}",
+            lost[0]
+        );
     }
 }

@@ -1035,7 +1035,8 @@ macro_rules! impl_queue {
                     job_id: String,
                     token: i64,
                     attempt: i32,
-                    config: sqlx::types::Json<serde_json::Value>,
+                    /// As text: one that does not read is a build without retries.
+                    config: String,
                     worker: Option<String>,
                     host: Option<String>,
                     pid: Option<i32>,
@@ -1051,7 +1052,7 @@ macro_rules! impl_queue {
                 // Claimed or reserved builds whose lease ran out anywhere, and every open
                 // build a runner on this host holds or planned (with a lease or not).
                 let rows: Vec<Row> = sqlx::query_as(
-                    "SELECT id, job_id, token, attempt, config, worker, host, pid, pgid, runner_id, \
+                    "SELECT id, job_id, token, attempt, CAST(config AS TEXT) AS config, worker, host, pid, pgid, runner_id, \
                      runner_since, lease_until, run_owner, status, created_at, started_at \
                      FROM builds WHERE status IN ('created', 'running') \
                      AND ((runner_id IS NOT NULL AND lease_until < $1) OR (host = $2 AND pid IS NOT NULL)) \
@@ -1140,7 +1141,9 @@ macro_rules! impl_queue {
                         rescued.push(rescue(None, reason));
                         continue;
                     }
-                    let job = crate::config::Job::from_snapshot(&row.config.0).ok();
+                    let job = serde_json::from_str(&row.config)
+                        .ok()
+                        .and_then(|config| crate::config::Job::from_snapshot(&config).ok());
                     let retries = job.as_ref().map_or(0, |j| j.retries);
                     let attempt = row.attempt;
                     let ending = if (attempt.max(0) as u32) <= retries {
