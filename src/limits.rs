@@ -8,6 +8,27 @@ pub const MAX_LINE: usize = 64 * 1024;
 /// A return value, as JSON text. Over it, the build fails, saying so.
 pub const MAX_RETVAL: usize = 1024 * 1024;
 
+/// A return value's nesting (arrays and objects within each other). JSON read back from
+/// the database stops at 128; a deeper value, stored, would make every read of it fail.
+pub const MAX_RETVAL_DEPTH: usize = 100;
+
+/// How deep arrays and objects nest in `value` (a scalar: 0), counted without recursion.
+pub fn json_depth(value: &serde_json::Value) -> usize {
+    use serde_json::Value as J;
+    let mut deepest = 0;
+    let mut stack = vec![(value, 0usize)];
+    while let Some((value, depth)) = stack.pop() {
+        let inner: Box<dyn Iterator<Item = &serde_json::Value>> = match value {
+            J::Array(items) => Box::new(items.iter()),
+            J::Object(map) => Box::new(map.values()),
+            _ => continue,
+        };
+        deepest = deepest.max(depth + 1);
+        stack.extend(inner.map(|v| (v, depth + 1)));
+    }
+    deepest
+}
+
 /// One channel message (a line on fd 3): room for the largest return value and its
 /// envelope. A longer line is left out whole, with a warning.
 pub const MAX_MESSAGE: usize = MAX_RETVAL + 64 * 1024;
@@ -112,6 +133,27 @@ mod tests {
             "a^[]52;c;aGk=^Gb^[[2J^M\\u{9b}^?\tz\n"
         );
         assert!(matches!(visible("plain"), std::borrow::Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn json_depth_counts_nesting() {
+        use serde_json::json;
+        assert_eq!(json_depth(&json!(1)), 0);
+        assert_eq!(json_depth(&json!([])), 1);
+        assert_eq!(json_depth(&json!({"a": [1, {"b": []}], "c": 2})), 4);
+        let mut deep = json!(null);
+        for _ in 0..10_000 {
+            deep = serde_json::Value::Array(vec![deep]);
+        }
+        assert_eq!(json_depth(&deep), 10_000);
+        // Dropped without recursion: the test runs on a small stack.
+        let mut items = match deep {
+            serde_json::Value::Array(items) => items,
+            _ => unreachable!(),
+        };
+        while let Some(serde_json::Value::Array(inner)) = items.pop() {
+            items = inner;
+        }
     }
 
     #[test]

@@ -1003,3 +1003,39 @@ fn a_snapshot_that_does_not_read_fails_its_build_and_blocks_nothing() {
         );
     }
 }
+
+/// A return value nested deeper than 100 fails its build, on the channel and from a
+/// function: the database reads JSON back only to 128 deep, so a deeper one stored
+/// (a function of a program that embeds jobctl can return any depth) would make every
+/// read of its build, and every claim of what depends on it, fail.
+#[test]
+fn a_return_value_nested_too_deep_fails_its_build() {
+    let deep = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+    let dir = setup(&format!(
+        "jobs:\n  - id: shell\n    run: |\n      echo '{{\"type\": \"retval\", \"value\": {}}}' >&3\n  \
+         - {{id: function, function: testing, kwargs: {{retval: {}}}}}\n  \
+         - id: fine\n    run: |\n      echo '{{\"type\": \"retval\", \"value\": {}}}' >&3\n",
+        deep(101),
+        deep(110),
+        deep(100)
+    ));
+    let d = dir.path();
+    let (code, out, err) = run(d, &["build", "--all", "--progress", "plain"]);
+    assert_eq!(code, 4, "{out}{err}");
+    let all = builds(d);
+    for (job, depth) in [("shell", 101), ("function", 110)] {
+        let build = build_of(&all, job);
+        assert_eq!(build["status"], "failed", "{build}");
+        assert_eq!(
+            build["error"],
+            format!("its return value is nested {depth} deep, over the limit of 100"),
+            "{build}"
+        );
+        assert_eq!(build["retval"], serde_json::Value::Null);
+    }
+    let fine = build_of(&all, "fine");
+    assert_eq!(fine["status"], "successful", "{fine}");
+    assert_eq!(fine["retval"].to_string(), deep(100));
+    let (code, out, err) = run(d, &["builds"]);
+    assert_eq!(code, 0, "{out}{err}");
+}

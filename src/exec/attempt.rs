@@ -148,11 +148,8 @@ pub async fn attempt(
         }
     };
     let (ended, ()) = tokio::join!(work, forward);
-    if let Some(size) = guard.retval_too_large() {
-        return failed(format!(
-            "its return value is {size} bytes, over the limit of {} bytes",
-            crate::limits::MAX_RETVAL
-        ));
+    if let Some(why) = guard.retval_refused() {
+        return failed(why.to_owned());
     }
     let cancelled = || Outcome::Cancelled {
         reason: Reason::cancelled("cancelled (Ctrl-C)"),
@@ -166,12 +163,13 @@ pub async fn attempt(
         Ok(Ended::Function(exit)) => match exit {
             FunctionExit::Returned(value) if value.is_null() => succeeded(retval, skip),
             FunctionExit::Returned(value) => {
+                let depth = crate::limits::json_depth(&value);
+                if depth > crate::limits::MAX_RETVAL_DEPTH {
+                    return failed(super::guard::too_deep(depth));
+                }
                 let size = value.to_string().len();
                 if size > crate::limits::MAX_RETVAL {
-                    return failed(format!(
-                        "its return value is {size} bytes, over the limit of {} bytes",
-                        crate::limits::MAX_RETVAL
-                    ));
+                    return failed(super::guard::too_large(size));
                 }
                 succeeded(Some(guard.json(value)), skip)
             }

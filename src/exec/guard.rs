@@ -31,8 +31,8 @@ pub struct Guard<'a> {
     groups: HashSet<Vec<String>>,
     /// Progress messages refused, and whether the log was told.
     refused: u64,
-    /// Set when the return value was over its limit: its size in bytes.
-    retval_too_large: Option<usize>,
+    /// Set when the last return value sent was refused: why (the build fails so).
+    retval_refused: Option<String>,
     logs: LogCap,
 }
 
@@ -42,7 +42,7 @@ impl<'a> Guard<'a> {
             masker,
             groups: HashSet::new(),
             refused: 0,
-            retval_too_large: None,
+            retval_refused: None,
             logs: LogCap::default(),
         }
     }
@@ -62,7 +62,7 @@ impl<'a> Guard<'a> {
             })),
             Output::Oversized { bytes, retval } => {
                 if retval {
-                    self.retval_too_large = Some(bytes);
+                    self.retval_refused = Some(too_large(bytes));
                 }
                 Some(warning(format!(
                     "a channel message of {bytes} bytes was left out (the limit is {} bytes)",
@@ -105,14 +105,22 @@ impl<'a> Guard<'a> {
                 return self.logs.push(Output::Message(message));
             }
             Message::Retval { value } => {
+                let depth = crate::limits::json_depth(&value);
+                if depth > crate::limits::MAX_RETVAL_DEPTH {
+                    self.retval_refused = Some(too_deep(depth));
+                    return Some(warning(format!(
+                        "a return value nested {depth} deep was refused (the limit is {})",
+                        crate::limits::MAX_RETVAL_DEPTH
+                    )));
+                }
                 let size = value.to_string().len();
                 if size > MAX_RETVAL {
-                    self.retval_too_large = Some(size);
+                    self.retval_refused = Some(too_large(size));
                     return Some(warning(format!(
                         "a return value of {size} bytes was refused (the limit is {MAX_RETVAL} bytes)"
                     )));
                 }
-                self.retval_too_large = None;
+                self.retval_refused = None;
                 Message::Retval {
                     value: self.json(value),
                 }
@@ -196,10 +204,24 @@ impl<'a> Guard<'a> {
         out
     }
 
-    /// The size of a return value over the limit, if the last one sent was.
-    pub fn retval_too_large(&self) -> Option<usize> {
-        self.retval_too_large
+    /// Why the last return value sent was refused, if it was.
+    pub fn retval_refused(&self) -> Option<&str> {
+        self.retval_refused.as_deref()
     }
+}
+
+/// Why a build fails whose return value is `size` bytes, over [`MAX_RETVAL`].
+pub fn too_large(size: usize) -> String {
+    format!("its return value is {size} bytes, over the limit of {MAX_RETVAL} bytes")
+}
+
+/// Why a build fails whose return value nests `depth` deep, over
+/// [`crate::limits::MAX_RETVAL_DEPTH`].
+pub fn too_deep(depth: usize) -> String {
+    format!(
+        "its return value is nested {depth} deep, over the limit of {}",
+        crate::limits::MAX_RETVAL_DEPTH
+    )
 }
 
 fn warning(message: String) -> Output {
@@ -333,6 +355,35 @@ mod tests {
             guard.admit(Output::Message(big)),
             Some(Output::Message(Message::Log { .. }))
         ));
-        assert_eq!(guard.retval_too_large(), Some(MAX_RETVAL + 2));
+        assert_eq!(
+            guard.retval_refused(),
+            Some(too_large(MAX_RETVAL + 2).as_str())
+        );
+    }
+
+    #[test]
+    fn a_retval_nested_too_deep_is_refused_and_a_later_one_wins() {
+        let masker = Masker::default();
+        let mut guard = Guard::new(&masker);
+        let mut deep = Json::Null;
+        for _ in 0..crate::limits::MAX_RETVAL_DEPTH + 1 {
+            deep = Json::Array(vec![deep]);
+        }
+        assert!(matches!(
+            guard.admit(Output::Message(Message::Retval { value: deep })),
+            Some(Output::Message(Message::Log { .. }))
+        ));
+        assert_eq!(
+            guard.retval_refused(),
+            Some(too_deep(crate::limits::MAX_RETVAL_DEPTH + 1).as_str())
+        );
+        let fine = Message::Retval {
+            value: serde_json::json!({"ok": [1]}),
+        };
+        assert!(matches!(
+            guard.admit(Output::Message(fine)),
+            Some(Output::Message(Message::Retval { .. }))
+        ));
+        assert_eq!(guard.retval_refused(), None);
     }
 }
