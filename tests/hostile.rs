@@ -672,6 +672,50 @@ jobs:
     }
 }
 
+/// The database's password (trust auth here takes any) is masked in what jobs print, as
+/// a secret is: a local build's job that prints its config, a worker's job that prints
+/// the `JOBCTL_STORAGE` it inherited from the worker, on stdout and stderr. Before, only
+/// the channel's messages were masked so; the lines went to the database as printed.
+/// (Functions are handed the same masker.)
+#[test]
+fn the_database_password_is_masked_in_what_jobs_print() {
+    let rt = runtime();
+    let Some(pg) = rt.block_on(common::PgDatabase::create("password_in_output")) else {
+        return;
+    };
+    let url = pg.url.replacen("postgres@", "postgres:pw-7723-secret@", 1);
+    assert_ne!(
+        url, pg.url,
+        "the test database's URL names the user postgres"
+    );
+    let dir = setup(&format!(
+        "storage: {url}\njobs:\n  - {{id: local, run: 'cat jobs.yaml.j2'}}\n  \
+         - {{id: queued, run: 'echo \"$JOBCTL_STORAGE\"; echo \"$JOBCTL_STORAGE\" >&2'}}\n"
+    ));
+    let d = dir.path();
+    install(d, &url);
+    let (code, out, err) = run(d, &["build", "local", "--progress", "plain"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = run(d, &["build", "queued", "--queue"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let worker = jobctl(d)
+        .args(["worker", "--until-idle"])
+        .env("JOBCTL_STORAGE", &url)
+        .output()
+        .unwrap();
+    assert!(worker.status.success(), "{worker:?}");
+    assert!(!String::from_utf8_lossy(&worker.stdout).contains("pw-7723"));
+    for job in ["local", "queued"] {
+        let (code, logs, err) = run(d, &["logs", &build_of(&builds(d), job)["id"].to_string()]);
+        assert_eq!(code, 0, "{err}");
+        assert!(logs.contains("postgres:********@"), "{job}: {logs}");
+        assert!(!logs.contains("pw-7723"), "{job}: {logs}");
+    }
+    let all = stored(d, &url, &rt);
+    assert!(all.contains("********"));
+    assert!(!all.contains("pw-7723"), "the password is stored");
+}
+
 // --- A config cannot exhaust the machine ------------------------------------------------
 
 /// 10^10 loop iterations stop at the template's fuel, with the limit named and how to

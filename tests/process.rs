@@ -23,7 +23,7 @@ fn job(command: &str, dir: &std::path::Path) -> ShellJob {
         workdir: dir.to_path_buf(),
         timeout: None,
         grace: Duration::from_millis(300),
-        secrets: Vec::new(),
+        masker: Default::default(),
         limits: OutputLimits::default(),
         quiet: QUIET,
     }
@@ -324,7 +324,7 @@ async fn a_secret_never_comes_out_even_split_across_writes() {
         dir.path(),
     );
     j.env = vec![("TOKEN".into(), "tok-secret-123".into())];
-    j.secrets = vec!["tok-secret-123".into()];
+    j.masker = jobctl::config::model::Masker::new(["tok-secret-123".to_owned()].iter());
     // Watched from the start, so the pieces the job writes 50 ms apart arrive as reads
     // of their own (that a secret split across reads is masked whole is checked
     // byte by byte by process.rs's unit tests, which choose the reads).
@@ -332,8 +332,7 @@ async fn a_secret_never_comes_out_even_split_across_writes() {
     let (exit, outputs) = run_job(&j).await;
     // Channel messages are masked once decoded, by the guard every build's output
     // passes (lines already are, here).
-    let masker = jobctl::config::model::Masker::new(j.secrets.iter());
-    let mut guard = jobctl::exec::guard::Guard::new(&masker);
+    let mut guard = jobctl::exec::guard::Guard::new(&j.masker);
     let outputs: Vec<Output> = outputs.into_iter().filter_map(|o| guard.admit(o)).collect();
     let all = format!("{outputs:?} {exit:?}");
     assert!(!all.contains("tok-secret-123"), "{all}");

@@ -101,7 +101,7 @@ pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), C
                 .and_then(|t| t.as_str())
                 .and_then(|t| parse_duration(t).ok()),
             grace: Duration::from_secs(5),
-            secrets: config.secrets.values().cloned().collect(),
+            masker: crate::store::masker(config.secrets.values(), &config.storage),
             limits: OutputLimits::default(),
             quiet: crate::exec::process::QUIET,
         };

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Context, fmt_elapsed, fmt_time, write_out};
-use crate::config::model::{Masker, parse_duration};
+use crate::config::model::parse_duration;
 use crate::error::CliError;
 use crate::exec::dispatcher::Options;
 use crate::exec::process::OutputLimits;
@@ -152,10 +152,6 @@ pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), C
         .as_ref()
         .map(|c| c.secrets.clone())
         .unwrap_or_default();
-    let passwords: Vec<String> = crate::store::url_passwords(&url)
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
     let slots = args
         .parallel
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -177,7 +173,7 @@ pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), C
             limits: OutputLimits::default(),
             functions: ctx.functions.clone(),
         },
-        masker: Masker::new(secrets.values().chain(&passwords)),
+        masker: crate::store::masker(secrets.values(), &url),
         secrets,
         dir: args.dir.unwrap_or(base),
     };

@@ -103,7 +103,7 @@ pub async fn attempt(
                         args: args.clone(),
                         kwargs: kwargs.clone(),
                         timeout: spec.timeout,
-                        secrets: secrets.values().cloned().collect(),
+                        masker: a.masker.clone(),
                     };
                     Ok(Ended::Function(
                         function::run(function, call, &tx, cancel.clone()).await,
@@ -259,7 +259,7 @@ fn shell_job(
         workdir: a.dir.join(&spec.workdir),
         timeout: spec.timeout,
         grace: a.options.grace,
-        secrets: a.secrets.values().cloned().collect(),
+        masker: a.masker.clone(),
         limits: a.options.limits,
         quiet: super::process::QUIET,
     }

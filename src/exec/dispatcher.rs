@@ -112,11 +112,6 @@ pub async fn run(
     let first = jobs.len().min(FIRST_PLANNED);
     let planned = create_planned(config, store, &jobs[..first], &runner, now).await?;
     let (task_tx, mut task_rx) = mpsc::unbounded_channel::<(usize, TaskEvent)>();
-    // The database's password is masked in what jobs print, like a secret.
-    let passwords: Vec<String> = crate::store::url_passwords(&config.storage)
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
     let shared = Arc::new(Shared {
         config,
         store: store.clone(),
@@ -124,7 +119,8 @@ pub async fn run(
         runner,
         events: task_tx,
         writing: writing.clone(),
-        masker: crate::config::model::Masker::new(config.secrets.values().chain(&passwords)),
+        // The database's password is masked in what jobs print, like a secret.
+        masker: crate::store::masker(config.secrets.values(), &config.storage),
         slots: Arc::new(tokio::sync::Semaphore::new(options.jobs.max(1))),
         claimer: Claimer::this_process(None, Vec::new()),
     });

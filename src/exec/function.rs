@@ -38,7 +38,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::channel::Message;
 use super::process::{Cancel, Output};
-use crate::config::model::mask_secrets;
+use crate::config::model::Masker;
 use crate::vocab::{BuildId, LogLevel};
 
 /// What a function is called with.
@@ -120,7 +120,7 @@ pub struct JobContext {
     build: BuildId,
     job: String,
     out: mpsc::UnboundedSender<Output>,
-    secrets: Arc<[String]>,
+    masker: Arc<Masker>,
 }
 
 impl JobContext {
@@ -162,11 +162,11 @@ impl JobContext {
 
     /// The message with every secret's value replaced, as a shell job's would be.
     fn mask(&self, message: Message) -> Message {
-        if self.secrets.is_empty() {
+        if self.masker.is_empty() {
             return message;
         }
         let line = serde_json::to_string(&message).expect("a message serializes");
-        let masked = mask_secrets(&line, self.secrets.iter());
+        let masked = self.masker.mask(&line);
         if masked == line {
             return message;
         }
@@ -190,7 +190,8 @@ pub struct FunctionJob {
     pub args: Vec<Json>,
     pub kwargs: Map<String, Json>,
     pub timeout: Option<Duration>,
-    pub secrets: Vec<String>,
+    /// Masks out of what the function reports, returns and fails with.
+    pub masker: Masker,
 }
 
 /// Runs `function` to its end, a timeout, or a cancel; what it reports goes to `out`.
@@ -204,7 +205,7 @@ pub async fn run(
         build: job.build,
         job: job.job,
         out: out.clone(),
-        secrets: job.secrets.into(),
+        masker: Arc::new(job.masker),
     };
     let call = Call {
         args: job.args,
@@ -242,14 +243,12 @@ pub async fn run(
         }
     };
     match exit {
-        FunctionExit::Returned(value) if !context.secrets.is_empty() => {
+        FunctionExit::Returned(value) if !context.masker.is_empty() => {
             let text = value.to_string();
-            let masked = mask_secrets(&text, context.secrets.iter());
+            let masked = context.masker.mask(&text);
             FunctionExit::Returned(serde_json::from_str(&masked).unwrap_or(Json::String(masked)))
         }
-        FunctionExit::Failed(message) => {
-            FunctionExit::Failed(mask_secrets(&message, context.secrets.iter()))
-        }
+        FunctionExit::Failed(message) => FunctionExit::Failed(context.masker.mask(&message)),
         other => other,
     }
 }
@@ -446,7 +445,7 @@ mod tests {
                 build: BuildId(1),
                 job: "t".into(),
                 out: tx,
-                secrets: Arc::from(Vec::new()),
+                masker: Arc::new(Masker::default()),
             },
         };
         (call, rx)

@@ -58,8 +58,9 @@ pub struct ShellJob {
     pub timeout: Option<Duration>,
     /// How long a job has to end after TERM before it is killed.
     pub grace: Duration,
-    /// Values masked out of everything the job prints or sends.
-    pub secrets: Vec<String>,
+    /// Masks out of everything the job prints: the config's secrets and the database's
+    /// password (the run's one masker).
+    pub masker: Masker,
     pub limits: OutputLimits,
     /// How long it runs before its pipes are watched through the runtime ([`QUIET`]).
     pub quiet: Duration,
@@ -584,7 +585,7 @@ impl<'a> Reader<'a> {
     fn new(job: &'a ShellJob, out: &'a mpsc::UnboundedSender<Output>) -> Self {
         Reader {
             out,
-            masker: Masker::new(job.secrets.iter()),
+            masker: job.masker.clone(),
             partial: Default::default(),
             skipping: None,
             cap: Cap::new(job.limits),
@@ -821,7 +822,7 @@ mod tests {
             workdir: PathBuf::from("."),
             timeout: None,
             grace: Duration::from_secs(1),
-            secrets: Vec::new(),
+            masker: Masker::default(),
             limits: OutputLimits { head: 1, tail: 1 },
             quiet: QUIET,
         }
@@ -830,7 +831,7 @@ mod tests {
     /// Feeds `pieces` to a reader of a job with `secret`, as separate reads of stdout.
     fn read_pieces(secret: &str, pieces: &[&[u8]]) -> Vec<String> {
         let mut j = job(Vec::new(), Vec::new());
-        j.secrets = vec![secret.to_owned()];
+        j.masker = Masker::new([secret.to_owned()].iter());
         j.limits = OutputLimits::default();
         let (tx, mut rx) = mpsc::unbounded_channel();
         let mut reader = Reader::new(&j, &tx);

@@ -484,6 +484,20 @@ pub fn redact_url(url: &str) -> String {
 
 /// The passwords written in a storage URL: after `user:` in its user info, and in a
 /// `password=` query parameter. What `jobctl config` and job output mask.
+/// What masks the output of jobs run with `secrets` against the database at `url`: the
+/// secrets and the database's password (a job may print the URL, from the config or an
+/// environment variable such as `JOBCTL_STORAGE`).
+pub fn masker<'a>(
+    secrets: impl Iterator<Item = &'a String>,
+    url: &str,
+) -> crate::config::model::Masker {
+    let hidden: Vec<String> = secrets
+        .cloned()
+        .chain(url_passwords(url).into_iter().map(str::to_owned))
+        .collect();
+    crate::config::model::Masker::new(hidden.iter())
+}
+
 pub fn url_passwords(url: &str) -> Vec<&str> {
     let mut found = Vec::new();
     let Some((_, rest)) = url.split_once("://") else {
