@@ -1152,3 +1152,93 @@ fn a_worker_that_cannot_claim_says_why_and_when_it_can_again() {
     let troubles: Vec<&String> = said.iter().filter(|l| l.contains(" trouble ")).collect();
     assert_eq!(troubles.len(), 2, "{said:#?}");
 }
+
+/// A worker whose clock runs a minute behind the database's (and the other workers')
+/// keeps its build: leases are taken and judged on the database's clock. Before, its
+/// leases looked long expired to every other runner, and another worker ran its build
+/// beside it at once. The skewed clock is libfaketime's (Debian: faketime); outside CI a
+/// machine without it skips the test.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_whose_clock_is_behind_keeps_its_builds() {
+    let Some(db) = PgDatabase::create("workers_clock_behind").await else {
+        return;
+    };
+    let url = db.url.clone();
+    tokio::task::spawn_blocking(move || {
+        // Preloaded into the worker itself (`env` execs it: the same process). Its steady
+        // clock stays true: only the time of day is a minute behind.
+        let library = format!(
+            "/usr/lib/{}-linux-gnu/faketime/libfaketime.so.1",
+            std::env::consts::ARCH
+        );
+        if !Path::new(&library).exists() {
+            if std::env::var_os("CI").is_none() {
+                eprintln!("skipping the skewed clock test: no {library} (Debian: faketime)");
+                return;
+            }
+            panic!("CI must run the skewed clock test, but there is no {library}");
+        }
+        let behind: Vec<String> = [
+            "env",
+            &format!("LD_PRELOAD={library}"),
+            "FAKETIME=-60s",
+            "FAKETIME_DONT_FAKE_MONOTONIC=1",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let skewed = Command::new(&behind[0])
+            .args(&behind[1..])
+            .args(["date", "+%s"])
+            .output()
+            .unwrap();
+        let then: i64 = String::from_utf8_lossy(&skewed.stdout)
+            .trim()
+            .parse()
+            .unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        assert!(
+            (now - then - 60).abs() <= 2,
+            "the clock is not a minute behind: {then} against {now}"
+        );
+        let config = format!(
+            "jobs:\n  - id: slow\n    retries: 1\n    retry_delay: 0s\n    run: '{}'\n",
+            logged("sleep 6")
+        );
+        let dir = setup(&config, Some(&url));
+        let d = dir.path();
+        let (code, _, err) = run(d, &["install"]);
+        assert_eq!(code, 0, "{err}");
+        run(d, &["build", "slow", "--queue"]);
+        let late = Proc::start_under(&behind, d, &["worker", "--name", "late", "--lease", "3s"]);
+        wait_until("the build to start", Duration::from_secs(20), || {
+            ran(d).iter().any(|l| l.2 == "start")
+        });
+        let other = Proc::start(d, &["worker", "--name", "other", "--lease", "3s"]);
+        wait_until("the build to end", Duration::from_secs(30), || {
+            common::builds(d)
+                .iter()
+                .all(|b| b["status"] != "running" && b["status"] != "created")
+        });
+        for worker in [&late, &other] {
+            worker.signal(libc::SIGTERM);
+        }
+        let (code, out) = late.finish(Duration::from_secs(30));
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains("1 succeeded"), "{out}");
+        let (code, out) = other.finish(Duration::from_secs(30));
+        assert_eq!(code, 0, "{out}");
+        let builds = common::builds(d);
+        assert_eq!(builds.len(), 1, "taken over: {builds:#?}");
+        assert_eq!(
+            (builds[0]["status"].as_str(), builds[0]["worker"].as_str()),
+            (Some("successful"), Some("late"))
+        );
+        let starts = ran(d).iter().filter(|l| l.2 == "start").count();
+        assert_eq!(starts, 1, "{:?}", ran(d));
+    })
+    .await
+    .unwrap();
+}

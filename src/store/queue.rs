@@ -881,8 +881,7 @@ macro_rules! impl_queue {
                         .map(|b| (b.job_id.as_str(), crate::store::queue::concurrency_of(&b.config))),
                     &busy,
                 );
-                let until = crate::limits::after(chrono::Utc::now(), lease);
-                let ids = Self::insert_reserved(&mut tx, builds, Some(runner), Some((claimer, until, &marked)))
+                let ids = Self::insert_reserved(&mut tx, builds, Some(runner), Some((claimer, lease, &marked)), chrono::Utc::now())
                     .await
                     .map_err(q)?;
                 let reserved: Vec<(crate::store::BuildId, bool)> = ids.into_iter().zip(marked).collect();
@@ -933,11 +932,11 @@ macro_rules! impl_queue {
                 lease: std::time::Duration,
             ) -> crate::store::Result<Vec<crate::store::BuildId>> {
                 let q = |source| crate::store::StoreError::query("renew leases", source);
-                let until = crate::limits::after(chrono::Utc::now(), lease);
+                let at = chrono::Utc::now();
                 let renew = |ids: Option<Vec<i64>>| {
                     let mut update: sqlx::QueryBuilder<$db> =
                         sqlx::QueryBuilder::new("UPDATE builds SET lease_until = ");
-                    update.push_bind(until);
+                    Self::push_lease_end(&mut update, lease, at);
                     update.push(" WHERE runner_id = ").push_bind(claimer.id.clone());
                     update.push(" AND status IN ('created', 'running')");
                     if let Some(ids) = ids {
@@ -1043,31 +1042,34 @@ macro_rules! impl_queue {
                     pgid: Option<i32>,
                     runner_id: Option<String>,
                     runner_since: Option<i64>,
-                    lease_until: Option<chrono::DateTime<chrono::Utc>>,
                     run_owner: Option<String>,
                     status: String,
                     created_at: chrono::DateTime<chrono::Utc>,
                     started_at: Option<chrono::DateTime<chrono::Utc>>,
+                    expired: Option<bool>,
                 }
                 // Claimed or reserved builds whose lease ran out anywhere, and every open
                 // build a runner on this host holds or planned (with a lease or not).
-                let rows: Vec<Row> = sqlx::query_as(
+                // Whether a lease ran out is judged on the database's clock (see
+                // `push_lease_end`).
+                let mut select: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
                     "SELECT id, job_id, token, attempt, CAST(config AS TEXT) AS config, worker, host, pid, pgid, runner_id, \
-                     runner_since, lease_until, run_owner, status, created_at, started_at \
-                     FROM builds WHERE status IN ('created', 'running') \
-                     AND ((runner_id IS NOT NULL AND lease_until < $1) OR (host = $2 AND pid IS NOT NULL)) \
-                     ORDER BY id",
-                )
-                .bind(at)
-                .bind(host)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(q)?;
+                     runner_since, run_owner, status, created_at, started_at, \
+                     (runner_id IS NOT NULL AND lease_until < ",
+                );
+                Self::push_now(&mut select, at);
+                select.push(
+                    ") AS expired FROM builds WHERE status IN ('created', 'running') \
+                     AND ((runner_id IS NOT NULL AND lease_until < ",
+                );
+                Self::push_now(&mut select, at);
+                select.push(") OR (host = ").push_bind(host).push(" AND pid IS NOT NULL)) ORDER BY id");
+                let rows: Vec<Row> = select.build_query_as().fetch_all(&self.pool).await.map_err(q)?;
                 let mut rescued = Vec::new();
                 for row in rows {
                     let id = BuildId(row.id);
                     let pid = row.pid.map(|p| p.max(0) as u32);
-                    let expired = row.runner_id.is_some() && row.lease_until.is_some_and(|u| u < at);
+                    let expired = row.expired.unwrap_or(false);
                     // Judged here only; a runner elsewhere is lost only by its lease.
                     let killed = match (row.host.as_deref() == Some(host), pid) {
                         (true, Some(pid)) => gone(&Suspect {
@@ -1344,7 +1346,6 @@ macro_rules! impl_queue {
                     return Ok(Vec::new());
                 }
 
-                let until = crate::limits::after(now, lease);
                 // Claims take turns (the count below sees every claim before this one).
                 Self::lock_claims(tx).await?;
                 // One statement: the candidates (the builds asked for, or the oldest ready
@@ -1400,7 +1401,8 @@ macro_rules! impl_queue {
                 claim.push_bind(limit.min(10_000) as i64);
                 claim.push(") UPDATE builds SET status = 'running', started_at = ");
                 claim.push_bind(now);
-                claim.push(", token = token + 1, lease_until = ").push_bind(until);
+                claim.push(", token = token + 1, lease_until = ");
+                Self::push_lease_end(&mut claim, lease, now);
                 claim.push(", runner_id = ").push_bind(claimer.id.clone());
                 claim.push(", runner_since = ").push_bind(claimer.since);
                 claim.push(", host = ").push_bind(claimer.host.clone());
@@ -1443,6 +1445,35 @@ macro_rules! impl_queue {
                     });
                 }
                 Ok(claimed)
+            }
+
+            /// The end of a lease taken now: `lease` from now on the database's clock on
+            /// PostgreSQL (`now()`, the start of the statement's transaction), so that
+            /// runners on machines whose clocks disagree agree on when a lease ends — a
+            /// worker whose clock ran a minute behind had its builds taken from it at
+            /// once. A runner stops its builds `lease` after it asked for the renewal, by
+            /// its own steady clock, which is before this end. SQLite is one machine, one
+            /// clock: `at` (its timestamps are text, compared as such).
+            fn push_lease_end(
+                sql: &mut sqlx::QueryBuilder<$db>,
+                lease: std::time::Duration,
+                at: chrono::DateTime<chrono::Utc>,
+            ) {
+                if Self::PG {
+                    let secs = lease.min(crate::limits::MAX_DURATION).as_secs_f64();
+                    sql.push("now() + make_interval(secs => ").push_bind(secs).push(")");
+                } else {
+                    sql.push_bind(crate::limits::after(at, lease));
+                }
+            }
+
+            /// Now, on the clock leases are judged by (see [`Self::push_lease_end`]).
+            fn push_now(sql: &mut sqlx::QueryBuilder<$db>, at: chrono::DateTime<chrono::Utc>) {
+                if Self::PG {
+                    sql.push("now()");
+                } else {
+                    sql.push_bind(at);
+                }
             }
 
             /// Wakes the workers that listen (PostgreSQL), when this transaction commits.

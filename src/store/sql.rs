@@ -175,16 +175,19 @@ macro_rules! impl_store {
                 builds: &[crate::store::NewBuild],
                 runner: Option<&crate::store::Runner>,
             ) -> Result<Vec<crate::store::BuildId>, sqlx::Error> {
-                Self::insert_reserved(tx, builds, runner, None).await
+                Self::insert_reserved(tx, builds, runner, None, chrono::Utc::now()).await
             }
 
             /// As `insert_builds`; with `reserve`, the builds it marks are recorded
-            /// reserved by that claimer until that time (token 1) in the same statement.
+            /// reserved by that claimer (token 1) in the same statement, for a lease of that
+            /// long from now (`at` on SQLite, the database's clock on PostgreSQL: see
+            /// `push_lease_end`).
             async fn insert_reserved(
                 tx: &mut sqlx::Transaction<'static, $db>,
                 builds: &[crate::store::NewBuild],
                 runner: Option<&crate::store::Runner>,
-                reserve: Option<(&crate::store::queue::Claimer, chrono::DateTime<chrono::Utc>, &[bool])>,
+                reserve: Option<(&crate::store::queue::Claimer, std::time::Duration, &[bool])>,
+                at: chrono::DateTime<chrono::Utc>,
             ) -> Result<Vec<crate::store::BuildId>, sqlx::Error> {
                 let mut ids = Vec::with_capacity(builds.len());
                 let rows: Vec<(usize, &crate::store::NewBuild)> = builds.iter().enumerate().collect();
@@ -210,8 +213,18 @@ macro_rules! impl_store {
                             .push_bind(crate::store::queue::concurrency_of(&build.config) as i32)
                             .push_bind(held.map(|(c, _, _)| c.id.clone()))
                             .push_bind(held.and_then(|(c, _, _)| c.since))
-                            .push_bind(if held.is_some() { 1i64 } else { 0 })
-                            .push_bind(held.map(|(_, until, _)| until));
+                            .push_bind(if held.is_some() { 1i64 } else { 0 });
+                        match held {
+                            Some((_, lease, _)) if Self::PG => {
+                                let secs = lease.min(crate::limits::MAX_DURATION).as_secs_f64();
+                                row.push("now() + make_interval(secs => ")
+                                    .push_bind_unseparated(secs)
+                                    .push_unseparated(")");
+                            }
+                            held => {
+                                row.push_bind(held.map(|(_, lease, _)| crate::limits::after(at, lease)));
+                            }
+                        }
                     });
                     insert.push(" RETURNING id");
                     // One statement numbers its rows in order: sorted, the ids follow the
