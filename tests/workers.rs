@@ -1242,3 +1242,45 @@ async fn a_worker_whose_clock_is_behind_keeps_its_builds() {
     .await
     .unwrap();
 }
+
+/// `--queue --wait` with no worker that could take the build says so, rather than
+/// waiting without a word: first that no worker runs, then, once one without the job's
+/// label runs, which label is missing; a worker with it then runs the build.
+#[test]
+fn waiting_on_the_queue_says_when_no_worker_could_take_the_build() {
+    use std::io::BufRead;
+    let dir = setup("jobs:\n  - {id: g, run: 'true', labels: [gpu]}\n", None);
+    let d = dir.path();
+    let (code, _, err) = run(d, &["install"]);
+    assert_eq!(code, 0, "{err}");
+    let mut follow = Proc::start(
+        d,
+        &["build", "g", "--queue", "--wait", "--progress", "plain"],
+    );
+    let mut lines = std::io::BufReader::new(follow.0.stdout.take().unwrap()).lines();
+    let mut said = Vec::new();
+    let mut until = |what: &str| {
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            said.push(line.clone());
+            if line.contains(what) {
+                return;
+            }
+        }
+        panic!("`jobctl build --queue --wait` did not say `{what}`: {said:#?}");
+    };
+    until("queued  no worker is running: start one with `jobctl worker`");
+    let cpu = Proc::start(d, &["worker", "--labels", "cpu"]);
+    until(
+        "queued  no running worker has the label gpu that g needs (`jobctl worker --labels gpu`)",
+    );
+    let gpu = Proc::start(d, &["worker", "--labels", "gpu"]);
+    until("ok      g (build 1");
+    let (code, out) = follow.finish(Duration::from_secs(30));
+    assert_eq!(code, 0, "{out}");
+    for worker in [cpu, gpu] {
+        worker.signal(libc::SIGTERM);
+        let (code, out) = worker.finish(Duration::from_secs(30));
+        assert_eq!(code, 0, "{out}");
+    }
+}

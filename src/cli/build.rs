@@ -210,6 +210,10 @@ pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), C
     };
     if args.queue {
         let made = super::queue::enqueue(config, &graph, &store, &steps, !args.no_dedup).await?;
+        let labels: Vec<Vec<String>> = steps
+            .iter()
+            .map(|s| config.jobs[s.job].labels.clone())
+            .collect();
         write_out(out, &super::queue::enqueued_text(&steps, &made))?;
         if !args.wait {
             if let Some(note) = &waiting_note {
@@ -225,7 +229,8 @@ pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), C
         let summary = if tree {
             let mut reporter = Live::new(&mut *out, steps.len(), terminal_size);
             let summary =
-                super::queue::follow(&store, &steps, &made, &mut reporter, &mut errors).await;
+                super::queue::follow(&store, &steps, &labels, &made, &mut reporter, &mut errors)
+                    .await;
             match &summary {
                 Ok(summary) => reporter.summary(summary),
                 Err(_) => reporter.clear(),
@@ -234,7 +239,8 @@ pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), C
         } else {
             let mut reporter = Plain::new(&mut *out);
             let summary =
-                super::queue::follow(&store, &steps, &made, &mut reporter, &mut errors).await?;
+                super::queue::follow(&store, &steps, &labels, &made, &mut reporter, &mut errors)
+                    .await?;
             reporter.summary(&summary);
             summary
         };

@@ -65,16 +65,56 @@ pub fn enqueued_text(steps: &[Step], made: &[Enqueued]) -> String {
 /// What is known of a followed build.
 struct Followed {
     job: JobId,
+    labels: Vec<String>,
     build: BuildId,
     started: bool,
     done: bool,
 }
 
+/// How long queued builds may sit with nothing moving before the workers are looked at,
+/// and how often after that.
+const LOOK_FOR_WORKERS: Duration = Duration::from_secs(2);
+
+/// Why builds still queued would wait with no one to run them, if they would: no worker
+/// is running, or none of those running has every label one of them needs. `waiting`:
+/// each queued build's job and its labels. `None` when a worker could take them (it may
+/// be busy).
+pub fn unclaimed(
+    workers: &[crate::store::queue::WorkerRow],
+    waiting: &[(&JobId, &[String])],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<String> {
+    if waiting.is_empty() {
+        return None;
+    }
+    let running: Vec<_> = workers
+        .iter()
+        .filter(|w| w.state(now) == "running")
+        .collect();
+    if running.is_empty() {
+        return Some("no worker is running: start one with `jobctl worker`".to_owned());
+    }
+    let (job, labels) = waiting.iter().find(|(_, labels)| {
+        !running
+            .iter()
+            .any(|w| labels.iter().all(|l| w.labels.contains(l)))
+    })?;
+    Some(format!(
+        "no running worker has the label{} {} that {job} needs (`jobctl worker --labels {}`)",
+        if labels.len() == 1 { "" } else { "s" },
+        labels.join(", "),
+        labels.join(",")
+    ))
+}
+
 /// Follows queued builds until each has ended (through retries), telling `reporter`.
-/// One light query a turn reads every build of the run (and those made after it).
+/// One light query a turn reads every build of the run (and those made after it). While
+/// builds stay queued with nothing moving, it says so if no running worker could take
+/// them (`labels`: each step's job's labels).
 pub async fn follow(
     store: &AnyStore,
     steps: &[Step],
+    labels: &[Vec<String>],
     made: &[Enqueued],
     reporter: &mut dyn Reporter,
     out_error: &mut dyn Write,
@@ -82,13 +122,17 @@ pub async fn follow(
     let mut followed: Vec<Followed> = steps
         .iter()
         .zip(made)
-        .map(|(s, e)| Followed {
+        .zip(labels)
+        .map(|((s, e), labels)| Followed {
             job: s.id.clone(),
+            labels: labels.clone(),
             build: e.id,
             started: false,
             done: false,
         })
         .collect();
+    let mut unclaimed_said: Option<String> = None;
+    let mut looked = Instant::now();
     let mut summary = Summary::default();
     let mut interrupts =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
@@ -107,6 +151,9 @@ pub async fn follow(
             let not_run = matches!(build.reason, Some(Reason::Upstream { .. }));
             if !f.started && build.status != BuildStatus::Created {
                 f.started = true;
+                if unclaimed_said.take().is_some() {
+                    reporter.event(&BuildEvent::Unclaimed { why: None });
+                }
                 if build.started_at.is_some() && !not_run {
                     reporter.event(&BuildEvent::Started {
                         build: build.id,
@@ -195,6 +242,23 @@ pub async fn follow(
                 Outcome::Failed { .. } => summary.failed.push((f.job.clone(), build.id, outcome)),
             }
         }
+        if last_change.elapsed() >= LOOK_FOR_WORKERS && looked.elapsed() >= LOOK_FOR_WORKERS {
+            looked = Instant::now();
+            let waiting: Vec<(&JobId, &[String])> = followed
+                .iter()
+                .filter(|f| !f.done && !f.started)
+                .map(|f| (&f.job, f.labels.as_slice()))
+                .collect();
+            // The list of workers is a hint: one that cannot be read is no reason to stop.
+            let why = match store.workers().await {
+                Ok(workers) => unclaimed(&workers, &waiting, chrono::Utc::now()),
+                Err(_) => unclaimed_said.clone(),
+            };
+            if why != unclaimed_said {
+                reporter.event(&BuildEvent::Unclaimed { why: why.clone() });
+                unclaimed_said = why;
+            }
+        }
         reporter.tick();
         reporter.idle();
         // Quick while things move, then at a steady 200 ms.
@@ -246,5 +310,60 @@ pub fn outcome_of(build: &Build) -> Outcome {
             reason: reason(),
             stderr_tail: build.stderr_tail.clone(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::queue::WorkerRow;
+
+    fn worker(labels: &[&str], heartbeat_ago: i64, stopped: bool) -> WorkerRow {
+        let now = chrono::Utc::now();
+        WorkerRow {
+            id: "w".into(),
+            name: "w".into(),
+            host: "h".into(),
+            pid: 1,
+            labels: labels.iter().map(|l| l.to_string()).collect(),
+            slots: 1,
+            lease_secs: 30,
+            started_at: now,
+            heartbeat_at: now - chrono::Duration::seconds(heartbeat_ago),
+            draining: false,
+            stopped_at: stopped.then_some(now),
+            running: 0,
+        }
+    }
+
+    #[test]
+    fn queued_builds_wait_unclaimed_without_a_running_worker_with_their_labels() {
+        let now = chrono::Utc::now();
+        let (g, plain) = (JobId::parse("g").unwrap(), JobId::parse("p").unwrap());
+        let gpu = ["gpu".to_owned(), "big".to_owned()];
+        let none: [String; 0] = [];
+        let waiting = [(&plain, &none[..]), (&g, &gpu[..])];
+        assert_eq!(unclaimed(&[], &[], now), None, "nothing waits");
+        let nobody = Some("no worker is running: start one with `jobctl worker`".to_owned());
+        assert_eq!(unclaimed(&[], &waiting, now), nobody);
+        // Stopped, or silent past its lease: not running.
+        assert_eq!(
+            unclaimed(
+                &[worker(&[], 0, true), worker(&["gpu", "big"], 60, false)],
+                &waiting,
+                now
+            ),
+            nobody
+        );
+        assert_eq!(
+            unclaimed(&[worker(&["gpu"], 0, false)], &waiting, now).as_deref(),
+            Some(
+                "no running worker has the labels gpu, big that g needs (`jobctl worker --labels gpu,big`)"
+            )
+        );
+        assert_eq!(
+            unclaimed(&[worker(&["big", "gpu", "x"], 0, false)], &waiting, now),
+            None
+        );
     }
 }

@@ -51,6 +51,9 @@ pub enum BuildEvent {
     /// The build was taken over by another runner (its lease lapsed): it was stopped
     /// here and what this runner saw of its end is not recorded.
     Lost { build: BuildId, job: JobId },
+    /// Builds followed in the queue wait with no running worker able to take them
+    /// (`Some`: why, said when it starts or changes), or one can now (`None`).
+    Unclaimed { why: Option<String> },
     /// A worker's claims stopped working (`Some`: why, said when it starts or changes) or
     /// work again (`None`).
     ClaimTrouble { why: Option<String> },

@@ -38,6 +38,8 @@ pub struct LiveState {
     pub other: usize,
     /// Set once the run is being cancelled.
     pub cancelling: bool,
+    /// Why queued builds wait with no worker to take them, while they do.
+    pub unclaimed: Option<String>,
 }
 
 /// One running build.
@@ -64,6 +66,7 @@ impl LiveState {
             failed: 0,
             other: 0,
             cancelling: false,
+            unclaimed: None,
         }
     }
 
@@ -138,6 +141,7 @@ impl LiveState {
             BuildEvent::Retrying { .. }
             | BuildEvent::Waiting { .. }
             | BuildEvent::ClaimTrouble { .. } => {}
+            BuildEvent::Unclaimed { why } => self.unclaimed = why.clone(),
         }
     }
 }
@@ -161,6 +165,8 @@ pub fn render(state: &LiveState, now: Instant, width: usize, height: usize) -> V
     ));
     if state.cancelling {
         head.push_str("  cancelling (Ctrl-C again: kill)");
+    } else if let Some(why) = &state.unclaimed {
+        head.push_str(&format!("  queued: {why}"));
     }
     lines.push(head);
     let mut shown = 0;
@@ -636,6 +642,27 @@ mod tests {
         assert_eq!(
             head,
             "2/6 done, 2 running, 1 failed  12.0s  cancelling (Ctrl-C again: kill)"
+        );
+    }
+
+    #[test]
+    fn builds_no_worker_could_take_show_in_the_head_until_one_can() {
+        let (mut state, now) = a_run();
+        let why = "no worker is running: start one with `jobctl worker`";
+        state.apply(
+            &BuildEvent::Unclaimed {
+                why: Some(why.into()),
+            },
+            now,
+        );
+        assert_eq!(
+            render(&state, now, 120, 20)[0],
+            format!("1/6 done, 3 running  12.0s  queued: {why}")
+        );
+        state.apply(&BuildEvent::Unclaimed { why: None }, now);
+        assert_eq!(
+            render(&state, now, 120, 20)[0],
+            "1/6 done, 3 running  12.0s"
         );
     }
 

@@ -139,6 +139,8 @@ pub fn render(event: &BuildEvent, time: &str) -> Option<String> {
                 "{time} cancelling: every job gets TERM, then KILL after the grace period (Ctrl-C again: KILL now)"
             ),
         },
+        BuildEvent::Unclaimed { why: Some(why) } => format!("{time} queued  {why}"),
+        BuildEvent::Unclaimed { why: None } => return None,
         BuildEvent::ClaimTrouble { why: Some(why) } => {
             format!("{time} trouble cannot claim builds: {why}")
         }
