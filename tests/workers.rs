@@ -89,6 +89,45 @@ impl Proc {
     }
 }
 
+/// What a started process prints on stdout, line by line, read on a thread of its own
+/// so that a wait for a line can give up.
+struct Said {
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Said {
+    fn of(proc: &mut Proc) -> Said {
+        use std::io::BufRead;
+        let (tx, lines) = std::sync::mpsc::channel();
+        let stdout = proc.0.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        Said {
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits (20 s at most) for a line that holds `what`.
+    fn until(&mut self, what: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !self.seen.iter().any(|l| l.contains(what)) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => panic!("`{what}` was not said; what was: {:#?}", self.seen),
+            }
+        }
+    }
+}
+
 /// Whether `build` (as `builds --json` gives it) failed because worker `name` was lost.
 fn lost_by(build: &serde_json::Value, name: &str) -> bool {
     let reason = &build["reason"];
@@ -1085,34 +1124,13 @@ fn a_worker_refuses_labels_a_job_could_not_have() {
 /// connection holds SQLite's write lock for a while (a long transaction elsewhere).
 #[test]
 fn a_worker_that_cannot_claim_says_why_and_when_it_can_again() {
-    use std::io::BufRead;
     let dir = setup("jobs:\n  - {id: a, run: 'echo ran > a.txt'}\n", None);
     let d = dir.path();
     let (code, _, err) = run(d, &["install"]);
     assert_eq!(code, 0, "{err}");
     // With the default lease a call to the database is given up after 5 s.
     let mut worker = Proc::start(d, &["worker", "--name", "w"]);
-    let (tx, lines) = std::sync::mpsc::channel::<String>();
-    let stdout = worker.0.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
-    let mut said = Vec::new();
-    let until = |what: &str, said: &mut Vec<String>| {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while !said.iter().any(|l: &String| l.contains(what)) {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match lines.recv_timeout(left) {
-                Ok(line) => said.push(line),
-                Err(_) => panic!("the worker did not say `{what}`; it said: {said:#?}"),
-            }
-        }
-    };
+    let mut said = Said::of(&mut worker);
     wait_until("the worker's heartbeat", Duration::from_secs(20), || {
         let (_, out, _) = run(d, &["workers", "--json"]);
         out.contains("\"name\": \"w\"")
@@ -1131,26 +1149,27 @@ fn a_worker_that_cannot_claim_says_why_and_when_it_can_again() {
             .unwrap();
         conn
     });
-    until(
-        "trouble cannot claim builds: the database did not answer within 5s",
-        &mut said,
-    );
+    said.until("trouble cannot claim builds: the database did not answer within 5s");
     // Its polls go on (every 50 ms on SQLite), its words do not.
     std::thread::sleep(Duration::from_secs(2));
     rt.block_on(async {
         sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
     });
     drop(lock);
-    until("trouble over: claims work again", &mut said);
+    said.until("trouble over: claims work again");
     let (code, out, err) = run(d, &["build", "a", "--queue"]);
     assert_eq!(code, 0, "{out}{err}");
-    until("ok      a (build 1", &mut said);
+    said.until("ok      a (build 1");
     assert_eq!(std::fs::read_to_string(d.join("a.txt")).unwrap(), "ran\n");
     worker.signal(libc::SIGTERM);
     let (code, out) = worker.finish(Duration::from_secs(30));
     assert_eq!(code, 0, "{out}");
-    let troubles: Vec<&String> = said.iter().filter(|l| l.contains(" trouble ")).collect();
-    assert_eq!(troubles.len(), 2, "{said:#?}");
+    let troubles: Vec<&String> = said
+        .seen
+        .iter()
+        .filter(|l| l.contains(" trouble "))
+        .collect();
+    assert_eq!(troubles.len(), 2, "{:#?}", said.seen);
 }
 
 /// A worker whose clock runs a minute behind the database's (and the other workers')
@@ -1248,7 +1267,6 @@ async fn a_worker_whose_clock_is_behind_keeps_its_builds() {
 /// label runs, which label is missing; a worker with it then runs the build.
 #[test]
 fn waiting_on_the_queue_says_when_no_worker_could_take_the_build() {
-    use std::io::BufRead;
     let dir = setup("jobs:\n  - {id: g, run: 'true', labels: [gpu]}\n", None);
     let d = dir.path();
     let (code, _, err) = run(d, &["install"]);
@@ -1257,25 +1275,14 @@ fn waiting_on_the_queue_says_when_no_worker_could_take_the_build() {
         d,
         &["build", "g", "--queue", "--wait", "--progress", "plain"],
     );
-    let mut lines = std::io::BufReader::new(follow.0.stdout.take().unwrap()).lines();
-    let mut said = Vec::new();
-    let mut until = |what: &str| {
-        for line in lines.by_ref() {
-            let line = line.unwrap();
-            said.push(line.clone());
-            if line.contains(what) {
-                return;
-            }
-        }
-        panic!("`jobctl build --queue --wait` did not say `{what}`: {said:#?}");
-    };
-    until("queued  no worker is running: start one with `jobctl worker`");
+    let mut said = Said::of(&mut follow);
+    said.until("queued  no worker is running: start one with `jobctl worker`");
     let cpu = Proc::start(d, &["worker", "--labels", "cpu"]);
-    until(
+    said.until(
         "queued  no running worker has the label gpu that g needs (`jobctl worker --labels gpu`)",
     );
     let gpu = Proc::start(d, &["worker", "--labels", "gpu"]);
-    until("ok      g (build 1");
+    said.until("ok      g (build 1");
     let (code, out) = follow.finish(Duration::from_secs(30));
     assert_eq!(code, 0, "{out}");
     for worker in [cpu, gpu] {
