@@ -662,3 +662,56 @@ async fn next(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Heard(Vec<BuildEvent>);
+
+    impl Reporter for Heard {
+        fn event(&mut self, event: &BuildEvent) {
+            self.0.push(event.clone());
+        }
+    }
+
+    #[test]
+    fn trouble_is_said_once_until_it_changes_and_once_when_it_is_over() {
+        let refused = || {
+            Some(Err::<(), _>(StoreError::UnknownScheme {
+                url: "nope://".into(),
+            }))
+        };
+        let wait = Duration::from_secs(5);
+        let mut trouble = Trouble::default();
+        let mut heard = Heard::default();
+        assert_eq!(trouble.saw(Some(Ok(1)), wait, &mut heard), Some(1));
+        for _ in 0..3 {
+            assert_eq!(trouble.saw(refused(), wait, &mut heard), None);
+        }
+        assert_eq!(trouble.saw(None::<Result<(), _>>, wait, &mut heard), None);
+        assert_eq!(trouble.saw(None::<Result<(), _>>, wait, &mut heard), None);
+        assert_eq!(trouble.saw(Some(Ok(2)), wait, &mut heard), Some(2));
+        assert_eq!(trouble.saw(Some(Ok(3)), wait, &mut heard), Some(3));
+        let said: Vec<Option<String>> = heard
+            .0
+            .into_iter()
+            .map(|e| match e {
+                BuildEvent::ClaimTrouble { why } => why,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            said,
+            [
+                Some(
+                    "`nope://` is not a storage URL jobctl knows (use sqlite://PATH or postgresql://USER@HOST/DB)"
+                        .to_owned()
+                ),
+                Some("the database did not answer within 5s".to_owned()),
+                None,
+            ]
+        );
+    }
+}
