@@ -66,6 +66,10 @@ pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(36_
 /// A worker's name, in characters.
 pub const MAX_WORKER_NAME: usize = 100;
 
+/// Jobs at once (`-j`) in one `jobctl build` or `jobctl worker`: the most any job's
+/// `concurrency` may be. A worker records its slots with its heartbeat.
+pub const MAX_SLOTS: usize = 10_000;
+
 /// `d` after `at`, `d` taken as at most [`MAX_DURATION`]: a duration read back from a
 /// build's snapshot (written by anything) cannot overflow the clock.
 pub fn after(

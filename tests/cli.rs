@@ -212,6 +212,34 @@ fn usage_errors_exit_2_with_one_line() {
     assert_eq!(code, 2);
 }
 
+/// `build -j` out of bounds is refused before anything is planned or recorded.
+#[test]
+fn build_jobs_at_once_out_of_bounds_are_refused() {
+    let dir = copy_of(&["jobcontrol_example.yaml.j2"]);
+    for n in ["0", "10001", "-1", "many"] {
+        let (code, err) = failure(jobctl(dir.path()).args([
+            "-c",
+            "jobcontrol_example.yaml.j2",
+            "build",
+            "--all",
+            "-j",
+            n,
+        ]));
+        assert_eq!(code, 2, "{n}: {err}");
+        assert!(
+            err.contains(&format!("jobs at once are from 1 to 10000, not `{n}`"))
+                || (n == "-1" && err.contains("unexpected argument '-1'")),
+            "{n}: {err}"
+        );
+    }
+    let recorded: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name != "jobcontrol_example.yaml.j2")
+        .collect();
+    assert_eq!(recorded, Vec::<String>::new());
+}
+
 /// A worker's settings out of bounds are refused before it claims anything: a lease it
 /// could not renew in time or that would keep a dead machine's builds for days, a grace
 /// or a drain past a century (the clock would overflow), a name that is empty, too long
@@ -220,7 +248,13 @@ fn usage_errors_exit_2_with_one_line() {
 fn a_workers_settings_out_of_bounds_are_refused() {
     let dir = root();
     let long = "w".repeat(101);
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 9] = [
+        (&["-j", "0"], "jobs at once are from 1 to 10000, not `0`"),
+        // Once taken as 1,215,752,191 slots in `jobctl workers` (cut to 32 bits).
+        (
+            &["-j", "99999999999"],
+            "jobs at once are from 1 to 10000, not `99999999999`",
+        ),
         (&["--lease", "0s"], "a lease is from 1s to 1d, not `0s`"),
         (
             &["--lease", "500ms"],

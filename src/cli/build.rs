@@ -48,7 +48,7 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = DepsArg::Outdated)]
     deps: DepsArg,
     /// Jobs at once (default: the number of cores)
-    #[arg(short = 'j', long = "jobs-at-once", value_name = "N")]
+    #[arg(short = 'j', long = "jobs-at-once", value_name = "N", value_parser = super::parse_slots)]
     parallel: Option<usize>,
     /// Build the jobs asked for even when they are up to date
     #[arg(long)]
@@ -247,9 +247,10 @@ pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), C
         return finish(out, summary, protected, waiting_note);
     }
     let options = Options {
-        jobs: args
-            .parallel
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        jobs: args.parallel.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map_or(1, |n| n.get().min(crate::limits::MAX_SLOTS))
+        }),
         fail_fast: args.fail_fast,
         grace: Duration::from_secs(args.grace),
         limits: OutputLimits::default(),

@@ -298,6 +298,16 @@ fn parse_since(text: &str) -> Result<chrono::DateTime<chrono::Utc>, CliError> {
         .map_err(|_| CliError::BadTime(text.to_owned()))
 }
 
+/// `-j N`: 1 to [`crate::limits::MAX_SLOTS`] jobs at once.
+fn parse_slots(text: &str) -> Result<usize, String> {
+    let max = crate::limits::MAX_SLOTS;
+    text.trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| format!("jobs at once are from 1 to {max}, not `{text}`"))
+}
+
 /// `jobctl show 12` or `#12`.
 fn parse_build_id(text: &str) -> Result<crate::store::BuildId, String> {
     text.trim_start_matches('#')

@@ -19,7 +19,7 @@ use crate::ui::plain::Plain;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Builds at once (default: the number of cores)
-    #[arg(short = 'j', long = "jobs-at-once", value_name = "N")]
+    #[arg(short = 'j', long = "jobs-at-once", value_name = "N", value_parser = super::parse_slots)]
     parallel: Option<usize>,
     /// The name `jobctl workers` shows (default: HOST-PID)
     #[arg(long, value_parser = parse_name)]
@@ -152,10 +152,9 @@ pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), C
         .as_ref()
         .map(|c| c.secrets.clone())
         .unwrap_or_default();
-    let slots = args
-        .parallel
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .max(1);
+    let slots = args.parallel.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, |n| n.get().min(crate::limits::MAX_SLOTS))
+    });
     let settings = Settings {
         slots,
         lease: args.lease,
