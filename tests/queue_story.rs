@@ -672,9 +672,9 @@ async fn a_dead_run(store: AnyStore) {
         .unwrap();
     assert!(made.iter().all(|(_, reserved)| *reserved), "{made:?}");
     let [a, b, c, d] = [made[0].0, made[1].0, made[2].0, made[3].0];
-    // Planned, not reserved (its job's concurrency was full), so without a lease.
+    // Planned, not reserved (its job's concurrency was full).
     let e = store
-        .create_builds(&[job("e", &[], json!({})).build], &me)
+        .create_builds(&[job("e", &[], json!({})).build], &me, LEASE)
         .await
         .unwrap()[0];
     let started = Utc::now() - chrono::Duration::seconds(60);
@@ -762,6 +762,70 @@ async fn a_dead_run(store: AnyStore) {
     assert_eq!(again.iter().map(|r| r.id).collect::<Vec<_>>(), vec![d]);
 }
 
+/// A `jobctl build` run on another host that is gone (the machine died): what it planned
+/// and never started, reserved or not (held back by its job's concurrency), holds a lease
+/// that its run renews, and is removed by a rescuer here once that lease runs out. It
+/// was left `created` for good when only reserved builds had a lease: shown queued,
+/// and not to be cancelled, since only its run could.
+async fn a_run_elsewhere_gone(store: AnyStore) {
+    let elsewhere = Runner {
+        host: "other-host".into(),
+        pid: 4242,
+        worker: None,
+    };
+    let claimer = Claimer::this_process(None, Vec::new());
+    // Recorded with a lease that has run out by the next statement.
+    let made = store
+        .plan_builds(
+            &[job("a", &[], json!({})).build],
+            &elsewhere,
+            &claimer,
+            Duration::ZERO,
+        )
+        .await
+        .unwrap();
+    assert!(made[0].1, "{made:?}");
+    let a = made[0].0;
+    let e = store
+        .create_builds(
+            &[job("e", &[], json!({})).build],
+            &elsewhere,
+            Duration::ZERO,
+        )
+        .await
+        .unwrap()[0];
+    let judge = |s: &Suspect| panic!("a build of another host judged here: {s:?}");
+    // SQLite compares leases to the rescuer's clock; PostgreSQL to its own.
+    let later = || Utc::now() + chrono::Duration::seconds(1);
+    // Its run renews both: nothing is rescued.
+    let mut renewed = store.renew(&claimer, None, LEASE).await.unwrap();
+    renewed.sort();
+    assert_eq!(renewed, vec![a, e]);
+    assert!(
+        store
+            .rescue("this-host", &judge, later())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Its run stops renewing: both go, said so, and nothing else changes.
+    store.renew(&claimer, None, Duration::ZERO).await.unwrap();
+    let rescued = store.rescue("this-host", &judge, later()).await.unwrap();
+    let said: Vec<(BuildId, &str)> = rescued.iter().map(|r| (r.id, r.reason.as_str())).collect();
+    let removed = "removed: planned by jobctl (pid 4242) on other-host, whose lease ran out before it started";
+    assert_eq!(said, vec![(a, removed), (e, removed)]);
+    for gone in [a, e] {
+        assert!(store.build(gone).await.unwrap().is_none(), "{gone:?}");
+    }
+    assert!(
+        store
+            .rescue("this-host", &judge, later())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 #[tokio::test]
 async fn queue_story_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
@@ -770,6 +834,8 @@ async fn queue_story_on_sqlite() {
     one_batch(common::sqlite_store(dir.path()).await).await;
     let dir = tempfile::tempdir().unwrap();
     a_dead_run(common::sqlite_store(dir.path()).await).await;
+    let dir = tempfile::tempdir().unwrap();
+    a_run_elsewhere_gone(common::sqlite_store(dir.path()).await).await;
 }
 
 #[tokio::test]
@@ -796,4 +862,11 @@ async fn queue_story_on_postgres() {
         .await
         .unwrap();
     a_dead_run(store).await;
+    let Some(db) = common::PgDatabase::create("queue_run_elsewhere").await else {
+        return;
+    };
+    let store = jobctl::store::open(&db.url, dir.path(), OpenMode::Install)
+        .await
+        .unwrap();
+    a_run_elsewhere_gone(store).await;
 }

@@ -507,7 +507,11 @@ async fn story(store: AnyStore, dir: &Path) {
         created_at: t(300),
     };
     let ids = store
-        .create_builds(&[planned("s1"), planned("s2"), planned("s3")], &runner)
+        .create_builds(
+            &[planned("s1"), planned("s2"), planned("s3")],
+            &runner,
+            std::time::Duration::from_secs(30),
+        )
         .await
         .unwrap();
     assert_eq!(ids.len(), 3);
@@ -662,7 +666,10 @@ async fn story(store: AnyStore, dir: &Path) {
             ..planned("m")
         })
         .collect();
-    let ids = store.create_builds(&many, &runner).await.unwrap();
+    let ids = store
+        .create_builds(&many, &runner, std::time::Duration::from_secs(30))
+        .await
+        .unwrap();
     assert_eq!(ids.len(), n);
     assert_eq!(
         store

@@ -94,6 +94,7 @@ async fn new_build(
                 pid: 4242,
                 worker: None,
             },
+            std::time::Duration::from_secs(30),
         )
         .await
         .unwrap();
@@ -755,6 +756,7 @@ async fn a_build_whose_jobctl_died_here_says_so() {
                 created_at: t(500),
             }],
             &Runner::this_process(),
+            std::time::Duration::from_secs(30),
         )
         .await
         .unwrap();

@@ -967,7 +967,11 @@ async fn run_job(
                 let _turn = shared.writing.lock().await;
                 build = shared
                     .store
-                    .create_builds(&[new_build(spec, attempt, Utc::now())], &shared.runner)
+                    .create_builds(
+                        &[new_build(spec, attempt, Utc::now())],
+                        &shared.runner,
+                        LEASE,
+                    )
                     .await?[0];
             }
             // Claimed like the first: it waits while its job's builds elsewhere fill its

@@ -341,12 +341,14 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub trait Store: Send + Sync {
     /// Records a new build (status `created`) with its pins.
     fn create_build(&self, build: &NewBuild) -> impl Future<Output = Result<BuildId>> + Send;
-    /// Records builds planned by `runner` (status `created`, claimed by it), in one
-    /// transaction.
+    /// Records builds planned by `runner` (status `created`, kept for its run), in one
+    /// transaction, each with a lease of `lease` that the run renews (`Queue::renew`):
+    /// once it runs out, a rescuer on any host removes what never started.
     fn create_builds(
         &self,
         builds: &[NewBuild],
         runner: &Runner,
+        lease: std::time::Duration,
     ) -> impl Future<Output = Result<Vec<BuildId>>> + Send;
     /// Marks a build running, by whom.
     fn start_build(
@@ -535,8 +537,13 @@ impl Store for AnyStore {
     async fn create_build(&self, build: &NewBuild) -> Result<BuildId> {
         delegate!(self, s => s.create_build(build))
     }
-    async fn create_builds(&self, builds: &[NewBuild], runner: &Runner) -> Result<Vec<BuildId>> {
-        delegate!(self, s => s.create_builds(builds, runner))
+    async fn create_builds(
+        &self,
+        builds: &[NewBuild],
+        runner: &Runner,
+        lease: std::time::Duration,
+    ) -> Result<Vec<BuildId>> {
+        delegate!(self, s => s.create_builds(builds, runner, lease))
     }
     async fn start_build(&self, id: BuildId, runner: &Runner, at: DateTime<Utc>) -> Result<()> {
         delegate!(self, s => s.start_build(id, runner, at))

@@ -341,9 +341,9 @@ pub trait Queue: Send + Sync {
         lease: std::time::Duration,
         at: DateTime<Utc>,
     ) -> impl Future<Output = super::Result<(Vec<bool>, Vec<Claimed>)>> + Send;
-    /// Extends the lease of the builds `claimer` holds (of those in `only`, when given:
-    /// a build its runner no longer tracks is let go, to be rescued when its lease ends);
-    /// returns those renewed.
+    /// Extends the lease of the builds `claimer` holds, and of those its run planned
+    /// (of those in `only`, when given: a build its runner no longer tracks is let go,
+    /// to be rescued when its lease ends); returns those renewed.
     fn renew(
         &self,
         claimer: &Claimer,
@@ -881,7 +881,7 @@ macro_rules! impl_queue {
                         .map(|b| (b.job_id.as_str(), crate::store::queue::concurrency_of(&b.config))),
                     &busy,
                 );
-                let ids = Self::insert_reserved(&mut tx, builds, Some(runner), Some((claimer, lease, &marked)), chrono::Utc::now())
+                let ids = Self::insert_reserved(&mut tx, builds, Some((runner, lease)), Some((claimer, &marked)), chrono::Utc::now())
                     .await
                     .map_err(q)?;
                 let reserved: Vec<(crate::store::BuildId, bool)> = ids.into_iter().zip(marked).collect();
@@ -937,8 +937,10 @@ macro_rules! impl_queue {
                     let mut update: sqlx::QueryBuilder<$db> =
                         sqlx::QueryBuilder::new("UPDATE builds SET lease_until = ");
                     Self::push_lease_end(&mut update, lease, at);
-                    update.push(" WHERE runner_id = ").push_bind(claimer.id.clone());
-                    update.push(" AND status IN ('created', 'running')");
+                    // What it claimed or reserved, and what its run planned.
+                    update.push(" WHERE (runner_id = ").push_bind(claimer.id.clone());
+                    update.push(" OR run_owner = ").push_bind(claimer.id.clone());
+                    update.push(") AND status IN ('created', 'running')");
                     if let Some(ids) = ids {
                         update.push(" AND id IN (");
                         let mut list = update.separated(", ");
@@ -1048,19 +1050,20 @@ macro_rules! impl_queue {
                     started_at: Option<chrono::DateTime<chrono::Utc>>,
                     expired: Option<bool>,
                 }
-                // Claimed or reserved builds whose lease ran out anywhere, and every open
-                // build a runner on this host holds or planned (with a lease or not).
+                // Builds claimed, reserved or planned whose lease ran out anywhere, and
+                // every open build a runner on this host holds or planned (with a lease or
+                // not: a jobctl from before leases on planned builds).
                 // Whether a lease ran out is judged on the database's clock (see
                 // `push_lease_end`).
                 let mut select: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
                     "SELECT id, job_id, token, attempt, CAST(config AS TEXT) AS config, worker, host, pid, pgid, runner_id, \
                      runner_since, run_owner, status, created_at, started_at, \
-                     (runner_id IS NOT NULL AND lease_until < ",
+                     (lease_until < ",
                 );
                 Self::push_now(&mut select, at);
                 select.push(
                     ") AS expired FROM builds WHERE status IN ('created', 'running') \
-                     AND ((runner_id IS NOT NULL AND lease_until < ",
+                     AND ((lease_until < ",
                 );
                 Self::push_now(&mut select, at);
                 select.push(") OR (host = ").push_bind(host).push(" AND pid IS NOT NULL)) ORDER BY id");
@@ -1112,7 +1115,7 @@ macro_rules! impl_queue {
                         if done.rows_affected() > 0 {
                             let reason = match gone {
                                 true => format!("removed: planned by {who}, which died before it started"),
-                                false => "removed: reserved by a run that is gone, it never started".to_owned(),
+                                false => format!("removed: planned by {who}, whose lease ran out before it started"),
                             };
                             rescued.push(rescue(None, reason));
                         }

@@ -168,29 +168,34 @@ macro_rules! impl_store {
                 })
             }
 
-            /// Inserts `builds` (status `created`, run by `runner` if given) with their
-            /// pins, in the transaction `tx`, a few hundred rows per statement.
+            /// Inserts `builds` (status `created`, planned by `runner` if given, for a lease
+            /// of that long) with their pins, in the transaction `tx`, a few hundred rows
+            /// per statement.
             async fn insert_builds(
                 tx: &mut sqlx::Transaction<'static, $db>,
                 builds: &[crate::store::NewBuild],
-                runner: Option<&crate::store::Runner>,
+                runner: Option<(&crate::store::Runner, std::time::Duration)>,
             ) -> Result<Vec<crate::store::BuildId>, sqlx::Error> {
                 Self::insert_reserved(tx, builds, runner, None, chrono::Utc::now()).await
             }
 
             /// As `insert_builds`; with `reserve`, the builds it marks are recorded
-            /// reserved by that claimer (token 1) in the same statement, for a lease of that
-            /// long from now (`at` on SQLite, the database's clock on PostgreSQL: see
-            /// `push_lease_end`).
+            /// reserved by that claimer (token 1) in the same statement. Every build a
+            /// runner plans, reserved or not, holds a lease of the runner's length from
+            /// now (`at` on SQLite, the database's clock on PostgreSQL: see
+            /// `push_lease_end`), which its run renews: a run that is gone, on any host,
+            /// holds up nothing it planned once the lease runs out.
             async fn insert_reserved(
                 tx: &mut sqlx::Transaction<'static, $db>,
                 builds: &[crate::store::NewBuild],
-                runner: Option<&crate::store::Runner>,
-                reserve: Option<(&crate::store::queue::Claimer, std::time::Duration, &[bool])>,
+                runner: Option<(&crate::store::Runner, std::time::Duration)>,
+                reserve: Option<(&crate::store::queue::Claimer, &[bool])>,
                 at: chrono::DateTime<chrono::Utc>,
             ) -> Result<Vec<crate::store::BuildId>, sqlx::Error> {
                 let mut ids = Vec::with_capacity(builds.len());
                 let rows: Vec<(usize, &crate::store::NewBuild)> = builds.iter().enumerate().collect();
+                let lease = runner.map(|(_, lease)| lease);
+                let runner = runner.map(|(runner, _)| runner);
                 for chunk in crate::store::sql::pieces(&rows) {
                     let mut insert: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
                         "INSERT INTO builds (job_id, status, created_at, config, config_hash, \
@@ -198,7 +203,7 @@ macro_rules! impl_store {
                          token, lease_until) ",
                     );
                     insert.push_values(chunk, |mut row, (i, build)| {
-                        let held = reserve.filter(|(_, _, marked)| marked[*i]);
+                        let held = reserve.filter(|(_, marked)| marked[*i]).map(|(c, _)| c);
                         row.push_bind(build.job_id.as_str())
                             .push_bind("created")
                             .push_bind(build.created_at)
@@ -211,18 +216,18 @@ macro_rules! impl_store {
                             // Kept for the run that planned it: only its runner claims it.
                             .push_bind(runner.map(|_| crate::store::queue::this_process_id()))
                             .push_bind(crate::store::queue::concurrency_of(&build.config) as i32)
-                            .push_bind(held.map(|(c, _, _)| c.id.clone()))
-                            .push_bind(held.and_then(|(c, _, _)| c.since))
+                            .push_bind(held.map(|c| c.id.clone()))
+                            .push_bind(held.and_then(|c| c.since))
                             .push_bind(if held.is_some() { 1i64 } else { 0 });
-                        match held {
-                            Some((_, lease, _)) if Self::PG => {
+                        match lease {
+                            Some(lease) if Self::PG => {
                                 let secs = lease.min(crate::limits::MAX_DURATION).as_secs_f64();
                                 row.push("now() + make_interval(secs => ")
                                     .push_bind_unseparated(secs)
                                     .push_unseparated(")");
                             }
-                            held => {
-                                row.push_bind(held.map(|(_, lease, _)| crate::limits::after(at, lease)));
+                            lease => {
+                                row.push_bind(lease.map(|lease| crate::limits::after(at, lease)));
                             }
                         }
                     });
@@ -346,10 +351,11 @@ macro_rules! impl_store {
                 &self,
                 builds: &[crate::store::NewBuild],
                 runner: &crate::store::Runner,
+                lease: std::time::Duration,
             ) -> crate::store::Result<Vec<crate::store::BuildId>> {
                 let q = |source| crate::store::StoreError::query("record the planned builds", source);
                 let mut tx = self.begin_write().await.map_err(q)?;
-                let ids = Self::insert_builds(&mut tx, builds, Some(runner)).await.map_err(q)?;
+                let ids = Self::insert_builds(&mut tx, builds, Some((runner, lease))).await.map_err(q)?;
                 tx.commit().await.map_err(q)?;
                 Ok(ids)
             }
