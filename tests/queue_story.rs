@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -838,35 +839,27 @@ async fn queue_story_on_sqlite() {
     a_run_elsewhere_gone(common::sqlite_store(dir.path()).await).await;
 }
 
+/// A fresh database named after `what`, installed, and the store on it; `None` where
+/// PostgreSQL cannot be reached outside CI (said once by `PgDatabase`).
+async fn postgres(what: &str, dir: &Path) -> Option<(common::PgDatabase, AnyStore)> {
+    let db = common::PgDatabase::create(what).await?;
+    let store = jobctl::store::open(&db.url, dir, OpenMode::Install)
+        .await
+        .unwrap();
+    Some((db, store))
+}
+
 #[tokio::test]
 async fn queue_story_on_postgres() {
-    let Some(db) = common::PgDatabase::create("queue").await else {
-        return;
-    };
     let dir = tempfile::tempdir().unwrap();
-    let store = jobctl::store::open(&db.url, dir.path(), OpenMode::Install)
-        .await
-        .unwrap();
+    let Some((_db, store)) = postgres("queue", dir.path()).await else {
+        return;
+    };
     story(store).await;
-    let Some(db) = common::PgDatabase::create("queue_batch").await else {
-        return;
-    };
-    let store = jobctl::store::open(&db.url, dir.path(), OpenMode::Install)
-        .await
-        .unwrap();
+    let (_db, store) = postgres("queue_batch", dir.path()).await.unwrap();
     one_batch(store).await;
-    let Some(db) = common::PgDatabase::create("queue_dead_run").await else {
-        return;
-    };
-    let store = jobctl::store::open(&db.url, dir.path(), OpenMode::Install)
-        .await
-        .unwrap();
+    let (_db, store) = postgres("queue_dead_run", dir.path()).await.unwrap();
     a_dead_run(store).await;
-    let Some(db) = common::PgDatabase::create("queue_run_elsewhere").await else {
-        return;
-    };
-    let store = jobctl::store::open(&db.url, dir.path(), OpenMode::Install)
-        .await
-        .unwrap();
+    let (_db, store) = postgres("queue_run_elsewhere", dir.path()).await.unwrap();
     a_run_elsewhere_gone(store).await;
 }
