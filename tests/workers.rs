@@ -781,6 +781,16 @@ impl Role {
         .len()
     }
 
+    /// The role's connections that listen for the queue's notifications (their last
+    /// statement a LISTEN).
+    fn listening(&self) -> Vec<i64> {
+        self.sql(&format!(
+            "SELECT pid::bigint FROM pg_stat_activity WHERE usename = '{}' \
+             AND query LIKE 'LISTEN%'",
+            self.name
+        ))
+    }
+
     /// The build's lease, in ms since the epoch.
     fn lease_until(&self, build: i64) -> i64 {
         self.sql(&format!(
@@ -913,6 +923,44 @@ async fn a_worker_whose_connections_are_terminated_reconnects_or_stops_in_time()
             );
             assert!(role.lease_until(build) > before);
         })
+    })
+    .await
+    .unwrap();
+}
+
+/// A worker whose listener is lost for longer than a reconnect (its logins refused for a
+/// while, as while the server restarts) listens again once it can. It used to fall back
+/// for good to its 2 s poll: every build queued after waited for it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_listens_again_when_the_database_is_back() {
+    let Some(db) = PgDatabase::create("workers_listen_again").await else {
+        return;
+    };
+    let url = db.url.clone();
+    let rt = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let role = Role::create(&url, rt);
+        let dir = setup("jobs:\n  - id: a\n    run: 'true'\n", Some(&url));
+        let d = dir.path();
+        let (code, _, err) = run(d, &["install"]);
+        assert_eq!(code, 0, "{err}");
+        let mut worker = Proc::start(d, &["worker", "--name", "w", "--storage", &role.url()]);
+        let mut said = Said::of(&mut worker);
+        said.until("claims from");
+        let twenty = Duration::from_secs(20);
+        wait_until("the worker to listen", twenty, || {
+            !role.listening().is_empty()
+        });
+        role.cut();
+        said.until("trouble cannot claim builds");
+        role.restore();
+        said.until("trouble over: claims work again");
+        wait_until("the worker to listen again", twenty, || {
+            !role.listening().is_empty()
+        });
+        worker.signal(libc::SIGTERM);
+        let (code, out) = worker.finish(Duration::from_secs(30));
+        assert_eq!(code, 0, "{out}");
     })
     .await
     .unwrap();

@@ -274,7 +274,14 @@ pub async fn work(
                 // another runner's by then.
                 pending.retain(|end| end.since.elapsed() < lease);
             }
-            _ = poll.tick() => want_claim = true,
+            _ = poll.tick() => {
+                want_claim = true;
+                // A listener lost (the server restarted, or ended its connection) is made
+                // again: without it every enqueue would wait for this poll.
+                if listener.is_none() && store.postgres_pool().is_some() {
+                    listener = bounded(wait, listen(&store)).await.flatten();
+                }
+            }
             woke = wake(&mut listener) => {
                 if !woke {
                     listener = None;
@@ -648,7 +655,8 @@ async fn listen(store: &AnyStore) -> Option<sqlx::postgres::PgListener> {
     Some(listener)
 }
 
-/// Waits for a notification; false when the listener failed (then never ready again).
+/// Waits for a notification; false when the listener failed (then never ready again:
+/// the poll makes a new one).
 async fn wake(listener: &mut Option<sqlx::postgres::PgListener>) -> bool {
     match listener {
         Some(l) => l.recv().await.is_ok(),
