@@ -240,15 +240,22 @@ fn build_jobs_at_once_out_of_bounds_are_refused() {
     assert_eq!(recorded, Vec::<String>::new());
 }
 
-/// A worker's settings out of bounds are refused before it claims anything: a lease it
-/// could not renew in time or that would keep a dead machine's builds for days, a grace
-/// or a drain past a century (the clock would overflow), a name that is empty, too long
-/// or holds control characters.
+/// A worker's settings out of bounds are refused before it claims anything: a folder
+/// that is not there, jobs at once out of 1 to 10,000, a lease it could not renew in
+/// time or that would keep a dead machine's builds for days, a grace or a drain past a
+/// century (the clock would overflow), a name that is empty, too long or holds control
+/// characters.
 #[test]
 fn a_workers_settings_out_of_bounds_are_refused() {
     let dir = root();
     let long = "w".repeat(101);
-    let cases: [(&[&str], &str); 9] = [
+    let cases: [(&[&str], &str); 11] = [
+        // It would fail every build it claimed.
+        (
+            &["--dir", "/no/such/folder"],
+            "cannot use `/no/such/folder` as the jobs' folder: No such file or directory",
+        ),
+        (&["--dir", "Cargo.toml"], "`Cargo.toml` is not a folder"),
         (&["-j", "0"], "jobs at once are from 1 to 10000, not `0`"),
         // Once taken as 1,215,752,191 slots in `jobctl workers` (cut to 32 bits).
         (

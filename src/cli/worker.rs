@@ -42,7 +42,7 @@ pub struct Args {
     #[arg(long, value_name = "URL", env = "JOBCTL_STORAGE")]
     storage: Option<String>,
     /// Where jobs' relative `workdir`s are taken from (default: the config's folder)
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", value_parser = parse_dir)]
     dir: Option<PathBuf>,
     /// Exit once nothing this worker could run is queued and nothing runs here
     #[arg(long)]
@@ -63,6 +63,16 @@ fn parse_lease(text: &str) -> Result<Duration, String> {
         return Err(format!("a lease is from 1s to 1d, not `{}`", text.trim()));
     }
     Ok(lease)
+}
+
+/// `--dir`: a folder that is there. A worker given a mistyped one would fail every
+/// build it claims, builds that other workers would have run.
+fn parse_dir(text: &str) -> Result<PathBuf, String> {
+    match std::fs::metadata(text) {
+        Ok(meta) if meta.is_dir() => Ok(PathBuf::from(text)),
+        Ok(_) => Err(format!("`{text}` is not a folder")),
+        Err(err) => Err(format!("cannot use `{text}` as the jobs' folder: {err}")),
+    }
 }
 
 /// `--name`: shown in `jobctl workers` and recorded with every build the worker runs.
