@@ -408,6 +408,46 @@ fn a_killed_workers_build_is_retried_by_another() {
     );
 }
 
+/// A worker killed with SIGKILL takes its job with it, at once, all of the job's process
+/// group (a child in the background too): its warden kills them. It left them running
+/// until a jobctl on its machine next looked; a rescuer on another machine ran the
+/// build again beside them (seen with the two in UTS namespaces of their own).
+#[test]
+fn a_killed_workers_jobs_end_with_it() {
+    let config =
+        "jobs:\n  - id: long\n    run: 'sleep 60 & echo $! > child.pid; echo $$ > pid; wait'\n";
+    let dir = setup(config, None);
+    let d = dir.path();
+    let (code, _, err) = run(d, &["build", "long", "--queue"]);
+    assert_eq!(code, 0, "{err}");
+    let doomed = Proc::start(d, &["worker", "--name", "doomed"]);
+    let twenty = Duration::from_secs(20);
+    let pid = |file: &str| -> Option<i32> {
+        std::fs::read_to_string(d.join(file))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    wait_until("the job to start", twenty, || {
+        pid("pid").is_some() && pid("child.pid").is_some()
+    });
+    let job = [pid("pid").unwrap(), pid("child.pid").unwrap()];
+    // Gone, or a zombie that whoever took it over has not reaped yet.
+    let gone = |p: i32| {
+        std::fs::read_to_string(format!("/proc/{p}/stat")).map_or(true, |stat| {
+            stat.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+    };
+    assert!(!job.iter().any(|&p| gone(p)), "the job ended by itself");
+    doomed.signal(libc::SIGKILL);
+    drop(doomed);
+    wait_until("the killed worker's job to end", twenty, || {
+        job.iter().all(|&p| gone(p))
+    });
+}
+
 /// SIGTERM drains: the running build finishes and the worker exits 0; with a short drain
 /// timeout the build is handed back (queued again, not failed) and another runs it.
 #[test]

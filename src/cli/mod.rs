@@ -86,6 +86,9 @@ enum Command {
     /// From inside a running job: report progress, a log line, the return value, or a skip
     #[command(subcommand)]
     Report(report::Args),
+    /// A worker's warden (started by the worker; see exec/warden.rs)
+    #[command(name = crate::exec::warden::COMMAND, hide = true)]
+    Warden,
 }
 
 /// Runs the command line with the built-in functions and maps the outcome to an exit code.
@@ -133,6 +136,10 @@ fn run(cli: Cli, functions: Registry, out: &mut dyn Write) -> Result<(), CliErro
         Command::Uninstall(args) => ctx.block_on(install::uninstall(&ctx, args, out)),
         Command::Tui(args) => ctx.block_on(tui::run(&ctx, args)),
         Command::Cancel(args) => ctx.block_on(cancel::run(&ctx, args, out)),
+        Command::Warden => {
+            crate::exec::warden::run();
+            Ok(())
+        }
         Command::Worker(args) => ctx.block_on(worker::run(&ctx, args, out)),
         Command::Workers(args) => ctx.block_on(worker::list(&ctx, args, out)),
         Command::Report(args) => report::run(args),

@@ -187,6 +187,15 @@ pub async fn run(ctx: &Context, args: Args, out: &mut dyn Write) -> Result<(), C
         dir: args.dir.unwrap_or(base),
     };
     crate::exec::reaper::become_subreaper();
+    // Its jobs end with it, however it ends: without the warden a worker killed with
+    // SIGKILL left them running beside their retry on another machine. One that cannot
+    // start is said, and the worker goes on as before.
+    if let Err(err) = crate::exec::warden::start() {
+        write_out(
+            out,
+            &format!("warning: no warden for this worker's jobs: {err}\n"),
+        )?;
+    }
     write_out(
         out,
         &format!(

@@ -24,4 +24,5 @@ pub mod recover;
 pub mod schedule;
 pub mod spawn;
 pub mod values;
+pub mod warden;
 pub mod worker;

@@ -119,6 +119,10 @@ fn sweep_with(doomed: impl Fn(Option<i64>) -> bool) -> usize {
             reap(pid);
             continue;
         }
+        // A worker's warden carries no build, and stays as long as the worker.
+        if super::warden::is_warden(pid) {
+            continue;
+        }
         if doomed(build_marker(pid)) {
             signalled += kill_tree(pid);
         }

@@ -137,6 +137,8 @@ fn try_reap(pid: i32) -> io::Result<Option<ExitStatus>> {
         if let Some(live) = live().as_mut() {
             live.remove(&pid);
         }
+        // Its runner kills what is left of its group now (`process`).
+        super::warden::release(pid);
         return Ok(Some(ExitStatus::from_raw(status)));
     }
     if r == -1 {
@@ -166,6 +168,7 @@ impl Drop for Child {
             if let Some(live) = live().as_mut() {
                 live.remove(&pid);
             }
+            super::warden::release(pid);
         });
     }
 }
@@ -209,6 +212,7 @@ pub fn spawn(spec: &Spawn<'_>) -> io::Result<Spawned> {
     };
     let (pid, pidfd) = start(&program, &argv, &envp.entries(), dups)?;
     live().get_or_insert_with(HashSet::new).insert(pid);
+    super::warden::watch(pid);
     drop(starting);
     drop((out_w, err_w, chan_w));
     let waiter = match (sigchld, pidfd) {
@@ -227,6 +231,7 @@ pub fn spawn(spec: &Spawn<'_>) -> io::Result<Spawned> {
             if let Some(live) = live().as_mut() {
                 live.remove(&pid);
             }
+            super::warden::release(pid);
             return Err(err);
         }
     };
